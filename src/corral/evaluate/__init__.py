@@ -1,0 +1,1 @@
+"""Evaluation: metrics, runner, judge, statistics and gates."""

@@ -1,0 +1,1 @@
+"""Monitoring: aggregates, drift, feedback, alerts, dashboard."""

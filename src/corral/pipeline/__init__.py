@@ -1,0 +1,1 @@
+"""The refresh pipeline: retrain, gate, canary, promote or roll back, retire."""

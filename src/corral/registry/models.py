@@ -1,0 +1,421 @@
+"""Models and their immutable versions: register, resolve, alias, roll back, retire."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from corral.artifacts import ArtifactStore
+from corral.errors import ConflictError, InvalidInputError, NotFoundError
+from corral.registry import aliases, audit, owners
+from corral.registry.refs import Ref, check_name, parse_ref
+from corral.registry.types import AliasEvent, Model, ModelVersion
+from corral.store import Store
+from corral.store.models import ModelRow, ModelVersionRow, utcnow
+
+KIND = "model"
+STAGE_ALIASES = ("production", "staging")
+
+
+def _stage(row: ModelVersionRow, pointing: list[str]) -> str:
+    if row.lifecycle:
+        return row.lifecycle
+    for alias in STAGE_ALIASES:
+        if alias in pointing:
+            return alias
+    return "registered"
+
+
+def _check_model_dir(path: Path, kind: str) -> None:
+    if not path.exists():
+        raise NotFoundError(f"path {path} does not exist")
+    if not path.is_dir():
+        raise InvalidInputError(f"{path} is a file; a model version is a directory in Hugging Face format")
+    needed = "adapter_config.json" if kind == "adapter" else "config.json"
+    if not (path / needed).is_file():
+        what = "a LoRA adapter (PEFT format)" if kind == "adapter" else "a Hugging Face-format model"
+        raise InvalidInputError(f"{path} has no {needed}, so it is not {what}")
+
+
+class ModelRegistry:
+    """Registry operations on models. Every change is one transaction with its audit row."""
+
+    def __init__(
+        self,
+        store: Store,
+        artifacts: ArtifactStore,
+        actor: str,
+        in_flight: Callable[[str], int] | None = None,
+    ) -> None:
+        self.store = store
+        self.artifacts = artifacts
+        self.actor = actor
+        # How many requests a version is serving; the gateway wires the real count.
+        self.in_flight = in_flight or (lambda ref: 0)
+
+    # -- lookups ----------------------------------------------------------------------------
+    def _model_row(self, session: Session, name: str, *, lock: bool = False) -> ModelRow:
+        return owners.find(session, ModelRow, name, "model", lock=lock)
+
+    def _latest(self, session: Session, model: ModelRow, *, live_only: bool = False) -> int | None:
+        query = select(func.max(ModelVersionRow.version)).where(ModelVersionRow.model_id == model.id)
+        if live_only:
+            query = query.where(ModelVersionRow.lifecycle.is_(None))
+        return session.scalar(query)
+
+    def _version_row(self, session: Session, model: ModelRow, ref: Ref) -> ModelVersionRow:
+        number = ref.version
+        if ref.alias is not None:
+            number = aliases.current(session, KIND, model.id, ref.alias)
+            if number is None:
+                known = ", ".join(sorted(aliases.aliases_of(session, KIND, model.id))) or "none"
+                raise NotFoundError(f"model '{model.name}' has no alias '{ref.alias}' (aliases: {known})")
+        elif number is None:
+            number = self._latest(session, model, live_only=True)
+            if number is None:
+                raise NotFoundError(f"model '{model.name}' has no live version")
+        row = session.scalar(
+            select(ModelVersionRow).where(
+                ModelVersionRow.model_id == model.id, ModelVersionRow.version == number
+            )
+        )
+        if row is None:
+            latest = self._latest(session, model)
+            raise NotFoundError(f"model '{model.name}' has no version {number} (latest is {latest})")
+        return row
+
+    def _to_version(self, session: Session, model: ModelRow, row: ModelVersionRow) -> ModelVersion:
+        alias_map = aliases.aliases_of(session, KIND, model.id)
+        pointing = sorted(name for name, version in alias_map.items() if version == row.version)
+        base_ref = None
+        if row.base_version_id is not None:
+            base = session.get(ModelVersionRow, row.base_version_id)
+            base_model = session.get(ModelRow, base.model_id) if base else None
+            base_ref = f"{base_model.name}@{base.version}" if base and base_model else None
+        return ModelVersion(
+            name=model.name,
+            version=row.version,
+            kind=row.kind,
+            stage=_stage(row, pointing),
+            aliases=pointing,
+            artifact=row.artifact,
+            base_ref=base_ref,
+            endpoint_url=row.endpoint_url,
+            upstream_model=row.upstream_model,
+            api_key_env=row.api_key_env,
+            lineage=dict(row.lineage or {}),
+            metrics=dict(row.metrics or {}),
+            tags=dict(row.tags or {}),
+            description=row.description,
+            created_by=row.created_by,
+            created_at=row.created_at,
+            retired_at=row.retired_at,
+            artifact_purged=row.artifact_purged,
+        )
+
+    def resolve(self, ref: str) -> ModelVersion:
+        """The version a reference names: `name@3`, `name@production`, or `name` (latest live)."""
+        parsed = parse_ref(ref)
+        with self.store.session() as session:
+            model = self._model_row(session, parsed.name)
+            return self._to_version(session, model, self._version_row(session, model, parsed))
+
+    def get(self, name: str) -> Model:
+        with self.store.session() as session:
+            row = self._model_row(session, check_name(name, "model name"))
+            return Model(
+                row.name,
+                row.description,
+                dict(row.tags or {}),
+                row.created_by,
+                row.created_at,
+                self._latest(session, row),
+                aliases.aliases_of(session, KIND, row.id),
+            )
+
+    def list(self) -> builtins.list[Model]:
+        with self.store.session() as session:
+            rows = session.scalars(select(ModelRow).order_by(ModelRow.name)).all()
+            return [
+                Model(
+                    r.name,
+                    r.description,
+                    dict(r.tags or {}),
+                    r.created_by,
+                    r.created_at,
+                    self._latest(session, r),
+                    aliases.aliases_of(session, KIND, r.id),
+                )
+                for r in rows
+            ]
+
+    def versions(self, name: str) -> builtins.list[ModelVersion]:
+        with self.store.session() as session:
+            model = self._model_row(session, name)
+            rows = session.scalars(
+                select(ModelVersionRow)
+                .where(ModelVersionRow.model_id == model.id)
+                .order_by(ModelVersionRow.version)
+            ).all()
+            return [self._to_version(session, model, row) for row in rows]
+
+    def materialize(self, version: ModelVersion) -> Path:
+        """A verified local directory with this version's files, for a worker to load."""
+        if version.artifact is None:
+            raise InvalidInputError(f"{version.ref} is a remote endpoint; it has no files")
+        if version.artifact_purged:
+            raise NotFoundError(f"{version.ref} was retired with --purge; its files are gone")
+        return self.artifacts.materialize(version.artifact)
+
+    # -- changes ----------------------------------------------------------------------------
+    def _get_or_create_model(
+        self, session: Session, name: str, description: str, tags: dict[str, Any]
+    ) -> ModelRow:
+        row, created = owners.find_or_create(
+            session, ModelRow, name, description=description, tags=tags, created_by=self.actor
+        )
+        if created:
+            audit.record(
+                session, self.actor, "model.create", f"model:{name}", None, {"description": description}
+            )
+        return row
+
+    def register(
+        self,
+        name: str,
+        path: str | Path | None = None,
+        *,
+        base: str | None = None,
+        endpoint: str | None = None,
+        upstream_model: str | None = None,
+        api_key_env: str | None = None,
+        lineage: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+        tags: dict[str, Any] | None = None,
+        description: str = "",
+    ) -> ModelVersion:
+        """Add the next version of `name`: a weights directory, an adapter over `base`, or an endpoint."""
+        check_name(name, "model name")
+        if endpoint is not None:
+            if path is not None or base is not None:
+                raise InvalidInputError("give either a PATH or --endpoint, not both")
+            if not endpoint.startswith(("http://", "https://")):
+                raise InvalidInputError(f"endpoint '{endpoint}' must start with http:// or https://")
+            if not upstream_model:
+                raise InvalidInputError(
+                    "an endpoint version needs --upstream-model (the model name upstream)"
+                )
+            kind, digest = "endpoint", None
+        else:
+            if path is None:
+                raise InvalidInputError("give a model directory PATH, or --endpoint URL --upstream-model M")
+            kind = "adapter" if base else "weights"
+            if base is not None:
+                self.resolve(base)  # fail on an unknown base before copying any files
+            _check_model_dir(Path(path), kind)
+            digest = self.artifacts.put_dir(path)
+        lineage = dict(lineage or {})
+        if path is not None:
+            lineage.setdefault("source", str(Path(path).resolve()))
+        with self.store.session() as session:
+            base_id = None
+            if base is not None:
+                base_ref = parse_ref(base)
+                base_model = self._model_row(session, base_ref.name)
+                base_row = self._version_row(session, base_model, base_ref)
+                if base_row.kind != "weights":
+                    raise InvalidInputError(
+                        f"base {base} is an {base_row.kind} version; an adapter needs full weights"
+                    )
+                base_id = base_row.id
+                lineage.setdefault("base", f"{base_model.name}@{base_row.version}")
+            model = self._get_or_create_model(session, name, description, tags or {})
+            number = (self._latest(session, model) or 0) + 1
+            row = ModelVersionRow(
+                model_id=model.id,
+                version=number,
+                kind=kind,
+                artifact=digest,
+                base_version_id=base_id,
+                endpoint_url=endpoint,
+                upstream_model=upstream_model,
+                api_key_env=api_key_env,
+                lineage=lineage,
+                metrics=metrics or {},
+                tags=tags or {},
+                description=description,
+                created_by=self.actor,
+            )
+            session.add(row)
+            session.flush()
+            audit.record(
+                session,
+                self.actor,
+                "version.register",
+                f"model:{name}@{number}",
+                None,
+                {"kind": kind, "artifact": digest, "endpoint": endpoint, "base": lineage.get("base")},
+            )
+            return self._to_version(session, model, row)
+
+    def add_metrics(self, ref: str, metrics: dict[str, Any]) -> ModelVersion:
+        """Attach evaluation results to a version (new keys only: recorded results never change)."""
+        parsed = parse_ref(ref)
+        with self.store.session() as session:
+            model = self._model_row(session, parsed.name, lock=True)
+            row = self._version_row(session, model, parsed)
+            clash = sorted(set(metrics) & set(row.metrics or {}))
+            if clash:
+                raise ConflictError(f"{model.name}@{row.version} already has metrics {', '.join(clash)}")
+            before = dict(row.metrics or {})
+            row.metrics = {**before, **metrics}
+            audit.record(
+                session,
+                self.actor,
+                "version.metrics",
+                f"model:{model.name}@{row.version}",
+                before,
+                row.metrics,
+            )
+            return self._to_version(session, model, row)
+
+    def set_alias(self, name: str, alias: str, version: str | int, reason: str = "") -> ModelVersion:
+        """Point `alias` at a version (a number or a reference such as `support@staging`)."""
+        text = str(version)
+        ref = parse_ref(text if "@" in text else f"{name}@{text}")
+        if ref.name != name:
+            raise InvalidInputError(f"alias of model '{name}' cannot point at a version of '{ref.name}'")
+        with self.store.session() as session:
+            model = self._model_row(session, name, lock=True)
+            row = self._version_row(session, model, ref)
+            if row.lifecycle:
+                raise ConflictError(f"{name}@{row.version} is {row.lifecycle}; an alias cannot point at it")
+            aliases.move(
+                session,
+                kind=KIND,
+                owner_id=model.id,
+                subject=name,
+                alias=alias,
+                version=row.version,
+                actor=self.actor,
+                reason=reason,
+            )
+            return self._to_version(session, model, row)
+
+    def remove_alias(self, name: str, alias: str, reason: str = "") -> None:
+        with self.store.session() as session:
+            model = self._model_row(session, name, lock=True)
+            if aliases.current(session, KIND, model.id, alias) is None:
+                raise NotFoundError(f"model '{name}' has no alias '{alias}'")
+            aliases.move(
+                session,
+                kind=KIND,
+                owner_id=model.id,
+                subject=name,
+                alias=alias,
+                version=None,
+                actor=self.actor,
+                reason=reason,
+            )
+
+    def alias_history(self, name: str, alias: str | None = None) -> builtins.list[AliasEvent]:
+        with self.store.session() as session:
+            model = self._model_row(session, name)
+            return aliases.history(session, KIND, model.id, alias)
+
+    def rollback(self, name: str, alias: str = "production", reason: str = "") -> ModelVersion:
+        """Move `alias` back to the version it held before its current one."""
+        with self.store.session() as session:
+            model = self._model_row(session, name, lock=True)
+
+            def live(target: int) -> None:
+                row = self._version_row(session, model, Ref(name, version=target))
+                if row.lifecycle:
+                    raise ConflictError(
+                        f"cannot roll back {name}@{alias} to version {target}: it is {row.lifecycle}"
+                    )
+
+            target = aliases.rollback(
+                session,
+                kind=KIND,
+                owner_id=model.id,
+                subject=name,
+                alias=alias,
+                actor=self.actor,
+                reason=reason,
+                check=live,
+            )
+            return self._to_version(
+                session, model, self._version_row(session, model, Ref(name, version=target))
+            )
+
+    def retire(self, ref: str, *, purge: bool = False) -> ModelVersion:
+        """Stop serving a version: `draining` now, `retired` once nothing is in flight."""
+        parsed = parse_ref(ref)
+        with self.store.session() as session:
+            model = self._model_row(session, parsed.name, lock=True)
+            row = self._version_row(session, model, parsed)
+            label = f"{model.name}@{row.version}"
+            pointing = [a for a, v in aliases.aliases_of(session, KIND, model.id).items() if v == row.version]
+            if pointing:
+                raise ConflictError(
+                    f"cannot retire {label}: alias {', '.join(sorted(pointing))} points at it",
+                    hint=f"move the alias first, e.g. `corral models alias set {model.name} {pointing[0]} VERSION`",
+                )
+            if row.lifecycle == "retired":
+                raise ConflictError(f"{label} is already retired")
+            dependants = session.scalar(
+                select(func.count()).where(
+                    ModelVersionRow.base_version_id == row.id, ModelVersionRow.lifecycle.is_(None)
+                )
+            )
+            if purge and dependants:
+                raise ConflictError(
+                    f"cannot purge {label}: {dependants} live adapter version(s) use it as their base"
+                )
+            before = row.lifecycle
+            row.lifecycle = "draining"
+            audit.record(
+                session,
+                self.actor,
+                "version.drain",
+                f"model:{label}",
+                {"lifecycle": before},
+                {"lifecycle": "draining"},
+            )
+        return self.complete_retirement(label, purge=purge)
+
+    def complete_retirement(self, ref: str, *, purge: bool = False) -> ModelVersion:
+        """Finish retiring a draining version if nothing is in flight; otherwise leave it draining."""
+        parsed = parse_ref(ref)
+        with self.store.session() as session:
+            model = self._model_row(session, parsed.name, lock=True)
+            row = self._version_row(session, model, parsed)
+            label = f"{model.name}@{row.version}"
+            if row.lifecycle == "draining" and self.in_flight(label) == 0:
+                row.lifecycle = "retired"
+                row.retired_at = utcnow()
+                if purge and row.artifact and not row.artifact_purged:
+                    keep = session.scalars(
+                        select(ModelVersionRow.artifact).where(
+                            ModelVersionRow.artifact.is_not(None),
+                            ModelVersionRow.id != row.id,
+                            ModelVersionRow.artifact_purged.is_(False),
+                        )
+                    ).all()
+                    self.artifacts.delete(row.artifact, keep=[k for k in keep if k])
+                    row.artifact_purged = True
+                audit.record(
+                    session,
+                    self.actor,
+                    "version.retire",
+                    f"model:{label}",
+                    {"lifecycle": "draining"},
+                    {"lifecycle": "retired", "purged": row.artifact_purged},
+                )
+            return self._to_version(session, model, row)

@@ -1,0 +1,106 @@
+"""Connecting to the SQL store: SQLite in WAL mode by default, PostgreSQL by URL; migrations on open."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, inspect
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from corral.errors import StoreUnavailableError
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _sqlite_engine(url: str, echo: bool) -> Engine:
+    parsed = make_url(url)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control from pysqlite so that every transaction is BEGIN IMMEDIATE:
+        # writers from several processes then queue on the lock instead of failing mid-way.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Store:
+    """The SQL store: an engine, a session factory and the migration state."""
+
+    def __init__(self, url: str, *, echo: bool = False, auto_upgrade: bool | None = None) -> None:
+        self.url = url
+        self.dialect = make_url(url).get_backend_name()
+        if self.dialect == "sqlite":
+            self.engine = _sqlite_engine(url, echo)
+        else:
+            self.engine = create_engine(url, echo=echo, pool_pre_ping=True)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._auto_upgrade = self.dialect == "sqlite" if auto_upgrade is None else auto_upgrade
+        self._checked = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Store:
+        return cls(
+            settings.store.resolved_url(), echo=settings.store.echo, auto_upgrade=settings.store.auto_upgrade
+        )
+
+    def safe_url(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def ensure_ready(self) -> None:
+        """Upgrade on first use when allowed; otherwise fail clearly if migrations are pending."""
+        if self._checked:
+            return
+        with self._lock:
+            if self._checked:
+                return
+            from corral.store.migrate import current_revision, head_revision, upgrade
+
+            current, head = current_revision(self), head_revision()
+            if current != head:
+                if not self._auto_upgrade:
+                    raise StoreUnavailableError(
+                        f"the database at {self.safe_url()} is at revision {current or 'empty'}, not {head}",
+                        hint="run `corral db upgrade`",
+                    )
+                upgrade(self)
+            self._checked = True
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        self.ensure_ready()
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except OperationalError as exc:
+            raise StoreUnavailableError(
+                f"the store at {self.safe_url()} failed: {str(exc.orig).strip().splitlines()[0]}"
+            ) from None
+
+    def table_names(self) -> list[str]:
+        return inspect(self.engine).get_table_names()
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,216 @@
+"""SQLAlchemy models: the only durable shared state. Change them only with a migration."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class ModelRow(Base):
+    __tablename__ = "models"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelVersionRow(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_id", "version"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # weights | adapter | endpoint
+    artifact: Mapped[str | None] = mapped_column(String(80), default=None)  # sha256 digest of the directory
+    base_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), default=None)
+    endpoint_url: Mapped[str | None] = mapped_column(String(512), default=None)
+    upstream_model: Mapped[str | None] = mapped_column(String(256), default=None)
+    api_key_env: Mapped[str | None] = mapped_column(String(128), default=None)
+    lineage: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    description: Mapped[str] = mapped_column(Text, default="")
+    lifecycle: Mapped[str | None] = mapped_column(String(16), default=None)  # None | draining | retired
+    artifact_purged: Mapped[bool] = mapped_column(default=False)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class AliasRow(Base):
+    """A movable name for one version of a model or prompt (`kind` says which)."""
+
+    __tablename__ = "aliases"
+    __table_args__ = (UniqueConstraint("kind", "owner_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # model | prompt
+    owner_id: Mapped[int] = mapped_column(Integer, index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AliasEventRow(Base):
+    """One move of an alias; the history that rollback walks back along."""
+
+    __tablename__ = "alias_events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    owner_id: Mapped[int] = mapped_column(Integer, index=True)
+    alias: Mapped[str] = mapped_column(String(64))
+    from_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    to_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    actor: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    is_rollback: Mapped[bool] = mapped_column(default=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DatasetRow(Base):
+    __tablename__ = "datasets"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DatasetVersionRow(Base):
+    __tablename__ = "dataset_versions"
+    __table_args__ = (UniqueConstraint("dataset_id", "version"), UniqueConstraint("dataset_id", "digest"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(80))  # sha256 of the canonical JSONL = its artifact
+    row_count: Mapped[int] = mapped_column(Integer)
+    schema_kind: Mapped[str] = mapped_column(String(32))  # chat | prompt_completion | classification
+    splits: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    lineage: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PromptRow(Base):
+    __tablename__ = "prompts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PromptVersionRow(Base):
+    __tablename__ = "prompt_versions"
+    __table_args__ = (UniqueConstraint("prompt_id", "version"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    template: Mapped[dict[str, Any]] = mapped_column()  # {"text": ...} or {"messages": [...]}
+    variables: Mapped[list[Any]] = mapped_column(default=list)
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuditRow(Base):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(256))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+
+
+# -- gateway: keys, deployments changed at run time, traces, feedback --------------------------------
+
+
+class ApiKeyRow(Base):
+    """An API key, stored as its SHA-256 only; `models` lists the deployments it reaches (`*` = all)."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # the first characters, to recognise a key in lists
+    models: Mapped[list[Any]] = mapped_column(default=list)
+    rpm: Mapped[int | None] = mapped_column(Integer, default=None)
+    tpm: Mapped[int | None] = mapped_column(Integer, default=None)
+    budget_usd: Mapped[float | None] = mapped_column(Float, default=None)  # per calendar month (UTC)
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class DeploymentRow(Base):
+    """A deployment's spec (the `deployments:` entry as JSON); `source` is file or admin."""
+
+    __tablename__ = "deployments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    spec: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)  # None: deleted by an admin
+    source: Mapped[str] = mapped_column(String(16), default="file")
+    updated_by: Mapped[str] = mapped_column(String(128))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TraceRow(Base):
+    """One request through the gateway (or one shadow copy of it)."""
+
+    __tablename__ = "traces"
+    __table_args__ = (Index("ix_traces_day_key", "day", "key_id"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    day: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD (UTC), for cost totals
+    key_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    key_name: Mapped[str | None] = mapped_column(String(128), default=None)
+    deployment: Mapped[str] = mapped_column(String(128), index=True)
+    endpoint: Mapped[str] = mapped_column(String(32))  # chat | completions | embeddings
+    route: Mapped[str | None] = mapped_column(String(512), default=None)
+    model_version: Mapped[str | None] = mapped_column(String(256), default=None)
+    shadow_of: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
+    prompt_ref: Mapped[str | None] = mapped_column(String(256), default=None)
+    request: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_estimated: Mapped[bool] = mapped_column(default=False)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    ttft_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    status: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    stream: Mapped[bool] = mapped_column(default=False)
+    user: Mapped[str | None] = mapped_column(String(256), default=None)
+    session: Mapped[str | None] = mapped_column(String(256), default=None)
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class FeedbackRow(Base):
+    """A score in [0, 1] on a trace (thumbs up 1, down 0), with an optional label and comment."""
+
+    __tablename__ = "feedback"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    trace_id: Mapped[str] = mapped_column(String(32), index=True)  # no FK: the trace may still be spooled
+    score: Mapped[float] = mapped_column(Float)
+    label: Mapped[str | None] = mapped_column(String(128), default=None)
+    comment: Mapped[str | None] = mapped_column(Text, default=None)
+    key_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
