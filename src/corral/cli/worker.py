@@ -1,0 +1,112 @@
+"""`corral worker`: serve one model version (a directory or a registry reference) over the OpenAI API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from corral.cli import common
+from corral.errors import InvalidInputError, NotFoundError
+
+if TYPE_CHECKING:
+    from corral.config import EngineSettings, Settings
+
+
+def resolve_model(arg: str, settings: Settings) -> tuple[Path, Path | None, list[str]]:
+    """(model dir, adapter dir or None, names to answer to). A REF is resolved once and pinned."""
+    path = Path(arg).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file() and (path / "adapter_config.json").is_file():
+            raise InvalidInputError(
+                f"{path} is a LoRA adapter; register it over its base and serve its registry reference"
+            )
+        return path, None, [arg]
+    if path.exists() or "/" in arg or arg.startswith("."):
+        raise NotFoundError(f"model directory {arg} does not exist (or is not a directory)")
+    try:
+        from corral.registry import open_registry
+    except ImportError:
+        raise NotFoundError(
+            f"{arg} is not a directory, and the registry is not available to resolve it"
+        ) from None
+    reg = open_registry(settings)
+    version = reg.models.resolve(arg)
+    if version.kind == "endpoint":
+        raise InvalidInputError(
+            f"{version.ref} is a remote endpoint; route to {version.endpoint_url} instead"
+        )
+    if version.kind == "adapter":
+        if not version.base_ref:
+            raise InvalidInputError(f"{version.ref} is an adapter without a base version")
+        base = reg.models.materialize(reg.models.resolve(version.base_ref))
+        adapter = reg.models.materialize(version)
+        return base, adapter, [version.ref, str(adapter)]
+    model_dir = reg.models.materialize(version)
+    return model_dir, None, [version.ref, str(model_dir)]
+
+
+def engine_settings(base: EngineSettings, **overrides: object) -> EngineSettings:
+    """The configured engine settings with the command-line options that were given, re-validated."""
+    from pydantic import ValidationError
+
+    from corral.config import EngineSettings
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return EngineSettings.model_validate({**base.model_dump(), **given})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise InvalidInputError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+
+
+def worker(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model", "-m", help="HF-format directory, or a registry reference like support@production"
+        ),
+    ],
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="port (default: engine.worker_port_start)")] = None,
+    kv_cache_gb: Annotated[float | None, typer.Option(help="memory for the KV cache, GiB")] = None,
+    max_waiting: Annotated[int | None, typer.Option(help="queued requests before answering 503")] = None,
+    max_num_seqs: Annotated[int | None, typer.Option(help="sequences in one batch")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
+    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16")] = None,
+    embeddings: Annotated[bool, typer.Option("--embeddings", help="also serve /v1/embeddings")] = False,
+    embeddings_model: Annotated[
+        str | None, typer.Option(help="sentence-transformers directory for --embeddings")
+    ] = None,
+) -> None:
+    """Serve one model version as an OpenAI-compatible worker (chat, completions, models, metrics)."""
+    import uvicorn
+
+    from corral.engine.embeddings import EmbeddingModel
+    from corral.engine.llm_engine import LLMEngine
+    from corral.engine.server import Worker, build_app
+
+    settings = common.settings()
+    engine_cfg = engine_settings(
+        settings.engine,
+        kv_cache_gb=kv_cache_gb,
+        max_waiting=max_waiting,
+        max_num_seqs=max_num_seqs,
+        device=device,
+        dtype=dtype,
+    )
+    model_dir, adapter, names = resolve_model(model, settings)
+    engine = LLMEngine(model_dir, engine_cfg, adapter=adapter)
+    embedder = EmbeddingModel(embeddings_model) if embeddings else None
+    app = build_app(Worker(engine, names, embedder))
+    port = port or engine_cfg.worker_port_start
+    common.console.print(
+        f"serving [bold]{names[0]}[/bold] on http://{host}:{port}/v1 "
+        f"({engine.block_manager.num_blocks} KV blocks, context {engine.max_model_len})"
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("worker")(worker)

@@ -1,0 +1,153 @@
+"""Load an HF-format model directory: config.json, safetensors weights, tokenizer, LoRA merge.
+
+Every problem a user can cause (missing directory, bad JSON, unsupported architecture, missing
+tensors, an adapter that does not fit its base) is a CorralError naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from corral.engine.models import SUPPORTED_MODEL_TYPES, CausalLM, build_model
+from corral.errors import CorralError, InvalidInputError, NotFoundError
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidInputError(
+            f"{path.parent} has no {path.name}", hint="is it a Hugging Face-format model directory?"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{path} must hold a JSON object")
+    return data
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise NotFoundError(f"model directory {path} does not exist")
+    if not path.is_dir():
+        raise InvalidInputError(f"{path} is a file; give a Hugging Face-format model directory")
+    config = _read_json(path / "config.json")
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise InvalidInputError(
+            f"{path / 'config.json'}: model_type {model_type!r} is not supported by the corral engine",
+            hint=f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}; serve others through a vLLM route",
+        )
+    return config
+
+
+def load_weights(path: Path) -> dict[str, Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise InvalidInputError(
+            f"{path} has no *.safetensors weights", hint="save the model with safe_serialization=True"
+        )
+    weights: dict[str, Tensor] = {}
+    for file in files:
+        try:
+            weights.update(load_file(str(file)))
+        except (SafetensorError, OSError) as exc:
+            raise InvalidInputError(f"{file} is not a readable safetensors file: {exc}") from None
+    return weights
+
+
+def merge_lora(weights: dict[str, Tensor], adapter_dir: Path) -> None:
+    """Fold a PEFT LoRA adapter into the base weights in place: W += scale * B @ A."""
+    from safetensors.torch import load_file
+
+    cfg = _read_json(adapter_dir / "adapter_config.json")
+    file = adapter_dir / "adapter_model.safetensors"
+    if not file.is_file():
+        raise InvalidInputError(f"{adapter_dir} has no adapter_model.safetensors")
+    tensors = load_file(str(file))
+    rank, alpha = int(cfg.get("r", 8)), float(cfg.get("lora_alpha", 8))
+    scale = alpha / (rank**0.5 if cfg.get("use_rslora") else rank)
+    for key, a in tensors.items():
+        if ".lora_A." not in key:
+            continue
+        module = key.split(".lora_A.")[0].removeprefix("base_model.model.")
+        b = tensors[key.replace(".lora_A.", ".lora_B.")]
+        target = module + ".weight"
+        if target not in weights:
+            raise InvalidInputError(f"adapter {adapter_dir} targets '{module}', which the base model lacks")
+        delta = (b.float() @ a.float()) * scale
+        if cfg.get("fan_in_fan_out"):
+            delta = delta.t()
+        weights[target] = (weights[target].float() + delta).to(weights[target].dtype)
+
+
+def eos_token_ids(path: Path, config: dict[str, Any], tokenizer: Any) -> list[int]:
+    gen = path / "generation_config.json"
+    value = (_read_json(gen) if gen.is_file() else {}).get("eos_token_id", config.get("eos_token_id"))
+    if value is None and tokenizer is not None:
+        value = tokenizer.eos_token_id
+    if value is None:
+        return []
+    return [int(v) for v in (value if isinstance(value, list) else [value])]
+
+
+def load_tokenizer(path: Path) -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds; all mean "no usable tokenizer"
+        raise InvalidInputError(f"cannot load the tokenizer in {path}: {exc}".splitlines()[0]) from None
+
+
+def resolve_device_dtype(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
+    """`auto` means CUDA with bfloat16 when present, else the CPU with float32."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CorralError("engine.device is 'cuda' but no CUDA device is available")
+    if dtype == "auto":
+        dtype = "bfloat16" if device == "cuda" else "float32"
+    return torch.device(device), getattr(torch, dtype)
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    config: dict[str, Any]
+    model: CausalLM
+    tokenizer: Any  # a transformers tokenizer, or None
+    eos_token_ids: list[int]
+
+
+def load_model(
+    path: str | Path,
+    device: torch.device,
+    dtype: torch.dtype,
+    adapter: str | Path | None = None,
+    with_tokenizer: bool = True,
+) -> LoadedModel:
+    """Read and check everything at start-up, so a bad directory fails before a socket opens."""
+    path = Path(path)
+    config = read_config(path)
+    weights = load_weights(path)
+    if adapter is not None:
+        merge_lora(weights, Path(adapter))
+    try:
+        model = build_model(config, weights, device, dtype)
+    except KeyError as exc:
+        raise InvalidInputError(f"{path / 'config.json'} lacks the key {exc}") from None
+    tokenizer = load_tokenizer(path) if with_tokenizer else None
+    return LoadedModel(path, config, model, tokenizer, eos_token_ids(path, config, tokenizer))

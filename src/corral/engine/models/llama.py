@@ -1,0 +1,136 @@
+"""The Llama family (Llama, Qwen2, Mistral configs): RMSNorm, rotary positions, GQA, SwiGLU."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from corral.engine.attention import AttentionMetadata, KVCache, paged_attention
+from corral.engine.models.weights import WeightSource
+from corral.errors import InvalidInputError
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "silu": F.silu,
+    "gelu": F.gelu,
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+}
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """As HF computes it: normalize in fp32, then scale in the model's dtype."""
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * xf.to(x.dtype)
+
+
+def rope_parameters(config: dict[str, Any]) -> dict[str, Any]:
+    """Rotary settings from either the transformers 5 `rope_parameters` or the older top-level keys."""
+    params = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
+    params.setdefault("rope_theta", config.get("rope_theta", 10000.0))
+    params["rope_type"] = params.get("rope_type") or params.get("type") or "default"
+    return params
+
+
+def inverse_frequencies(config: dict[str, Any], head_dim: int) -> tuple[Tensor, float]:
+    """The rotary inverse frequencies and position scale for the supported rope types."""
+    params = rope_parameters(config)
+    base = float(params["rope_theta"])
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    kind = params["rope_type"]
+    if kind == "default":
+        return inv_freq, 1.0
+    if kind == "linear":
+        return inv_freq, 1.0 / float(params["factor"])
+    if kind == "llama3":
+        factor, low, high = params["factor"], params["low_freq_factor"], params["high_freq_factor"]
+        old_len = params["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+        return torch.where(medium, smoothed, scaled), 1.0
+    raise InvalidInputError(f"rope type '{kind}' is not supported", hint="supported: default, linear, llama3")
+
+
+def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class Llama:
+    def __init__(
+        self, config: dict[str, Any], weights: dict[str, Tensor], device: torch.device, dtype: torch.dtype
+    ) -> None:
+        self.hidden = config["hidden_size"]
+        self.num_heads = config["num_attention_heads"]
+        self.num_kv_heads = config.get("num_key_value_heads") or self.num_heads
+        self.head_dim = config.get("head_dim") or self.hidden // self.num_heads
+        self.num_layers = config["num_hidden_layers"]
+        self.vocab_size = config["vocab_size"]
+        self.eps = config.get("rms_norm_eps", 1e-6)
+        self.act = ACTIVATIONS[config.get("hidden_act", "silu")]
+        self.max_model_len = config.get("max_position_embeddings", 2048)
+        window = config.get("sliding_window")
+        if window and config.get("use_sliding_window", True):
+            self.max_model_len = min(self.max_model_len, window)  # no windowed attention: cap instead
+        self.scale = self.head_dim**-0.5
+        w = WeightSource(weights, device, dtype, strip=("model.",))
+        self.embed = w.get("embed_tokens.weight")
+        self.lm_head = self.embed if config.get("tie_word_embeddings") else w.get("lm_head.weight")
+        self.norm = w.get("norm.weight")
+        self.layers = [self._layer(w, i) for i in range(self.num_layers)]
+        inv_freq, pos_scale = inverse_frequencies(config, self.head_dim)
+        pos = torch.arange(self.max_model_len, dtype=torch.int64).float() * pos_scale
+        freqs = torch.outer(pos, inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.cos = emb.cos().to(device=device, dtype=dtype)
+        self.sin = emb.sin().to(device=device, dtype=dtype)
+        self.q_size = self.num_heads * self.head_dim
+        self.kv_size = self.num_kv_heads * self.head_dim
+
+    def _layer(self, w: WeightSource, i: int) -> dict[str, Tensor | None]:
+        p = f"layers.{i}."
+        attn, mlp = p + "self_attn.", p + "mlp."
+        return {
+            "ln1": w.get(p + "input_layernorm.weight"),
+            "ln2": w.get(p + "post_attention_layernorm.weight"),
+            "qkv": w.cat([attn + "q_proj.weight", attn + "k_proj.weight", attn + "v_proj.weight"]),
+            "qkv_b": w.cat_optional([attn + "q_proj.bias", attn + "k_proj.bias", attn + "v_proj.bias"]),
+            "o": w.get(attn + "o_proj.weight"),
+            "o_b": w.optional(attn + "o_proj.bias"),
+            "gate_up": w.cat([mlp + "gate_proj.weight", mlp + "up_proj.weight"]),
+            "gate_up_b": w.cat_optional([mlp + "gate_proj.bias", mlp + "up_proj.bias"]),
+            "down": w.get(mlp + "down_proj.weight"),
+            "down_b": w.optional(mlp + "down_proj.bias"),
+        }
+
+    def forward(
+        self, input_ids: Tensor, positions: Tensor, cache: KVCache, meta: AttentionMetadata
+    ) -> Tensor:
+        h = F.embedding(input_ids, self.embed)
+        cos, sin = self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
+        n = input_ids.shape[0]
+        for i, layer in enumerate(self.layers):
+            x = rms_norm(h, layer["ln1"], self.eps)  # type: ignore[arg-type]
+            qkv = F.linear(x, layer["qkv"], layer["qkv_b"])  # type: ignore[arg-type]
+            q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+            q = rotate(q.view(n, self.num_heads, self.head_dim), cos, sin)
+            k = rotate(k.view(n, self.num_kv_heads, self.head_dim), cos, sin)
+            v = v.view(n, self.num_kv_heads, self.head_dim)
+            a = paged_attention(q, k, v, cache, i, meta, self.scale)
+            h = h + F.linear(a.view(n, self.q_size), layer["o"], layer["o_b"])  # type: ignore[arg-type]
+            x = rms_norm(h, layer["ln2"], self.eps)  # type: ignore[arg-type]
+            gate, up = F.linear(x, layer["gate_up"], layer["gate_up_b"]).chunk(2, dim=-1)  # type: ignore[arg-type]
+            h = h + F.linear(self.act(gate) * up, layer["down"], layer["down_b"])  # type: ignore[arg-type]
+        return rms_norm(h, self.norm, self.eps)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        return F.linear(hidden, self.lm_head)

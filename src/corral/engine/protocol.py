@@ -1,0 +1,201 @@
+"""The OpenAI wire format: check request bodies into engine parameters, and build responses and chunks."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from corral.engine.llm_engine import StepOutput
+from corral.engine.sampler import Sample
+from corral.engine.sequence import SamplingParams
+from corral.errors import InvalidInputError
+
+# Fields OpenAI defines that a local model cannot honour yet: named in a 400 rather than ignored.
+UNSUPPORTED = (
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+    "parallel_tool_calls",
+    "response_format",
+    "logit_bias",
+    "audio",
+    "modalities",
+    "prediction",
+    "reasoning_effort",
+    "web_search_options",
+    "suffix",
+    "echo",
+    "best_of",
+)
+HARMLESS_DEFAULTS: dict[str, Any] = {"response_format": {"type": "text"}, "logit_bias": {}, "echo": False}
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    n: int = Field(default=1, ge=1, le=16)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    ignore_eos: bool = False
+    user: str | None = None  # accepted and ignored, as are the next three
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+
+    def sampling(self, max_tokens: int, logprobs: int | None) -> SamplingParams:
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            seed=self.seed,
+            repetition_penalty=self.repetition_penalty,
+            frequency_penalty=self.frequency_penalty,
+            presence_penalty=self.presence_penalty,
+            stop=[s for s in stop if s],
+            ignore_eos=self.ignore_eos,
+            logprobs=logprobs,
+        )
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+    text: str
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text for p in self.content)
+        return self.content or ""
+
+
+class ChatRequest(_Request):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+
+    def logprob_count(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+
+class CompletionRequest(_Request):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    logprobs: int | None = None
+
+
+def parse(cls: type[_Request], body: Any) -> Any:
+    """Validate a JSON body, turning every problem into a 400 that names the field."""
+    if not isinstance(body, dict):
+        raise InvalidInputError("the request body must be a JSON object")
+    for name in UNSUPPORTED:
+        if name in body and body[name] is not None and body[name] != HARMLESS_DEFAULTS.get(name, object()):
+            raise InvalidInputError(f"'{name}' is not supported by this worker", hint="remove the field")
+    try:
+        return cls.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "body"
+        if err["type"] == "extra_forbidden":
+            raise InvalidInputError(f"unrecognized request argument '{field}'") from None
+        message = err["msg"].removeprefix("Value error, ")
+        raise InvalidInputError(f"invalid '{field}': {message} (got {err.get('input')!r})") from None
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+class TokenText:
+    """Token ids as the strings and bytes OpenAI's logprobs show."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def token(self, token_id: int) -> str:
+        return str(self.tokenizer.decode([token_id]))
+
+    def chat_entry(self, sample: Sample) -> dict[str, Any]:
+        def one(token_id: int, logprob: float) -> dict[str, Any]:
+            text = self.token(token_id)
+            return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+        entry = one(sample.token_id, sample.logprob if sample.logprob is not None else 0.0)
+        entry["top_logprobs"] = [one(t, lp) for t, lp in sample.top_logprobs]
+        return entry
+
+    def chat_logprobs(self, samples: list[Sample]) -> dict[str, Any] | None:
+        return {"content": [self.chat_entry(s) for s in samples]} if samples else None
+
+    def completion_logprobs(self, samples: list[Sample], offset: int = 0) -> dict[str, Any] | None:
+        if not samples:
+            return None
+        tokens = [self.token(s.token_id) for s in samples]
+        offsets = []
+        for t in tokens:
+            offsets.append(offset)
+            offset += len(t)
+        return {
+            "tokens": tokens,
+            "token_logprobs": [s.logprob for s in samples],
+            "top_logprobs": [{self.token(t): lp for t, lp in s.top_logprobs} for s in samples],
+            "text_offset": offsets,
+        }
+
+
+def chunk(kind: str, rid: str, model: str, created: int, choice: dict[str, Any]) -> dict[str, Any]:
+    obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+    return {"id": rid, "object": obj, "created": created, "model": model, "choices": [choice]}
+
+
+def stream_choice(kind: str, index: int, out: StepOutput, logprobs: Any) -> dict[str, Any]:
+    if kind == "chat":
+        return {
+            "index": index,
+            "delta": {"content": out.text} if out.text else {},
+            "logprobs": logprobs,
+            "finish_reason": out.finish_reason,
+        }
+    return {"index": index, "text": out.text, "logprobs": logprobs, "finish_reason": out.finish_reason}
+
+
+def now() -> int:
+    return int(time.time())

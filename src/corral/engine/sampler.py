@@ -1,0 +1,110 @@
+"""Pick the next token of each sequence from its logits: penalties, temperature, top-k/p, seeds, logprobs.
+
+Greedy rows take the argmax. Seeded rows draw from their own `torch.Generator`, so a seeded
+request gives the same tokens whatever it is batched with; unseeded rows share the global RNG.
+Logprobs are those of the model's distribution (before penalties and temperature), as OpenAI's.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from corral.engine.sequence import Sequence
+
+
+@dataclass
+class Sample:
+    token_id: int
+    logprob: float | None = None
+    top_logprobs: list[tuple[int, float]] = field(default_factory=list)
+
+
+def apply_penalties(logits: Tensor, seqs: list[Sequence]) -> None:
+    """Repetition (HF style, over prompt and output), frequency and presence (OpenAI style, output only)."""
+    for row, seq in enumerate(seqs):
+        p = seq.params
+        if p.repetition_penalty != 1.0:
+            seen = torch.tensor(sorted(set(seq.token_ids)), device=logits.device)
+            values = logits[row, seen]
+            logits[row, seen] = torch.where(
+                values > 0, values / p.repetition_penalty, values * p.repetition_penalty
+            )
+        if p.frequency_penalty or p.presence_penalty:
+            counts = Counter(seq.output_token_ids)
+            if counts:
+                ids = torch.tensor(list(counts), device=logits.device)
+                freq = torch.tensor(list(counts.values()), dtype=logits.dtype, device=logits.device)
+                logits[row, ids] -= freq * p.frequency_penalty + p.presence_penalty
+
+
+def top_k_top_p(logits: Tensor, top_k: Tensor, top_p: Tensor) -> Tensor:
+    """Mask (to -inf) everything outside each row's top-k and nucleus top-p."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    vocab = logits.shape[-1]
+    k = torch.where(top_k > 0, top_k.clamp(max=vocab), torch.full_like(top_k, vocab))
+    ranks = torch.arange(vocab, device=logits.device)[None, :]
+    drop = ranks >= k[:, None]
+    probs = sorted_logits.masked_fill(drop, float("-inf")).softmax(dim=-1)
+    before = probs.cumsum(dim=-1) - probs  # probability mass strictly above each token
+    drop |= before > top_p[:, None]
+    drop[:, 0] = False  # always keep the most likely token
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+
+
+def _logprobs(raw: Tensor, seqs: list[Sequence], chosen: list[int]) -> list[Sample]:
+    samples = [Sample(t) for t in chosen]
+    wanted = [i for i, s in enumerate(seqs) if s.params.logprobs is not None]
+    if not wanted:
+        return samples
+    logp = raw[wanted].log_softmax(dim=-1)
+    for j, i in enumerate(wanted):
+        samples[i].logprob = float(logp[j, chosen[i]])
+        n = seqs[i].params.logprobs or 0
+        if n:
+            values, ids = logp[j].topk(n)
+            samples[i].top_logprobs = list(zip(ids.tolist(), values.tolist(), strict=True))
+    return samples
+
+
+class Sampler:
+    def __init__(self) -> None:
+        self._generators: dict[int, torch.Generator] = {}
+
+    def _generator(self, seq: Sequence, device: torch.device) -> torch.Generator:
+        gen = self._generators.get(seq.seq_id)
+        if gen is None:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(seq.params.seed or 0)
+            self._generators[seq.seq_id] = gen
+        return gen
+
+    def forget(self, seq: Sequence) -> None:
+        self._generators.pop(seq.seq_id, None)
+
+    def __call__(self, logits: Tensor, seqs: list[Sequence]) -> list[Sample]:
+        """logits: [len(seqs), vocab] fp32, one row per sequence that needs a token."""
+        raw = logits
+        if any(
+            s.params.repetition_penalty != 1 or s.params.frequency_penalty or s.params.presence_penalty
+            for s in seqs
+        ):
+            logits = logits.clone()
+            apply_penalties(logits, seqs)
+        chosen = logits.argmax(dim=-1).tolist()
+        rows = [i for i, s in enumerate(seqs) if not s.params.greedy]
+        if rows:
+            sub = logits[rows]
+            temps = torch.tensor([seqs[i].params.temperature for i in rows], device=sub.device)
+            top_k = torch.tensor([seqs[i].params.top_k for i in rows], device=sub.device)
+            top_p = torch.tensor([seqs[i].params.top_p for i in rows], device=sub.device)
+            probs = top_k_top_p(sub / temps[:, None], top_k, top_p).softmax(dim=-1)
+            for j, i in enumerate(rows):
+                seq = seqs[i]
+                gen = self._generator(seq, sub.device) if seq.params.seed is not None else None
+                chosen[i] = int(torch.multinomial(probs[j], 1, generator=gen))
+        return _logprobs(raw, seqs, chosen)

@@ -1,0 +1,330 @@
+"""The worker: an OpenAI-compatible HTTP app over one engine (chat, completions, models, embeddings).
+
+Handlers parse and check the body (errors become OpenAI-style JSON with the right status), submit
+one engine request per prompt and choice, and answer as JSON or as SSE chunks. A client that goes
+away mid-request aborts its sequences, which frees their KV blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from corral.engine import protocol as p
+from corral.engine.async_engine import AsyncEngine
+from corral.engine.chat_template import render_chat
+from corral.engine.llm_engine import LLMEngine, StepOutput
+from corral.engine.loader import load_tokenizer
+from corral.engine.metrics import WorkerMetrics
+from corral.errors import CorralError, InvalidInputError, NotFoundError, OverloadedError
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass
+class Worker:
+    """What the handlers share: the engine, the names it answers to, and optional embeddings."""
+
+    engine: LLMEngine
+    names: list[str]
+    embeddings: Any = None  # corral.engine.embeddings.EmbeddingModel
+    created: int = field(default_factory=p.now)
+
+    def __post_init__(self) -> None:
+        self.metrics = WorkerMetrics(self.engine, self.names[0])
+        self.front = AsyncEngine(self.engine, on_step=self.metrics.on_step)
+        # the engine thread detokenizes with its own tokenizer; this copy serves the event loop
+        self.tokenizer = (
+            load_tokenizer(self.engine.loaded.path) if self.engine.tokenizer is not None else None
+        )
+        self.text = p.TokenText(self.tokenizer)
+
+    def check_model(self, model: str) -> str:
+        if model not in self.names:
+            raise NotFoundError(
+                f"model '{model}' is not served here", hint=f"this worker serves: {', '.join(self.names)}"
+            )
+        return model
+
+    def encode(self, text: str, special: bool) -> list[int]:
+        if self.tokenizer is None:
+            raise InvalidInputError("this worker has no tokenizer; send token ids to /v1/completions")
+        return list(self.tokenizer.encode(text, add_special_tokens=special))
+
+
+def error_response(exc: CorralError) -> JSONResponse:
+    headers = {}
+    if isinstance(exc, OverloadedError):
+        headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    return JSONResponse(exc.to_openai(), status_code=exc.http_status, headers=headers)
+
+
+def guarded(handler: Handler) -> Handler:
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except CorralError as exc:
+            return error_response(exc)
+
+    return run
+
+
+async def read_json(request: Request) -> Any:
+    try:
+        return await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInputError("the request body is not valid JSON") from None
+
+
+def _prompts(worker: Worker, req: p.CompletionRequest) -> list[list[int]]:
+    prompt = req.prompt
+    if isinstance(prompt, str):
+        return [worker.encode(prompt, special=True)]
+    if prompt and all(isinstance(x, int) for x in prompt):
+        return [list(prompt)]  # type: ignore[arg-type]
+    return [worker.encode(x, special=True) if isinstance(x, str) else list(x) for x in prompt]  # type: ignore[arg-type]
+
+
+def _submit(
+    worker: Worker, req: Any, prompts: list[list[int]], logprobs: int | None
+) -> list[tuple[str, int]]:
+    """Queue n choices per prompt; returns (request id, prompt length) per choice. All or nothing."""
+    limit = worker.engine.max_model_len
+    ids: list[tuple[str, int]] = []
+    try:
+        for prompt in prompts:
+            if len(prompt) >= limit:
+                raise InvalidInputError(
+                    f"this model's maximum context length is {limit} tokens, but the prompt has {len(prompt)} tokens"
+                )
+            max_tokens = req.max_tokens if req.max_tokens is not None else limit - len(prompt)
+            if isinstance(req, p.ChatRequest) and req.max_completion_tokens is not None:
+                max_tokens = req.max_completion_tokens
+            for i in range(req.n):
+                params = req.sampling(max_tokens, logprobs)
+                if params.seed is not None:
+                    params.seed += i  # n seeded choices should differ from each other
+                ids.append((worker.front.submit(prompt, params), len(prompt)))
+    except CorralError:
+        for rid, _ in ids:
+            worker.front.abort(rid)
+        raise
+    return ids
+
+
+async def merged(worker: Worker, ids: list[tuple[str, int]]) -> AsyncIterator[tuple[int, StepOutput]]:
+    """Outputs of several requests as they come, tagged with the choice index; leaving early aborts all."""
+    queue: asyncio.Queue[tuple[int, StepOutput] | BaseException | None] = asyncio.Queue()
+
+    async def pump(index: int, rid: str) -> None:
+        try:
+            async for out in worker.front.stream(rid):
+                queue.put_nowait((index, out))
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer
+            queue.put_nowait(exc)
+        queue.put_nowait(None)
+
+    tasks = [asyncio.create_task(pump(i, rid)) for i, (rid, _) in enumerate(ids)]
+    done = 0
+    try:
+        while done < len(tasks):
+            item = await queue.get()
+            if item is None:
+                done += 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        for rid, _ in ids:
+            worker.front.abort(rid)
+
+
+async def _collect(worker: Worker, kind: str, req: Any, ids: list[tuple[str, int]]) -> dict[str, Any]:
+    texts = ["" for _ in ids]
+    samples: list[list[Any]] = [[] for _ in ids]
+    counts, reasons = [0] * len(ids), ["stop"] * len(ids)
+    async for index, out in merged(worker, ids):
+        texts[index] += out.text
+        samples[index] += out.logprobs
+        counts[index] += len(out.token_ids)
+        if out.finished:
+            reasons[index] = out.finish_reason or "stop"
+    choices = []
+    for i, text in enumerate(texts):
+        if kind == "chat":
+            lp = worker.text.chat_logprobs(samples[i])
+            choices.append(
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": lp,
+                    "finish_reason": reasons[i],
+                }
+            )
+        else:
+            lp = worker.text.completion_logprobs(samples[i])
+            choices.append({"index": i, "text": text, "logprobs": lp, "finish_reason": reasons[i]})
+    obj = "chat.completion" if kind == "chat" else "text_completion"
+    prefix = "chatcmpl" if kind == "chat" else "cmpl"
+    return {
+        "id": p.new_id(prefix),
+        "object": obj,
+        "created": p.now(),
+        "model": req.model,
+        "choices": choices,
+        "usage": p.usage(sum(n for _, n in ids), sum(counts)),
+    }
+
+
+async def _until_disconnect(request: Request, work: Awaitable[dict[str, Any]]) -> dict[str, Any] | None:
+    """Run `work`, or cancel it (aborting its sequences) if the client disconnects first."""
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    job, watch = asyncio.ensure_future(work), asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({job, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (job, watch):
+            if not task.done():
+                task.cancel()
+    return job.result() if job.done() and not job.cancelled() else None
+
+
+async def _sse(worker: Worker, kind: str, req: Any, ids: list[tuple[str, int]]) -> AsyncIterator[str]:
+    rid, created = p.new_id("chatcmpl" if kind == "chat" else "cmpl"), p.now()
+    completion_tokens = 0
+    if kind == "chat":
+        for i in range(len(ids)):
+            first = {
+                "index": i,
+                "delta": {"role": "assistant", "content": ""},
+                "logprobs": None,
+                "finish_reason": None,
+            }
+            yield _data(p.chunk(kind, rid, req.model, created, first))
+    try:
+        async for index, out in merged(worker, ids):
+            completion_tokens += len(out.token_ids)
+            if kind == "chat":
+                lp = worker.text.chat_logprobs(out.logprobs)
+            else:
+                lp = worker.text.completion_logprobs(out.logprobs)
+            if out.text or out.finished or lp:
+                yield _data(p.chunk(kind, rid, req.model, created, p.stream_choice(kind, index, out, lp)))
+    except CorralError as exc:
+        yield _data(exc.to_openai())
+        return
+    if req.include_usage:
+        last = {
+            "id": rid,
+            "object": p.chunk(kind, rid, "", 0, {})["object"],
+            "created": created,
+            "model": req.model,
+        }
+        yield _data({**last, "choices": [], "usage": p.usage(sum(n for _, n in ids), completion_tokens)})
+    yield "data: [DONE]\n\n"
+
+
+def _data(obj: dict[str, Any]) -> str:
+    return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
+
+
+async def _answer(
+    worker: Worker, request: Request, kind: str, req: Any, ids: list[tuple[str, int]]
+) -> Response:
+    if req.stream:
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(
+            _sse(worker, kind, req, ids), media_type="text/event-stream", headers=headers
+        )
+    body = await _until_disconnect(request, _collect(worker, kind, req, ids))
+    return JSONResponse(body) if body is not None else Response(status_code=499)
+
+
+def build_app(worker: Worker) -> Starlette:
+    """The ASGI app; the engine loop starts and stops with it."""
+
+    async def chat(request: Request) -> Response:
+        req = p.parse(p.ChatRequest, await read_json(request))
+        worker.check_model(req.model)
+        if worker.tokenizer is None:
+            raise InvalidInputError("this worker has no tokenizer, so it cannot render chat messages")
+        messages = [
+            {"role": m.role if m.role != "developer" else "system", "content": m.text()} for m in req.messages
+        ]
+        prompt = worker.encode(render_chat(worker.tokenizer, messages), special=False)
+        return await _answer(
+            worker, request, "chat", req, _submit(worker, req, [prompt], req.logprob_count())
+        )
+
+    async def completions(request: Request) -> Response:
+        req = p.parse(p.CompletionRequest, await read_json(request))
+        worker.check_model(req.model)
+        ids = _submit(worker, req, _prompts(worker, req), req.logprobs)
+        return await _answer(worker, request, "completion", req, ids)
+
+    async def models(_: Request) -> Response:
+        data = [
+            {
+                "id": name,
+                "object": "model",
+                "created": worker.created,
+                "owned_by": "corral",
+                "root": str(worker.engine.loaded.path),
+                "max_model_len": worker.engine.max_model_len,
+            }
+            for name in worker.names
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def health(_: Request) -> Response:
+        e = worker.engine
+        return JSONResponse(
+            {
+                "status": "ok",
+                "model": worker.names[0],
+                "waiting": len(e.scheduler.waiting) + worker.front.num_pending,
+                "running": len(e.scheduler.running),
+                "kv_blocks_used": e.block_manager.num_used_blocks,
+                "kv_blocks_total": e.block_manager.num_blocks,
+            }
+        )
+
+    async def metrics(_: Request) -> Response:
+        return Response(worker.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def embeddings(request: Request) -> Response:
+        if worker.embeddings is None:
+            raise NotFoundError("this worker does not serve embeddings", hint="start it with --embeddings")
+        return JSONResponse(await worker.embeddings.handle(await read_json(request)))
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await worker.front.start()
+        yield
+        await worker.front.stop()
+
+    routes = [
+        Route("/v1/chat/completions", guarded(chat), methods=["POST"]),
+        Route("/v1/completions", guarded(completions), methods=["POST"]),
+        Route("/v1/embeddings", guarded(embeddings), methods=["POST"]),
+        Route("/v1/models", guarded(models), methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

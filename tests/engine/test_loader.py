@@ -1,0 +1,94 @@
+"""Loading model directories: clear errors for bad ones, and LoRA adapters merged at load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from tests.engine.conftest import TOL
+
+from corral.config import EngineSettings
+from corral.engine.llm_engine import LLMEngine
+from corral.engine.sequence import SamplingParams
+from corral.errors import InvalidInputError, NotFoundError
+
+
+def test_missing_directory_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="does not exist"):
+        LLMEngine(tmp_path / "nope")
+
+
+def test_directory_without_config_says_so(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="no config.json"):
+        LLMEngine(tmp_path)
+
+
+def test_malformed_config_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{oops")
+    with pytest.raises(InvalidInputError, match="config.json is not valid JSON"):
+        LLMEngine(tmp_path)
+
+
+def test_unsupported_architecture_lists_the_supported_ones(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(InvalidInputError, match="supported: gpt2, llama"):
+        LLMEngine(tmp_path)
+
+
+def test_missing_weights_and_tensors_are_named(tmp_path: Path, tiny_model: Callable) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model("llama"), broken)
+    weights = broken / "model.safetensors"
+    weights.rename(broken / "weights.bak")
+    with pytest.raises(InvalidInputError, match="no \\*.safetensors"):
+        LLMEngine(broken)
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(broken / "weights.bak"))
+    del tensors["model.norm.weight"]
+    save_file(tensors, str(weights))
+    with pytest.raises(InvalidInputError, match="'norm.weight'"):
+        LLMEngine(broken)
+
+
+def test_lora_adapter_is_merged_at_load_and_matches_peft(tmp_path: Path, tiny_model: Callable) -> None:
+    peft = pytest.importorskip("peft")
+    LoraConfig, get_peft_model = peft.LoraConfig, peft.get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base_dir = tiny_model("llama")
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    peft_model = get_peft_model(
+        base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"])
+    )
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.2)  # B starts at zero; make the adapter actually change the model
+    adapter_dir = tmp_path / "adapter"
+    peft_model.save_pretrained(str(adapter_dir))
+    merged = peft_model.merge_and_unload().eval()
+
+    prompt = list(range(10, 30))
+    with torch.no_grad():
+        ref = merged(torch.tensor([prompt])).logits[0, -1]
+    adapted = prompt_logits(LLMEngine(base_dir, SMALL, adapter=adapter_dir, num_blocks=16), prompt)
+    plain = prompt_logits(LLMEngine(base_dir, SMALL, num_blocks=16), prompt)
+    assert float((adapted - ref).abs().max()) <= TOL
+    assert float((plain - ref).abs().max()) > 1e-2  # the adapter really changed the model
+
+
+SMALL = EngineSettings(block_size=4)
+
+
+def prompt_logits(engine: LLMEngine, prompt: list[int]) -> torch.Tensor:
+    """The logits after the prompt, through the engine's own scheduler and model runner."""
+    seq = engine.add_request(prompt, SamplingParams(max_tokens=1, temperature=0))
+    _, logits = engine.runner.run(engine.scheduler.schedule().seqs)
+    assert seq.num_computed_tokens == 0
+    return logits[0]

@@ -1,0 +1,53 @@
+"""`corral worker`: start-up errors are one clear line; registry references resolve and pin a version."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from corral.cli.main import main
+from corral.cli.worker import resolve_model
+from corral.config import load_settings
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    return int(info.value.code or 0), capsys.readouterr().err
+
+
+def test_missing_model_directory_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run_cli(["worker", "--model", "./no/such/dir"], capsys)
+    assert code != 0
+    assert "does not exist" in err and "Traceback" not in err
+
+
+def test_malformed_model_directory_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    code, err = run_cli(["worker", "--model", str(tmp_path)], capsys)
+    assert code != 0
+    assert "safetensors" in err and "Traceback" not in err
+
+
+def test_bad_option_value_is_rejected_before_loading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run_cli(["worker", "--model", str(tmp_path), "--kv-cache-gb", "-1"], capsys)
+    assert code != 0 and "kv-cache-gb" in err
+
+
+def test_registry_reference_resolves_to_its_pinned_version(tiny_model: Callable) -> None:
+    from corral.registry import open_registry
+
+    settings = load_settings()
+    reg = open_registry(settings)
+    reg.models.register("support", str(tiny_model("gpt2")))
+    reg.models.set_alias("support", "production", 1)
+    path, adapter, names = resolve_model("support@production", settings)
+    assert adapter is None
+    assert names == ["support@1", str(path)]
+    assert (path / "config.json").is_file()
