@@ -1,0 +1,33 @@
+"""`corral serve`: the gateway and its local workers, as configured in corral.yaml."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from corral.cli import common
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="interface to listen on (default: gateway.host)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default: gateway.port)")] = None,
+) -> None:
+    """Serve the OpenAI-compatible gateway; SIGTERM drains requests, flushes traces and stops workers."""
+    from corral.gateway.server import serve as run
+
+    settings = common.settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    names = (
+        ", ".join(sorted(settings.deployments))
+        or "none yet (add them under `deployments:` or PUT /admin/deployments)"
+    )
+    common.console.print(
+        f"corral gateway on http://{host or settings.gateway.host}:{port or settings.gateway.port}/v1 — models: {names}"
+    )
+    run(settings, host, port)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

@@ -1,0 +1,200 @@
+"""The admin API (/admin/*, admin keys only): keys, deployments, costs, recent traces, status."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from sqlalchemy import select
+from sqlalchemy.exc import DataError, StatementError
+
+from corral.errors import InvalidInputError, NotFoundError, PermissionDeniedError
+from corral.gateway import costs
+from corral.gateway.http import Receive, Send, header, parse_json_object, read_body, send_json
+from corral.store.models import TraceRow
+
+if TYPE_CHECKING:
+    from corral.gateway.app import Gateway
+
+
+def _query(scope: dict[str, Any]) -> dict[str, str]:
+    return {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
+
+
+def _optional_number(body: dict[str, Any], name: str, kind: type) -> Any:
+    value = body.get(name)
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (kind is int and not isinstance(value, int))
+    ):
+        raise InvalidInputError(f"`{name}` must be a {'whole ' if kind is int else ''}number")
+    return value
+
+
+class AdminApi:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+
+    async def handle(
+        self, method: str, path: str, scope: dict[str, Any], receive: Receive, send: Send, trace_id: str
+    ) -> None:
+        key = await self.gw.keys.authenticate(header(scope, b"authorization"))
+        if not key.is_admin:
+            raise PermissionDeniedError("the admin API needs an admin key", hint="corral keys create --admin")
+        parts = path.strip("/").split("/")[1:]
+        resource, name = (parts[0] if parts else ""), ("/".join(parts[1:]) or None)
+        body: dict[str, Any] = {}
+        if method in ("POST", "PUT"):
+            body = parse_json_object(await read_body(receive, 4 * 1024 * 1024))
+        handler = getattr(self, f"_{resource}", None)
+        if handler is None:
+            raise NotFoundError(
+                f"no admin resource '{resource}'", hint="use keys, deployments, costs, traces or status"
+            )
+        try:
+            status, data = await handler(method, name, body, _query(scope), key.name)
+        except (DataError, StatementError) as exc:  # e.g. a NUL character PostgreSQL will not store
+            raise InvalidInputError(
+                f"the store refused this value: {str(getattr(exc, 'orig', exc)).splitlines()[0]}"
+            ) from None
+        await send_json(send, status, data, trace_id)
+
+    async def _keys(
+        self, method: str, name: str | None, body: dict[str, Any], query: dict[str, str], actor: str
+    ) -> tuple[int, Any]:
+        store = self.gw.keys.keys
+        if method == "GET" and name is None:
+            return 200, {"data": await asyncio.to_thread(store.list, query.get("revoked") == "true")}
+        if method == "POST" and name is None:
+            models = body.get("models", ["*"])
+            if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+                raise InvalidInputError("`models` must be a list of deployment names")
+            key_name = body.get("name")
+            if not isinstance(key_name, str):
+                raise InvalidInputError("`name` is required")
+            raw, info = await asyncio.to_thread(
+                store.create,
+                key_name,
+                models,
+                rpm=_optional_number(body, "rpm", int),
+                tpm=_optional_number(body, "tpm", int),
+                budget_usd=_optional_number(body, "budget_usd", float),
+                admin=bool(body.get("admin", False)),
+                actor=actor,
+            )
+            return 201, {**info, "key": raw}
+        if method == "DELETE" and name:
+            return 200, await asyncio.to_thread(store.revoke, name)
+        raise _bad_method(method, "keys", name)
+
+    async def _deployments(
+        self, method: str, name: str | None, body: dict[str, Any], query: dict[str, str], actor: str
+    ) -> tuple[int, Any]:
+        ds = self.gw.deployment_store
+        if method == "GET":
+            specs = await asyncio.to_thread(ds.specs)
+            data = {
+                n: {**s.model_dump(mode="json"), "live": self._live(n)}
+                for n, s in specs.items()
+                if name in (None, n)
+            }
+            if name and not data:
+                raise NotFoundError(f"no deployment '{name}'")
+            return 200, data
+        if method == "PUT" and name:
+            spec = await asyncio.to_thread(ds.put, name, body, actor)
+            await asyncio.to_thread(self.gw.watcher.poll)
+            return 200, spec.model_dump(mode="json")
+        if method == "DELETE" and name:
+            await asyncio.to_thread(ds.delete, name, actor)
+            await asyncio.to_thread(self.gw.watcher.poll)
+            return 200, {"deleted": name}
+        raise _bad_method(method, "deployments", name)
+
+    def _live(self, name: str) -> dict[str, Any]:
+        live = self.gw.live.get(name)
+        if live is None:
+            return {}
+        now = time.monotonic()
+
+        def show(endpoints: list[Any]) -> list[Any]:
+            return [
+                None
+                if e is None
+                else {
+                    "label": e.label,
+                    "urls": e.base_urls,
+                    "in_flight": sum(e.in_flight),
+                    "breaker_open": e.breaker.is_open(now),
+                }
+                for e in endpoints
+            ]
+
+        return {"routes": show(live.routes), "shadow": show(live.shadow), "fallbacks": show(live.fallbacks)}
+
+    async def _costs(
+        self, method: str, name: str | None, body: dict[str, Any], query: dict[str, str], actor: str
+    ) -> tuple[int, Any]:
+        if method != "GET":
+            raise _bad_method(method, "costs", name)
+        group_by = [g for g in query.get("group_by", "day,key,model").split(",") if g]
+        rows = await asyncio.to_thread(
+            costs.totals, self.gw.store, group_by, query.get("since"), query.get("until")
+        )
+        return 200, {"group_by": group_by, "data": rows}
+
+    async def _traces(
+        self, method: str, name: str | None, body: dict[str, Any], query: dict[str, str], actor: str
+    ) -> tuple[int, Any]:
+        if method != "GET":
+            raise _bad_method(method, "traces", name)
+        try:
+            limit = max(1, min(1000, int(query.get("limit", "50"))))
+        except ValueError:
+            raise InvalidInputError("`limit` must be a whole number") from None
+
+        def load() -> list[dict[str, Any]]:
+            statement = select(TraceRow).order_by(TraceRow.at.desc()).limit(limit)
+            if name:
+                statement = select(TraceRow).where(TraceRow.id == name)
+            if query.get("deployment"):
+                statement = statement.where(TraceRow.deployment == query["deployment"])
+            with self.gw.store.session() as session:
+                rows = session.scalars(statement).all()
+                return [{c.name: getattr(r, c.key) for c in TraceRow.__table__.columns} for r in rows]
+
+        rows = await asyncio.to_thread(load)
+        for row in rows:
+            row["at"] = row["at"].isoformat()
+        if name and not rows:
+            raise NotFoundError(f"no trace '{name}' (yet)")
+        return 200, {"data": rows}
+
+    async def _status(
+        self, method: str, name: str | None, body: dict[str, Any], query: dict[str, str], actor: str
+    ) -> tuple[int, Any]:
+        gw = self.gw
+        tracer = gw.tracer
+        return 200, {
+            "deployments": {n: self._live(n) for n in gw.live},
+            "redis": "shared"
+            if gw.limiter.shared
+            else ("local (Redis unreachable)" if gw.settings.redis.url else "local"),
+            "store_up": tracer.store_up if tracer else None,
+            "spool_bytes": tracer.spool.bytes if tracer else 0,
+            "workers": gw.workers.status()
+            if gw.workers is not None and hasattr(gw.workers, "status")
+            else [],
+        }
+
+
+def _bad_method(method: str, resource: str, name: str | None) -> Exception:
+    from corral.gateway.http import MethodNotAllowedError
+
+    target = f"/admin/{resource}" + (f"/{name}" if name else "")
+    return MethodNotAllowedError(f"{method} is not supported on {target}")

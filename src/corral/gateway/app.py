@@ -1,0 +1,265 @@
+"""The gateway as a plain ASGI app: a path table, the one error translation, and its lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+import orjson
+
+from corral.config import Settings
+from corral.errors import CorralError, InvalidInputError, NotFoundError
+from corral.gateway.admin import AdminApi
+from corral.gateway.auth import KeyRing, KeyStore
+from corral.gateway.deployments import DeploymentStore, LiveDeployment, RouteResolver, WorkerDirectory
+from corral.gateway.http import (
+    MethodNotAllowedError,
+    Receive,
+    Send,
+    header,
+    read_body,
+    send_bytes,
+    send_error,
+    send_json,
+)
+from corral.gateway.limits import Limiter
+from corral.gateway.metrics import GatewayMetrics
+from corral.gateway.openapi import openapi_spec
+from corral.gateway.proxy import Proxy
+from corral.gateway.routing import Breaker
+from corral.gateway.tracing import TraceWriter
+from corral.gateway.upstream import UpstreamPool
+from corral.gateway.watcher import StoreWatcher
+from corral.store import Store
+
+log = logging.getLogger("corral.gateway")
+PROXIED = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings"}
+
+
+class Gateway:
+    """One gateway process: call it as an ASGI app; `start()`/`stop()` run from the ASGI lifespan."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        registry: Any = None,
+        workers: WorkerDirectory | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store or Store.from_settings(settings)
+        if registry is None:
+            from corral.artifacts import ArtifactStore
+            from corral.registry import Registry
+
+            registry = Registry(self.store, ArtifactStore.from_settings(settings), actor="gateway")
+        self.registry = registry
+        self.registry.models.in_flight = lambda ref: self.version_in_flight.get(ref, 0)
+        self.metrics = GatewayMetrics()
+        self.tracer = (
+            TraceWriter(self.store, settings.tracing, self.metrics) if settings.tracing.enabled else None
+        )
+        admin_key = os.environ.get(settings.auth.admin_key_env) or None
+        self.keys = KeyRing(KeyStore(self.store), admin_key, settings.auth.require_keys)
+        self.limiter = Limiter(self.metrics, settings.redis.url, settings.auth.redis_prefix)
+        self.pool = UpstreamPool(settings.gateway.max_connections)
+        self.deployment_store = DeploymentStore(self.store)
+        g = settings.gateway
+        self.resolver = RouteResolver(
+            self.registry.models.resolve, workers, lambda: Breaker(g.breaker_failures, g.breaker_reset_s)
+        )
+        self.workers = workers
+        self.live: dict[str, LiveDeployment] = {}
+        self.version_in_flight: dict[str, int] = {}
+        self.watcher = StoreWatcher(self, g.deployments_poll_s)
+        self.proxy = Proxy(self)
+        self.admin = AdminApi(self)
+        self.started = False
+        self._trace_prefix = os.urandom(8).hex()
+        self._trace_seq = 0
+        self._openapi = orjson.dumps(openapi_spec())
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        def prepare() -> None:
+            self.store.ensure_ready()
+            self.deployment_store.seed(self.settings.deployments)
+            self.watcher.poll()
+
+        await asyncio.to_thread(prepare)
+        if self.tracer is not None:
+            self.tracer.start()
+        await self.limiter.start()
+        self.watcher.start()
+        self.started = True
+        log.info(
+            "gateway ready: %d deployment(s): %s", len(self.live), ", ".join(sorted(self.live)) or "none"
+        )
+
+    async def stop(self) -> None:
+        self.started = False
+        self.watcher.stop()
+        await self.proxy.drain()
+        await self.pool.close()
+        await self.limiter.close()
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.close)
+
+    def flush_traces(self, timeout_s: float = 10.0) -> bool:
+        """From another thread: wait for requests in flight to submit their traces, then store them all.
+
+        A client can read the end of an answer a moment before its trace is submitted, so tests and
+        the quickstart call this before reading the trace table.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self.proxy.busy and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self.tracer is None:
+            return not self.proxy.busy
+        return self.tracer.flush(max(0.0, deadline - time.monotonic())) and not self.proxy.busy
+
+    def count_version(self, ref: str | None, delta: int) -> None:
+        if ref is not None:
+            self.version_in_flight[ref] = self.version_in_flight.get(ref, 0) + delta
+
+    def new_trace_id(self) -> str:
+        """32 hex characters: a random per-process prefix and a counter (no syscall per request)."""
+        self._trace_seq += 1
+        return f"{self._trace_prefix}{self._trace_seq:016x}"
+
+    # -- ASGI ---------------------------------------------------------------------------------------------
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.start()
+                except Exception as exc:  # noqa: BLE001 - reported to the server, which exits
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        trace_id = self.new_trace_id()
+        path, method = scope["path"], scope["method"]
+        try:
+            kind = PROXIED.get(path)
+            if kind is not None:
+                _method(method, "POST")
+                await self.proxy.handle(kind, scope, receive, send, trace_id)
+            elif path.startswith("/admin/"):
+                await self.admin.handle(method, path, scope, receive, send, trace_id)
+            else:
+                await self._simple(path, method, scope, receive, send, trace_id)
+        except ConnectionResetError:
+            return  # the client left before sending its whole request
+        except Exception as exc:  # noqa: BLE001 - the one translation into OpenAI error JSON
+            await send_error(send, exc, trace_id)
+
+    async def _simple(
+        self, path: str, method: str, scope: dict[str, Any], receive: Receive, send: Send, trace_id: str
+    ) -> None:
+        if path == "/health":
+            _method(method, "GET")
+            await send_json(send, 200, {"status": "ok"}, trace_id)
+        elif path == "/ready":
+            _method(method, "GET")
+            ready = self.started and bool(self.live) or self.started and not self.settings.deployments
+            routes = {name: sum(r is not None for r in live.routes) for name, live in self.live.items()}
+            await send_json(send, 200 if ready else 503, {"ready": ready, "routes": routes}, trace_id)
+        elif path == "/metrics":
+            _method(method, "GET")
+            body = self.metrics.render()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/plain; version=0.0.4")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+        elif path == "/openapi.json":
+            _method(method, "GET")
+            await send_bytes(send, 200, self._openapi, trace_id)
+        elif path == "/v1/models":
+            _method(method, "GET")
+            key = await self.keys.authenticate(header(scope, b"authorization"))
+            data = [
+                {"id": n, "object": "model", "created": 0, "owned_by": "corral"}
+                for n in sorted(self.live)
+                if key.reaches(n)
+            ]
+            await send_json(send, 200, {"object": "list", "data": data}, trace_id)
+        elif path == "/v1/feedback":
+            _method(method, "POST")
+            await self._feedback(scope, receive, send, trace_id)
+        else:
+            raise NotFoundError(f"no route {path}", hint="the API is under /v1; see /openapi.json")
+
+    async def _feedback(self, scope: dict[str, Any], receive: Receive, send: Send, trace_id: str) -> None:
+        from corral.gateway.http import parse_json_object
+
+        key = await self.keys.authenticate(header(scope, b"authorization"))
+        body = parse_json_object(await read_body(receive, 1024 * 1024))
+        record = feedback_record(body, key.id)
+        record["id"] = trace_id
+        if self.tracer is not None:
+            self.tracer.submit(record, kind="feedback")
+        await send_json(
+            send,
+            200,
+            {"id": trace_id, "object": "feedback", "trace_id": record["trace_id"], "score": record["score"]},
+            trace_id,
+        )
+
+
+def feedback_record(body: dict[str, Any], key_id: int | None) -> dict[str, Any]:
+    """Check a feedback body: a trace id and a score in [0, 1] (or thumbs up/down), label, comment."""
+    from datetime import UTC, datetime
+
+    trace = body.get("trace_id")
+    if not isinstance(trace, str) or not (1 <= len(trace) <= 32):
+        raise InvalidInputError("`trace_id` must be the x-corral-trace-id of a response")
+    score = body.get("score")
+    thumbs = body.get("thumbs")
+    if score is None and thumbs in ("up", "down"):
+        score = 1.0 if thumbs == "up" else 0.0
+    if isinstance(score, bool):
+        score = float(score)
+    if not isinstance(score, int | float) or not 0 <= score <= 1:
+        raise InvalidInputError('`score` must be a number from 0 to 1 (or send "thumbs": "up" or "down")')
+    label, comment = body.get("label"), body.get("comment")
+    if label is not None and (not isinstance(label, str) or len(label) > 128):
+        raise InvalidInputError("`label` must be a string of at most 128 characters")
+    if comment is not None and not isinstance(comment, str):
+        raise InvalidInputError("`comment` must be a string")
+    return {
+        "trace_id": trace,
+        "score": float(score),
+        "label": label,
+        "comment": comment,
+        "key_id": key_id,
+        "at": datetime.now(UTC),
+    }
+
+
+def _method(method: str, allowed: str) -> None:
+    if method != allowed:
+        raise MethodNotAllowedError(f"use {allowed} here, not {method}")
+
+
+__all__ = ["CorralError", "Gateway", "feedback_record"]

@@ -1,0 +1,138 @@
+"""Tokens and money: usage from upstream answers (or counted, or estimated), cost per trace, totals."""
+
+from __future__ import annotations
+
+import functools
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from corral.config import Price
+from corral.store import Store
+from corral.store.models import TraceRow
+
+GROUPS = {"day": TraceRow.day, "key": TraceRow.key_name, "model": TraceRow.deployment}
+
+
+def cost_usd(price: Price, prompt_tokens: int, completion_tokens: int) -> float:
+    return (prompt_tokens * price.prompt_per_1k + completion_tokens * price.completion_per_1k) / 1000
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters a token for English text; marked as an estimate wherever it is used."""
+    return math.ceil(len(text) / 4) if text else 0
+
+
+def prompt_text(body: dict[str, Any]) -> str:
+    """The text a request sends, for counting: chat messages, a completion prompt or embedding input."""
+    if isinstance(body.get("messages"), list):
+        parts = []
+        for message in body["messages"]:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                parts.append(content)
+            elif isinstance(content, list):
+                parts.extend(p.get("text", "") for p in content if isinstance(p, dict))
+        return "\n".join(parts)
+    value = body.get("prompt", body.get("input", ""))
+    if isinstance(value, list):
+        return "\n".join(v for v in value if isinstance(v, str))
+    return value if isinstance(value, str) else ""
+
+
+def answer_text(response: dict[str, Any] | None) -> str:
+    parts = []
+    for choice in (response or {}).get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        message = choice.get("message")
+        text = message.get("content") if isinstance(message, dict) else choice.get("text")
+        if isinstance(text, str):
+            parts.append(text)
+    return "".join(parts)
+
+
+def usage_tokens(usage: Any) -> tuple[int, int] | None:
+    """(prompt, completion) from an OpenAI `usage` object, or None when it is absent or malformed."""
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens", 0)
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return prompt, completion
+
+
+@functools.lru_cache(maxsize=16)
+def _tokenizer(directory: str) -> Any:
+    path = Path(directory) / "tokenizer.json"
+    if not path.is_file():
+        return None
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        return None
+    return Tokenizer.from_file(str(path))  # a local file only: nothing is downloaded
+
+
+def refine_tokens(record: dict[str, Any]) -> None:
+    """Off the request path: recount estimated tokens with the local model's tokenizer when there is one."""
+    directory, price = record.pop("_tokenizer", None), record.pop("_price", None)
+    if not directory or not record.get("tokens_estimated"):
+        return
+    tokenizer = _tokenizer(directory)
+    if tokenizer is None:
+        return
+    request, response = record.get("request") or {}, record.get("response") or {}
+    record["prompt_tokens"] = len(tokenizer.encode(prompt_text(request)).ids)
+    record["completion_tokens"] = len(tokenizer.encode(answer_text(response)).ids)
+    record["tokens_estimated"] = False
+    if price:
+        record["cost_usd"] = cost_usd(Price(**price), record["prompt_tokens"], record["completion_tokens"])
+
+
+def month_start(now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return now.strftime("%Y-%m-01")
+
+
+def month_spend(store: Store) -> dict[int, float]:
+    """Each key's spend this calendar month (UTC), shadow copies excluded: what budgets are checked against."""
+    query = (
+        select(TraceRow.key_id, func.sum(TraceRow.cost_usd))
+        .where(TraceRow.day >= month_start(), TraceRow.key_id.is_not(None), TraceRow.shadow_of.is_(None))
+        .group_by(TraceRow.key_id)
+    )
+    with store.session() as session:
+        return {int(k): float(v or 0) for k, v in session.execute(query).all() if k is not None}
+
+
+def totals(
+    store: Store, group_by: list[str], since: str | None = None, until: str | None = None
+) -> list[dict[str, Any]]:
+    """Requests, tokens and cost grouped by any of day, key and model (deployment), oldest day first."""
+    unknown = [g for g in group_by if g not in GROUPS]
+    if unknown:
+        from corral.errors import InvalidInputError
+
+        raise InvalidInputError(
+            f"cannot group costs by {', '.join(unknown)}", hint="use day, key and/or model"
+        )
+    columns = [GROUPS[g].label(g) for g in group_by]
+    query = select(
+        *columns,
+        func.count().label("requests"),
+        func.coalesce(func.sum(TraceRow.prompt_tokens), 0).label("prompt_tokens"),
+        func.coalesce(func.sum(TraceRow.completion_tokens), 0).label("completion_tokens"),
+        func.coalesce(func.sum(TraceRow.cost_usd), 0.0).label("cost_usd"),
+    )
+    if since:
+        query = query.where(TraceRow.day >= since)
+    if until:
+        query = query.where(TraceRow.day <= until)
+    if columns:
+        query = query.group_by(*[GROUPS[g] for g in group_by]).order_by(*[GROUPS[g] for g in group_by])
+    with store.session() as session:
+        return [dict(row._mapping) for row in session.execute(query).all()]

@@ -1,0 +1,242 @@
+"""Deployments: stored specs (the file seeds them, the admin API changes them) and their live routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from corral.config import Deployment, Route
+from corral.errors import CorralError, InvalidInputError, NotFoundError
+from corral.gateway.routing import Breaker
+from corral.gateway.upstream import Endpoint
+from corral.store import Store
+from corral.store.models import AliasEventRow, AuditRow, DeploymentRow, utcnow
+
+log = logging.getLogger("corral.gateway.deployments")
+
+
+def _price_key(route: Route) -> tuple[float, float]:
+    return (route.price.prompt_per_1k, route.price.completion_per_1k)
+
+
+class WorkerDirectory(Protocol):
+    """Where local workers for a registry version listen; `None` while they are starting."""
+
+    def ensure(self, version: Any, replicas: int) -> list[str] | None: ...
+
+    def retain(self, refs: set[str]) -> None: ...
+
+
+def validate_spec(name: str, spec: Any) -> Deployment:
+    try:
+        return Deployment.model_validate(spec)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise InvalidInputError(f"deployment '{name}' is invalid: {problems}") from None
+
+
+class DeploymentStore:
+    """Deployment specs in the SQL store. File entries are seeded; admin changes win over the file."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def seed(self, from_file: dict[str, Deployment], actor: str = "corral.yaml") -> None:
+        wanted = {name: spec.model_dump(mode="json") for name, spec in from_file.items()}
+        try:
+            with self.store.session() as session:
+                rows = {row.name: row for row in session.scalars(select(DeploymentRow)).all()}
+                for name, spec in wanted.items():
+                    row = rows.get(name)
+                    if row is None:
+                        session.add(DeploymentRow(name=name, spec=spec, source="file", updated_by=actor))
+                    elif row.source == "file" and row.spec != spec:
+                        row.spec, row.updated_at, row.updated_by = spec, utcnow(), actor
+                    elif row.source == "admin" and row.spec != spec:
+                        log.info(
+                            "deployment %s was changed through the admin API; the stored one is used", name
+                        )
+                for name, row in rows.items():
+                    if row.source == "file" and name not in wanted:
+                        session.delete(row)
+        except IntegrityError:
+            pass  # another replica seeded the same names at the same moment
+
+    def specs(self) -> dict[str, Deployment]:
+        with self.store.session() as session:
+            rows = session.scalars(select(DeploymentRow).where(DeploymentRow.spec.is_not(None))).all()
+            out = {}
+            for row in rows:
+                try:
+                    out[row.name] = Deployment.model_validate(row.spec)
+                except ValidationError as exc:
+                    log.error("stored deployment %s is invalid and is skipped: %s", row.name, exc)
+            return out
+
+    def put(self, name: str, spec: Any, actor: str) -> Deployment:
+        checked = validate_spec(name, spec)
+        data = checked.model_dump(mode="json")
+        with self.store.session() as session:
+            row = session.scalar(select(DeploymentRow).where(DeploymentRow.name == name))
+            if row is None:
+                session.add(DeploymentRow(name=name, spec=data, source="admin", updated_by=actor))
+            else:
+                row.spec, row.source, row.updated_by, row.updated_at = data, "admin", actor, utcnow()
+        return checked
+
+    def delete(self, name: str, actor: str) -> None:
+        with self.store.session() as session:
+            row = session.scalar(select(DeploymentRow).where(DeploymentRow.name == name))
+            if row is None or row.spec is None:
+                raise NotFoundError(f"no deployment '{name}'")
+            row.spec, row.source, row.updated_by, row.updated_at = None, "admin", actor, utcnow()
+
+    def signature(self) -> tuple[Any, ...]:
+        """Changes when a deployment, an alias or a version's lifecycle changes."""
+        with self.store.session() as session:
+            deployments = session.execute(select(func.count(), func.max(DeploymentRow.updated_at))).one()
+            alias = session.scalar(select(func.max(AliasEventRow.id)))
+            audit = session.scalar(select(func.max(AuditRow.id)))
+            return (*deployments, alias, audit)
+
+
+@dataclass
+class LiveDeployment:
+    """A deployment with its routes resolved to endpoints; `None` marks a route that cannot serve now."""
+
+    name: str
+    spec: Deployment
+    routes: list[Endpoint | None]
+    shadow: list[Endpoint | None]
+    fallbacks: list[Endpoint | None]
+    weights: list[float] = field(default_factory=list)
+
+
+class RouteResolver:
+    """Turns a route into an endpoint, reusing endpoint objects so breakers and in-flight counts persist."""
+
+    def __init__(
+        self,
+        resolve_version: Callable[[str], Any] | None,
+        workers: WorkerDirectory | None,
+        breaker: Callable[[], Breaker],
+    ) -> None:
+        self.resolve_version = resolve_version
+        self.workers = workers
+        self.breaker = breaker
+        self._endpoints: dict[tuple[Any, ...], Endpoint] = {}
+        self._current: dict[
+            str, Endpoint
+        ] = {}  # route target → what served it last, kept while the new one starts
+        self.pending = False  # a target waits for its worker: resolve again on the next poll
+        self.refs: set[str] = set()  # local versions in use, so their workers are kept
+
+    def _endpoint(self, ident: tuple[Any, ...], make: Callable[[], Endpoint]) -> Endpoint:
+        found = self._endpoints.get(ident)
+        if found is None:
+            found = self._endpoints[ident] = make()
+            found.breaker = self.breaker()
+        return found
+
+    def resolve(self, route: Route) -> Endpoint | None:
+        if route.url:
+            urls = [route.url, *route.instances]
+            ident = ("url", tuple(urls), route.model, route.api_key_env, route.timeout_s, _price_key(route))
+            return self._endpoint(
+                ident,
+                lambda: Endpoint(
+                    label=f"{route.model}@{route.url}",
+                    base_urls=urls,
+                    model=str(route.model),
+                    api_key=Endpoint.key_from_env(route.api_key_env),
+                    timeout_s=route.timeout_s,
+                    price=route.price,
+                ),
+            )
+        return self._resolve_target(route)
+
+    def _resolve_target(self, route: Route) -> Endpoint | None:
+        target = str(route.target)
+        if self.resolve_version is None:
+            return None
+        try:
+            version = self.resolve_version(target)
+        except CorralError as exc:
+            log.warning("route %s cannot be resolved: %s", target, exc)
+            return None
+        if version.stage in ("draining", "retired"):
+            return None
+        if version.kind == "endpoint":
+            ident = (
+                "version",
+                version.ref,
+                version.endpoint_url,
+                version.upstream_model,
+                route.timeout_s,
+                _price_key(route),
+            )
+            return self._endpoint(
+                ident,
+                lambda: Endpoint(
+                    label=version.ref,
+                    base_urls=[version.endpoint_url],
+                    model=version.upstream_model,
+                    api_key=Endpoint.key_from_env(version.api_key_env or route.api_key_env),
+                    timeout_s=route.timeout_s,
+                    price=route.price,
+                    version_ref=version.ref,
+                ),
+            )
+        return self._local(route, target, version)
+
+    def _local(self, route: Route, target: str, version: Any) -> Endpoint | None:
+        previous = self._current.get(target)
+        urls = self.workers.ensure(version, route.replicas) if self.workers else None
+        self.refs.add(version.ref)
+        if urls is None:
+            self.pending = True
+            if previous is not None:
+                self.refs.add(str(previous.version_ref))
+            if self.workers is None:
+                log.warning("%s needs a local worker; start the gateway with `corral serve`", version.ref)
+            return previous  # the old version keeps serving until the new one is ready
+        ident = ("local", version.ref, tuple(urls), route.timeout_s, _price_key(route))
+        endpoint = self._endpoint(
+            ident,
+            lambda: Endpoint(
+                label=version.ref,
+                base_urls=urls,
+                model=version.ref,
+                timeout_s=route.timeout_s,
+                price=route.price,
+                version_ref=version.ref,
+                tokenizer_dir=getattr(version, "local_dir", None),
+            ),
+        )
+        self._current[target] = endpoint
+        return endpoint
+
+    def build(self, specs: dict[str, Deployment]) -> dict[str, LiveDeployment]:
+        self.pending, self.refs = False, set()
+        live = {}
+        for name, spec in specs.items():
+            live[name] = LiveDeployment(
+                name=name,
+                spec=spec,
+                routes=[self.resolve(r) for r in spec.routes],
+                shadow=[self.resolve(r) for r in spec.shadow],
+                fallbacks=[self.resolve(r) for r in spec.fallbacks],
+                weights=[r.weight for r in spec.routes],
+            )
+        if self.workers is not None:
+            self.workers.retain(self.refs)
+        return live

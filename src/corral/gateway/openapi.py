@@ -1,0 +1,205 @@
+"""The OpenAPI description served at /openapi.json (the request shapes the gateway itself checks)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ERROR = {
+    "description": "OpenAI-style error",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _op(
+    summary: str, body: dict[str, Any] | None = None, params: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {
+            "200": {"description": "OK"},
+            "400": ERROR,
+            "401": ERROR,
+            "403": ERROR,
+            "404": ERROR,
+            "429": ERROR,
+        },
+    }
+    if body is not None:
+        op["requestBody"] = _json_body(body)
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+
+
+def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+MESSAGE = {
+    "type": "object",
+    "required": ["role", "content"],
+    "properties": {
+        "role": {"type": "string", "enum": ["system", "user", "assistant", "tool"]},
+        "content": {"type": "string"},
+    },
+}
+COMMON = {
+    "model": {"type": "string"},
+    "max_tokens": {"type": "integer", "minimum": 1},
+    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+    "stream": {"type": "boolean"},
+    "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+    "user": {"type": "string"},
+    "corral": {
+        "type": "object",
+        "description": "render a registered prompt template into the request",
+        "required": ["prompt"],
+        "properties": {"prompt": {"type": "string"}, "variables": {"type": "object"}},
+    },
+}
+CHAT = {
+    "type": "object",
+    "required": ["model", "messages"],
+    "properties": {**COMMON, "messages": {"type": "array", "items": MESSAGE, "minItems": 1}},
+}
+COMPLETION = {
+    "type": "object",
+    "required": ["model", "prompt"],
+    "properties": {
+        **COMMON,
+        "prompt": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+    },
+}
+EMBEDDING = {
+    "type": "object",
+    "required": ["model", "input"],
+    "properties": {
+        "model": {"type": "string"},
+        "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+    },
+}
+FEEDBACK = {
+    "type": "object",
+    "required": ["trace_id"],
+    "properties": {
+        "trace_id": {"type": "string"},
+        "score": {"type": "number", "minimum": 0, "maximum": 1},
+        "thumbs": {"type": "string", "enum": ["up", "down"]},
+        "label": {"type": "string"},
+        "comment": {"type": "string"},
+    },
+}
+NEW_KEY = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string"},
+        "models": {"type": "array", "items": {"type": "string"}},
+        "rpm": {"type": "integer", "minimum": 0},
+        "tpm": {"type": "integer", "minimum": 0},
+        "budget_usd": {"type": "number", "minimum": 0},
+        "admin": {"type": "boolean"},
+    },
+}
+ROUTE = {
+    "type": "object",
+    "properties": {
+        "target": {"type": "string"},
+        "url": {"type": "string"},
+        "model": {"type": "string"},
+        "weight": {"type": "number", "minimum": 0},
+        "timeout_s": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
+    },
+}
+DEPLOYMENT = {
+    "type": "object",
+    "required": ["routes"],
+    "properties": {
+        "mode": {"type": "string", "enum": ["weighted", "canary"]},
+        "sticky_by": {"type": "string", "enum": ["user", "session", "key"]},
+        "routes": {"type": "array", "items": ROUTE, "minItems": 1},
+        "shadow": {"type": "array", "items": ROUTE},
+        "fallbacks": {"type": "array", "items": ROUTE},
+        "retries": {"type": "integer", "minimum": 0, "maximum": 10},
+    },
+}
+
+
+def openapi_spec() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "corral gateway",
+            "version": "1",
+            "description": "OpenAI-compatible gateway with keys, limits, costs and tracing",
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["message", "type"],
+                            "properties": {"message": {"type": "string"}, "type": {"type": "string"}},
+                        }
+                    },
+                }
+            },
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/chat/completions": {"post": _op("Chat completion (streaming with stream: true)", CHAT)},
+            "/v1/completions": {"post": _op("Text completion", COMPLETION)},
+            "/v1/embeddings": {"post": _op("Embeddings", EMBEDDING)},
+            "/v1/models": {"get": _op("Models (deployments) this key may use")},
+            "/v1/feedback": {"post": _op("Feedback on a trace", FEEDBACK)},
+            "/health": {
+                "get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "alive"}}}
+            },
+            "/ready": {
+                "get": {
+                    "summary": "Readiness",
+                    "security": [],
+                    "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
+                }
+            },
+            "/admin/keys": {"get": _op("List keys"), "post": _op("Create a key (shown once)", NEW_KEY)},
+            "/admin/keys/{key}": {
+                "delete": _op("Revoke a key by id, name or prefix", params=[_path_param("key")])
+            },
+            "/admin/deployments": {"get": _op("Deployments and their live routes")},
+            "/admin/deployments/{name}": {
+                "get": _op("One deployment", params=[_path_param("name")]),
+                "put": _op("Create or replace a deployment", DEPLOYMENT, [_path_param("name")]),
+                "delete": _op("Delete a deployment", params=[_path_param("name")]),
+            },
+            "/admin/costs": {
+                "get": _op(
+                    "Requests, tokens and cost by day, key and model",
+                    params=[
+                        _query("group_by", {"type": "string"}),
+                        _query("since", {"type": "string"}),
+                        _query("until", {"type": "string"}),
+                    ],
+                )
+            },
+            "/admin/traces": {
+                "get": _op(
+                    "Recent traces",
+                    params=[_query("limit", {"type": "integer"}), _query("deployment", {"type": "string"})],
+                )
+            },
+            "/admin/status": {"get": _op("Routes, breakers, workers, Redis and spool")},
+        },
+    }

@@ -1,0 +1,143 @@
+"""Running a gateway under uvicorn: in the foreground (`corral serve`) or on a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from corral.gateway.app import Gateway
+
+log = logging.getLogger("corral.gateway")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket; port 0 picks a free one (read it back with getsockname)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def uvicorn_config(app: Any, drain_timeout_s: float, log_level: str = "warning") -> uvicorn.Config:
+    loop = "uvloop" if _has("uvloop") else "asyncio"
+    http = "httptools" if _has("httptools") else "h11"
+    return uvicorn.Config(
+        app,
+        loop=loop,
+        http=http,
+        lifespan="on",
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=max(1, round(drain_timeout_s)),
+        timeout_keep_alive=30,
+        backlog=2048,
+    )
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn's server, except that SIGTERM/SIGINT end it cleanly instead of being re-raised after."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+@dataclass
+class RunningGateway:
+    gateway: Gateway
+    server: QuietServer
+    host: str
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The OpenAI base URL to give clients."""
+        return f"{self.base_url}/v1"
+
+
+@contextmanager
+def serve_in_thread(gateway: Gateway, host: str = "127.0.0.1", port: int = 0) -> Iterator[RunningGateway]:
+    """Serve on a background thread until the block ends; the gateway is started and stopped with it."""
+    sock = bind(host, port)
+    server = QuietServer(uvicorn_config(gateway, gateway.settings.gateway.drain_timeout_s))
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(server.serve(sockets=[sock]))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="corral-gateway", daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        thread.join(0.02)
+    if not server.started:
+        sock.close()
+        raise RuntimeError(f"the gateway did not start: {errors[0] if errors else 'see the log'}")
+    try:
+        yield RunningGateway(gateway, server, host, sock.getsockname()[1])
+    finally:
+        server.should_exit = True
+        thread.join(gateway.settings.gateway.drain_timeout_s + 15)
+        sock.close()
+
+
+def serve_forever(gateway: Gateway, host: str, port: int) -> None:
+    """Serve in the foreground until SIGINT/SIGTERM; then drain, flush traces and return."""
+    sock = bind(host, port)
+    server = QuietServer(uvicorn_config(gateway, gateway.settings.gateway.drain_timeout_s, "info"))
+    try:
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(server.serve(sockets=[sock]))
+        else:
+            uvloop.run(server.serve(sockets=[sock]))
+    finally:
+        sock.close()
+
+
+def serve(settings: Any, host: str | None = None, port: int | None = None) -> None:
+    """`corral serve`: local workers for `target:` routes, then the gateway, until SIGTERM drains both."""
+    from corral.gateway.workers import WorkerSupervisor
+
+    supervisor = WorkerSupervisor(settings)
+    gateway = Gateway(settings, workers=supervisor)
+    supervisor.in_flight = lambda ref: gateway.version_in_flight.get(ref, 0)
+    supervisor.on_restart = lambda ref: gateway.metrics.worker_restarts.labels(ref).inc()
+    supervisor.start()
+    try:
+        serve_forever(gateway, host or settings.gateway.host, port or settings.gateway.port)
+    finally:
+        supervisor.stop()
+        log.info("gateway stopped; traces flushed, workers stopped")

@@ -1,0 +1,298 @@
+"""The trace writer: requests hand it records; it batches them into the store, or the spool when it cannot.
+
+Two threads keep the request path free of I/O: the pump takes records off an in-memory queue in
+batches and passes them to the store thread, or straight to the disk spool when the store is down
+or falling behind; the store thread inserts batches, spools a batch whose insert failed, and
+replays the spool once the store answers again. Inserts skip ids already present, so a replay
+after a crash never duplicates a trace.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import JSON, Table, Text, bindparam, cast
+from sqlalchemy.exc import (
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    StatementError,
+)
+
+from corral.config import TracingSettings, corral_home
+from corral.gateway.costs import refine_tokens
+from corral.gateway.metrics import GatewayMetrics
+from corral.gateway.spool import Spool
+from corral.store import Store
+from corral.store.models import FeedbackRow, TraceRow
+
+log = logging.getLogger("corral.gateway.tracing")
+TABLES: dict[str, Table] = {"trace": TraceRow.__table__, "feedback": FeedbackRow.__table__}  # type: ignore[dict-item]
+
+
+def _defaults(table: Table) -> dict[str, Any]:
+    """Each column's plain default; callables (timestamps, fresh dicts) are filled in by the submitter."""
+    out = {}
+    for column in table.columns:
+        value = getattr(column.default, "arg", None)
+        out[column.name] = None if callable(value) else value
+    return out
+
+
+DEFAULTS = {kind: _defaults(table) for kind, table in TABLES.items()}
+
+DEFAULTS["trace"]["meta"] = {}
+RETRY_S = 1.0
+
+
+@functools.lru_cache(maxsize=8)
+def _statement(dialect: str, table: Table) -> Any:
+    """An INSERT that skips ids already stored, taking JSON columns as text serialized by orjson.
+
+    Serializing with orjson in the writer (instead of SQLAlchemy's json.dumps) is most of the
+    writer's CPU time saved, which matters because the writer shares the GIL with the event loop.
+    """
+    values: dict[str, Any] = {}
+    for column in table.columns:
+        if isinstance(column.type, JSON):
+            param = bindparam(column.name, type_=Text())
+            values[column.name] = cast(param, column.type) if dialect == "postgresql" else param
+        else:
+            values[column.name] = bindparam(column.name, type_=column.type)
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).values(values).on_conflict_do_nothing(index_elements=["id"])
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).values(values).on_conflict_do_nothing(index_elements=["id"])
+
+
+def _json_columns(table: Table) -> tuple[str, ...]:
+    return tuple(c.name for c in table.columns if isinstance(c.type, JSON))
+
+
+JSON_COLUMNS = {table.name: _json_columns(table) for table in TABLES.values()}
+
+
+def _insert(store: Store, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert rows, skipping any whose id is already stored (a replay of a batch that did commit)."""
+    names = JSON_COLUMNS[table.name]
+    prepared = []
+    for row in rows:
+        copy = dict(row)
+        for name in names:
+            value = copy[name]
+            copy[name] = None if value is None else orjson.dumps(value, default=str).decode()
+        prepared.append(copy)
+    with store.engine.begin() as conn:
+        conn.execute(_statement(store.dialect, table), prepared)
+
+
+class TraceWriter:
+    """Batches traces and feedback into the store off the request path; loses none when the store is down."""
+
+    def __init__(
+        self, store: Store, settings: TracingSettings, metrics: GatewayMetrics | None = None
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics or GatewayMetrics()
+        spool_dir = Path(settings.spool_dir) if settings.spool_dir else corral_home() / "spool"
+        self.spool = Spool(spool_dir, int(settings.spool_max_mb * 1024 * 1024), settings.spool_warn_fraction)
+        self._records: deque[dict[str, Any]] = deque()
+        self._batches: queue.Queue[list[dict[str, Any]]] = queue.Queue(
+            maxsize=max(2, settings.queue_size // settings.batch_size)
+        )
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._store_up = True
+        self._retry_at = 0.0
+        self._threads: list[threading.Thread] = []
+        self.submitted = 0
+        self.settled = 0  # records committed to the store or written to the spool
+        self._settle_lock = threading.Lock()
+
+    # -- request path ------------------------------------------------------------------------------
+    def submit(self, record: dict[str, Any], kind: str = "trace") -> None:
+        """Queue one record (never blocks, never touches disk or network)."""
+        record["_kind"] = kind
+        self.submitted += 1
+        self._records.append(record)
+        if len(self._records) >= self.settings.batch_size:
+            self._wake.set()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.store.ensure_ready()
+        for target, name in ((self._pump, "corral-trace-pump"), (self._store_loop, "corral-trace-store")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Flush: everything queued reaches the store or the spool before this returns."""
+        self._stop.set()
+        self._wake.set()
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.1, deadline - time.monotonic()))
+        self._threads = []
+        leftovers = self._take(len(self._records))
+        while True:
+            try:
+                leftovers.extend(self._batches.get_nowait())
+            except queue.Empty:
+                break
+        if leftovers:
+            self._deliver(leftovers)
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until everything submitted so far is stored or spooled (for tests and shutdown)."""
+        target = self.submitted
+        deadline = time.monotonic() + timeout_s
+        self._wake.set()
+        while time.monotonic() < deadline:
+            if self.settled >= target:
+                return True
+            time.sleep(0.01)
+        return False
+
+    @property
+    def store_up(self) -> bool:
+        return self._store_up
+
+    # -- threads -------------------------------------------------------------------------------------
+    def _take(self, limit: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        while self._records and len(out) < limit:
+            out.append(self._prepare(self._records.popleft()))
+        return out
+
+    def _prepare(self, record: dict[str, Any]) -> dict[str, Any]:
+        if not self.settings.store_bodies and record.get("_kind") == "trace":
+            record["request"] = None
+            record["response"] = None
+        refine_tokens(record)
+        return record
+
+    def _pump(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.settings.flush_interval_s)
+            self._wake.clear()
+            while self._records:
+                batch = self._take(self.settings.batch_size)
+                backlog = len(self._records) > self.settings.queue_size
+                if self._store_up and not backlog:
+                    try:
+                        self._batches.put(batch, timeout=0.05)
+                        continue
+                    except queue.Full:
+                        pass
+                self._to_spool(batch)
+            self.metrics.trace_queue.set(
+                len(self._records) + self._batches.qsize() * self.settings.batch_size
+            )
+
+    def _store_loop(self) -> None:
+        while not (self._stop.is_set() and self._batches.empty()):
+            try:
+                batch = self._batches.get(timeout=0.2)
+            except queue.Empty:
+                if self.spool.pending() and time.monotonic() >= self._retry_at and not self._stop.is_set():
+                    self._replay_one()
+                continue
+            self._deliver(batch)
+
+    def _deliver(self, batch: list[dict[str, Any]]) -> None:
+        try:
+            self._write(batch)
+            self._settle(len(batch))
+            self._mark(True)
+        except Exception as exc:  # noqa: BLE001 - any store failure means: keep the batch on disk
+            self._mark(False, exc)
+            self._to_spool(batch)
+
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for record in batch:
+            kind = record.get("_kind", "trace")
+            defaults = DEFAULTS[kind]
+            by_kind.setdefault(kind, []).append({k: record.get(k, v) for k, v in defaults.items()})
+        for kind, rows in by_kind.items():
+            try:
+                _insert(self.store, TABLES[kind], rows)
+            except (DataError, IntegrityError, ProgrammingError, StatementError) as exc:
+                if isinstance(exc, OperationalError | InterfaceError):
+                    raise  # the store is down, not the data bad: spool and retry
+                self._insert_one_by_one(TABLES[kind], rows)
+            if kind == "trace":
+                self.metrics.traces_written.inc(len(rows))
+
+    def _insert_one_by_one(self, table: Table, rows: list[dict[str, Any]]) -> None:
+        """A batch the store rejected for its data: store each row, cleaning what it refuses (NUL characters)."""
+        for row in rows:
+            try:
+                _insert(self.store, table, [row])
+            except (DataError, ProgrammingError, StatementError):
+                cleaned = orjson.loads(orjson.dumps(row, default=str).replace(b"\\u0000", b""))
+                cleaned["at"] = row.get("at")
+                try:
+                    _insert(self.store, table, [cleaned])
+                    log.warning("stored trace %s without the characters the store refused", row.get("id"))
+                except (DataError, ProgrammingError, StatementError) as exc:
+                    log.error("the store refuses trace %s (%s); it is dropped", row.get("id"), exc)
+                    self.metrics.traces_dropped.inc()
+
+    def _replay_one(self) -> None:
+        path = self.spool.oldest()
+        if path is None:
+            return
+        records = list(self.spool.read(path))
+        try:
+            for start in range(0, len(records), 1000):
+                self._write(records[start : start + 1000])
+        except Exception as exc:  # noqa: BLE001
+            self._mark(False, exc)
+            return
+        self.spool.remove(path)
+        self._mark(True)
+        log.info("replayed %d spooled records from %s", len(records), path.name)
+        self._spool_metrics()
+
+    def _to_spool(self, batch: list[dict[str, Any]]) -> None:
+        dropped = self.spool.write(batch)
+        self._settle(len(batch))
+        self.metrics.traces_spooled.inc(len(batch) - dropped)
+        if dropped:
+            self.metrics.traces_dropped.inc(dropped)
+        self._spool_metrics()
+
+    def _settle(self, count: int) -> None:
+        with self._settle_lock:
+            self.settled += count
+
+    def _spool_metrics(self) -> None:
+        self.metrics.spool_bytes.set(self.spool.bytes)
+        self.metrics.spool_near_cap.set(1 if self.spool.near_cap else 0)
+
+    def _mark(self, up: bool, exc: BaseException | None = None) -> None:
+        if up != self._store_up:
+            if up:
+                log.warning("trace store is back; replaying the spool")
+            else:
+                log.error("trace store unavailable (%s); spooling traces to %s", exc, self.spool.directory)
+        self._store_up = up
+        self.metrics.store_up.set(1 if up else 0)
+        if not up:
+            self._retry_at = time.monotonic() + RETRY_S

@@ -1,0 +1,113 @@
+"""Upstream endpoints and the one pooled aiohttp client every call goes through."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from corral.config import Price
+from corral.gateway.routing import Breaker, least_loaded
+
+# What counts as the upstream failing (worth a retry or a fallback) rather than the request being wrong.
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class UpstreamFailure(Exception):
+    """A connect error, timeout or retryable status; `status` is the HTTP status when there was one."""
+
+    def __init__(self, reason: str, status: int | None = None, body: bytes = b"") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.body = body
+
+
+@dataclass
+class Endpoint:
+    """One resolved route: where to send, what model name to send, what it costs, which version it is."""
+
+    label: str  # shown in traces and metrics: a version ref (support@3) or the upstream URL + model
+    base_urls: list[str]
+    model: str
+    api_key: str | None = None
+    timeout_s: float = 60.0
+    price: Price = field(default_factory=Price)
+    version_ref: str | None = None  # the registry version this serves, for in-flight counts
+    tokenizer_dir: str | None = None  # a local model's directory, to count tokens when usage is absent
+    in_flight: list[int] = field(default_factory=list)
+    breaker: Breaker = field(default_factory=Breaker)
+    _turn: int = 0
+
+    def __post_init__(self) -> None:
+        self.base_urls = [u.rstrip("/") for u in self.base_urls]
+        self.in_flight = [0] * len(self.base_urls)
+        self.headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            self.headers["Authorization"] = f"Bearer {self.api_key}"
+
+    def pick(self) -> int:
+        """Least in-flight instance, round-robin on ties."""
+        if len(self.base_urls) == 1:
+            return 0
+        self._turn += 1
+        return least_loaded(self.in_flight, self._turn)
+
+    @staticmethod
+    def key_from_env(name: str | None) -> str | None:
+        return os.environ.get(name) if name else None
+
+
+def timeout_for(endpoint: Endpoint) -> aiohttp.ClientTimeout:
+    # connect is bounded separately so that a dead host fails fast and the fallback gets its chance
+    return aiohttp.ClientTimeout(
+        total=None, sock_connect=min(5.0, endpoint.timeout_s), sock_read=endpoint.timeout_s
+    )
+
+
+class UpstreamPool:
+    """The shared aiohttp session: keep-alive connections to every upstream, opened lazily."""
+
+    def __init__(self, max_connections: int = 1000) -> None:
+        self.max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self.max_connections, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60
+            )
+            self._session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
+        return self._session
+
+    async def open(self, endpoint: Endpoint, instance: int, path: str, body: bytes) -> aiohttp.ClientResponse:
+        """POST and return the response with its headers read; failures come back as UpstreamFailure."""
+        url = endpoint.base_urls[instance] + path
+        try:
+            response = await self.session.post(
+                url, data=body, headers=endpoint.headers, timeout=timeout_for(endpoint)
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise UpstreamFailure(f"{type(exc).__name__}: {exc}".strip(": ")) from None
+        if response.status in RETRYABLE_STATUS:
+            try:
+                data = await response.read()
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                data = b""
+            response.release()
+            raise UpstreamFailure(f"upstream answered {response.status}", response.status, data)
+        return response
+
+    async def get_json(self, url: str, timeout_s: float = 2.0) -> Any:
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        async with self.session.get(url, timeout=timeout) as response:
+            response.raise_for_status()
+            return await response.json()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,86 @@
+"""The store watcher: a thread that notices new keys, deployment changes, alias moves and retirements."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from corral.gateway.costs import month_spend
+from corral.store.models import ModelRow, ModelVersionRow
+
+if TYPE_CHECKING:
+    from corral.gateway.app import Gateway
+
+log = logging.getLogger("corral.gateway.watcher")
+SPEND_EVERY = 5  # polls between budget refreshes
+
+
+class StoreWatcher:
+    """Polls cheap signatures (max ids, counts) every `interval_s`; rebuilds what changed.
+
+    An alias move or rollback therefore reaches the routes within one interval, with no restart.
+    """
+
+    def __init__(self, gateway: Gateway, interval_s: float) -> None:
+        self.gw = gateway
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._signature: tuple[object, ...] | None = None
+        self._polls = 0
+        self._failing = False
+        self.on_change: list[Callable[[], None]] = []
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="corral-store-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.poll()
+                if self._failing:
+                    log.warning("store reachable again; routes and keys are current")
+                self._failing = False
+            except Exception as exc:  # noqa: BLE001 - keep serving with what we have
+                if not self._failing:
+                    log.error("cannot poll the store (%s); serving with the last known routes and keys", exc)
+                self._failing = True
+
+    def poll(self) -> None:
+        gw = self.gw
+        gw.keys.refresh()
+        signature = gw.deployment_store.signature()
+        if signature != self._signature or gw.resolver.pending:
+            gw.live = gw.resolver.build(gw.deployment_store.specs())
+            self._signature = signature
+            for callback in self.on_change:
+                callback()
+        if self._polls % SPEND_EVERY == 0:
+            gw.limiter.set_spend(month_spend(gw.store))
+        self._polls += 1
+        if gw.registry is not None:
+            self._complete_retirements()
+
+    def _complete_retirements(self) -> None:
+        """Versions draining with nothing in flight here become retired."""
+        with self.gw.store.session() as session:
+            rows = session.execute(
+                select(ModelRow.name, ModelVersionRow.version)
+                .join(ModelRow, ModelRow.id == ModelVersionRow.model_id)
+                .where(ModelVersionRow.lifecycle == "draining")
+            ).all()
+        for name, version in rows:
+            ref = f"{name}@{version}"
+            if self.gw.version_in_flight.get(ref, 0) == 0:
+                self.gw.registry.models.complete_retirement(ref)
+                log.info("%s drained; retired", ref)

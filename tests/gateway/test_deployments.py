@@ -1,0 +1,176 @@
+"""Routing through real gateways: sticky canary, shadow, fallback with breaker, balancing, rollback, admin changes."""
+
+from __future__ import annotations
+
+import time
+
+import openai
+import pytest
+
+from corral.testing import FakeUpstream
+
+
+def _answered_by(response) -> str:  # type: ignore[no-untyped-def]
+    return response.choices[0].message.content.split(":")[0]
+
+
+def _wait(predicate, timeout_s: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_canary_keeps_each_user_on_one_version(gateway, fake, fake_b, h):
+    spec = {
+        "mode": "canary",
+        "sticky_by": "user",
+        "routes": [h.url_route(fake, weight=50), h.url_route(fake_b, weight=50)],
+    }
+    with gateway(h.settings({"m": spec})) as gw:
+        c = h.client(gw)
+        seen = {
+            user: {_answered_by(h.chat(c, user=user)) for _ in range(4)}
+            for user in ("u1", "u2", "u3", "u4", "u5", "u6")
+        }
+    assert all(len(versions) == 1 for versions in seen.values())
+    assert {v for versions in seen.values() for v in versions} == {"a", "b"}  # both versions served someone
+
+
+def test_sticky_by_session_uses_the_session_header(gateway, fake, fake_b, h):
+    spec = {
+        "mode": "canary",
+        "sticky_by": "session",
+        "routes": [h.url_route(fake, weight=50), h.url_route(fake_b, weight=50)],
+    }
+    with gateway(h.settings({"m": spec})) as gw:
+        for session in ("s1", "s2", "s3"):
+            c = h.client(gw, default_headers={"x-corral-session": session})
+            assert len({_answered_by(h.chat(c)) for _ in range(4)}) == 1
+        assert {t["session"] for t in h.traces(gw)} == {"s1", "s2", "s3"}
+
+
+def test_shadow_copy_is_traced_and_never_delays_the_user(gateway, fake, h):
+    with FakeUpstream(name="shadow", latency_s=1.5).running() as slow:
+        spec = {"routes": [h.url_route(fake)], "shadow": [h.url_route(slow)]}
+        with gateway(h.settings({"m": spec})) as gw:
+            raw = h.client(gw).chat.completions.with_raw_response.create(
+                model="m", messages=[{"role": "user", "content": "x"}]
+            )
+            assert _answered_by(raw.parse()) == "a"
+            trace_id = raw.headers["x-corral-trace-id"]
+            # the user has the answer while the shadow is still waiting for its upstream
+            assert _wait(lambda: slow.count == 1, 1.0) and not h.traces(gw, shadow_of=trace_id)
+            assert _wait(lambda: bool(h.traces(gw, shadow_of=trace_id)))
+            [copy] = h.traces(gw, shadow_of=trace_id)
+            assert copy["status"] == 200 and copy["response"]["choices"][0]["message"]["content"].startswith(
+                "shadow:"
+            )
+
+
+def test_fallback_answers_when_the_route_fails_and_the_breaker_opens(gateway, fake, fake_b, h):
+    fake.configure(fault="status", fault_status=503)
+    spec = {"routes": [h.url_route(fake)], "fallbacks": [h.url_route(fake_b)], "retries": 1}
+    settings = h.settings({"m": spec}, gateway={"breaker_failures": 4, "breaker_reset_s": 60})
+    with gateway(settings) as gw:
+        c = h.client(gw)
+        assert _answered_by(h.chat(c)) == "b"
+        assert fake.count == 2  # the first try and one retry
+        assert _answered_by(h.chat(c)) == "b"
+        assert fake.count == 4  # four failures in a row: the breaker is now open
+        for _ in range(3):
+            assert _answered_by(h.chat(c)) == "b"
+        assert fake.count == 4  # ...so the failing route is not tried any more
+        trace = h.traces(gw)[-1]
+        assert trace["route"].endswith(fake_b.url) and trace["meta"]["fallback"]
+
+
+def test_connection_errors_and_timeouts_fall_back(gateway, fake, fake_b, h):
+    spec = {"routes": [{"url": "http://127.0.0.1:9/v1", "model": "x"}], "fallbacks": [h.url_route(fake_b)]}
+    fake.configure(fault="hang")
+    spec2 = {"routes": [h.url_route(fake, timeout_s=0.5)], "fallbacks": [h.url_route(fake_b)], "retries": 0}
+    with gateway(h.settings({"refused": spec, "slow": spec2})) as gw:
+        c = h.client(gw)
+        assert _answered_by(h.chat(c, model="refused")) == "b"
+        assert _answered_by(h.chat(c, model="slow")) == "b"
+
+
+def test_every_route_failing_is_a_502_in_openai_form(gateway, fake, h):
+    fake.configure(fault="status", fault_status=500)
+    with gateway(h.settings({"m": {"routes": [h.url_route(fake)], "retries": 0}})) as gw:
+        with pytest.raises(openai.InternalServerError) as info:
+            h.chat(h.client(gw))
+        assert info.value.status_code == 502
+        [trace] = h.traces(gw)
+        assert trace["status"] == 502
+
+
+def test_instances_of_one_route_are_balanced_by_least_in_flight(gateway, fake, fake_b, h):
+    fake.configure(latency_s=0.3)
+    route = {"url": fake.url, "instances": [fake_b.url], "model": "fake-model"}
+    with gateway(h.settings({"m": {"routes": [route]}})) as gw:
+        import concurrent.futures
+
+        c = h.client(gw)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: _answered_by(h.chat(c)), range(16)))
+    assert answers.count("b") > answers.count("a")  # the fast instance frees up first and takes more
+
+
+def test_alias_move_and_rollback_reach_the_gateway_without_restart(gateway, fake, fake_b, h, tmp_path):
+    with gateway(h.settings({"support": {"routes": [{"target": "support@production"}]}})) as gw:
+        reg = gw.gateway.registry
+        reg.models.register("support", endpoint=fake.url, upstream_model="fake-model")
+        reg.models.register("support", endpoint=fake_b.url, upstream_model="fake-model")
+        reg.models.set_alias("support", "production", 1)
+        c = h.client(gw)
+        assert _wait(
+            lambda: "support" in gw.gateway.live and gw.gateway.live["support"].routes[0] is not None, 2.5
+        )
+        assert _answered_by(h.chat(c, model="support")) == "a"
+        reg.models.set_alias("support", "production", 2)
+        assert _wait(lambda: _answered_by(h.chat(c, model="support")) == "b", 2.0)
+        reg.models.rollback("support")
+        assert _wait(lambda: _answered_by(h.chat(c, model="support")) == "a", 2.0)
+        assert h.traces(gw)[-1]["model_version"] == "support@1"
+
+
+def test_a_draining_version_gets_no_requests_and_retires_when_idle(gateway, fake, fake_b, h):
+    spec = {"routes": [{"target": "support@1", "weight": 1}, {"target": "support@2", "weight": 1}]}
+    with gateway(h.settings({"support": spec})) as gw:
+        reg = gw.gateway.registry
+        reg.models.register("support", endpoint=fake.url, upstream_model="fake-model")
+        reg.models.register("support", endpoint=fake_b.url, upstream_model="fake-model")
+        assert _wait(lambda: all(r is not None for r in gw.gateway.live["support"].routes), 2.5)
+        c = h.client(gw)
+        gw.gateway.version_in_flight["support@1"] = 1  # as if a long request were still on it
+        reg.models.retire("support@1")
+        assert reg.models.resolve("support@1").stage == "draining"
+        assert _wait(lambda: gw.gateway.live["support"].routes[0] is None, 2.0)
+        answers = {_answered_by(h.chat(c, model="support")) for _ in range(6)}
+        assert answers == {"b"}
+        assert reg.models.resolve("support@1").stage == "draining"
+        gw.gateway.version_in_flight["support@1"] = 0
+        assert _wait(lambda: reg.models.resolve("support@1").stage == "retired", 2.0)
+
+
+def test_deployments_changed_through_the_admin_api_are_stored_and_served(gateway, fake, fake_b, h):
+    with gateway(h.settings({"m": {"routes": [h.url_route(fake)]}})) as gw:
+        c = h.client(gw)
+        with h.admin(gw) as a:
+            r = a.put("/admin/deployments/m", json={"routes": [h.url_route(fake_b)]})
+            assert r.status_code == 200, r.text
+            assert _answered_by(h.chat(c)) == "b"
+            assert a.put("/admin/deployments/new", json={"routes": [h.url_route(fake)]}).status_code == 200
+            assert _answered_by(h.chat(c, model="new")) == "a"
+            bad = a.put("/admin/deployments/bad", json={"mode": "canary", "routes": [h.url_route(fake)]})
+            assert bad.status_code == 400 and "canary" in bad.json()["error"]["message"]
+            assert a.delete("/admin/deployments/new").status_code == 200
+            with pytest.raises(openai.NotFoundError):
+                h.chat(c, model="new")
+            assert set(a.get("/admin/deployments").json()) == {"m"}
+        from corral.gateway.deployments import DeploymentStore
+
+        assert DeploymentStore(gw.gateway.store).specs()["m"].routes[0].url == fake_b.url
