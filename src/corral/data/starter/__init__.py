@@ -1,0 +1,1 @@
+"""The starter corpus, tokenizer and model that corral generates and trains itself."""

@@ -1,0 +1,162 @@
+"""Training runs end to end on a tiny Llama: LoRA and full versions with lineage, and clear errors."""
+
+from __future__ import annotations
+
+import errno
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+from corral.cli.main import main
+from corral.errors import ConfigError, CorralError, InvalidInputError, NotFoundError
+from corral.train import parse_spec, train
+from corral.train.checkpoint import read_pointer
+from corral.train.loop import run_dir_for
+
+
+def test_lora_run_registers_an_adapter_over_its_base_with_lineage(spec_data, setup):
+    spec = parse_spec(
+        spec_data(setup, lora={"r": 4, "target_modules": ["q_proj", "v_proj"]}, alias="staging")
+    )
+    result = train(spec, setup.registry, progress=False)
+    version = result.version
+    assert version.ref == "tuned@1" and version.kind == "adapter" and version.base_ref == setup.base
+    assert version.aliases == ["staging"]
+    assert version.lineage["dataset"] == setup.dataset and version.lineage["base"] == setup.base
+    assert version.lineage["config"]["lora"]["r"] == 4
+    assert {"train_loss", "val_loss", "val_perplexity", "tokens_per_s"} <= set(version.metrics)
+    files = setup.registry.models.materialize(version)
+    assert (files / "adapter_config.json").is_file() and (files / "tokenizer.json").is_file()
+    assert read_pointer(result.run_dir) is None  # a finished run keeps no checkpoint
+
+
+def test_full_run_learns_and_registers_loadable_weights(spec_data, setup):
+    from transformers import AutoModelForCausalLM
+
+    spec = parse_spec(spec_data(setup, method="full", max_steps=12, lr=3e-3, batch_size=8, grad_accum=2))
+    losses: list[float] = []
+    result = train(spec, setup.registry, progress=False, on_step=lambda s, m: losses.append(m["train_loss"]))
+    assert losses[-1] < losses[0]
+    assert result.version.kind == "weights" and result.version.lineage["base"] == setup.base
+    model = AutoModelForCausalLM.from_pretrained(setup.registry.models.materialize(result.version))
+    assert model.config.model_type == "llama"
+
+
+def test_gradient_checkpointing_and_dropout_run(spec_data, setup):
+    spec = parse_spec(spec_data(setup, max_steps=2, grad_checkpointing=True, dropout=0.1))
+    assert train(spec, setup.registry, progress=False).version is not None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "needle"),
+    [
+        ({"base": "ghost@1"}, NotFoundError, "model 'ghost' does not exist"),
+        ({"base": "/no/such/model", "method": "full"}, NotFoundError, "does not exist"),
+        (
+            {"lora": {"target_modules": ["q_proj", "wq"]}},
+            InvalidInputError,
+            "LoRA target modules wq do not exist",
+        ),
+        ({"dataset": "plus@7"}, NotFoundError, "has no version 7"),
+    ],
+)
+def test_bad_inputs_fail_before_training_with_a_clear_error(spec_data, setup, overrides, error, needle):
+    with pytest.raises(error, match=needle):
+        train(parse_spec(spec_data(setup, **overrides)), setup.registry, progress=False)
+
+
+def test_a_lora_run_on_an_unregistered_directory_says_to_register_it(spec_data, setup):
+    with pytest.raises(InvalidInputError, match="needs a registered base"):
+        train(parse_spec(spec_data(setup, base=str(setup.base_dir))), setup.registry, progress=False)
+
+
+def test_spec_errors_name_the_file_and_key(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"output": "o", "base": "b", "dataset": "d", "max_stepz": 3}))
+    from corral.train import load_spec
+
+    with pytest.raises(ConfigError, match=r"spec.yaml: unknown key 'max_stepz'"):
+        load_spec(path)
+    path.write_text(yaml.safe_dump({"output": "o", "base": "b", "lora": {"r": 0}}))
+    with pytest.raises(ConfigError, match=r"missing key 'dataset'.*'lora.r'"):
+        load_spec(path)
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _full_for_writes(real):
+    def open_(path, mode="rb", *args, **kwargs):
+        if "w" in mode:
+            _disk_full()
+        return real(path, mode, *args, **kwargs)
+
+    return open_
+
+
+def test_a_full_disk_during_a_checkpoint_is_a_clear_error_and_nothing_is_registered(
+    spec_data, setup, monkeypatch
+):
+    fs = setup.registry.artifacts.fs
+    monkeypatch.setattr(fs, "put_file", _disk_full)
+    monkeypatch.setattr(fs, "open", _full_for_writes(fs.open))
+    spec = parse_spec(spec_data(setup))
+    with pytest.raises(CorralError, match="cannot write the checkpoint at step 2: .*No space left on device"):
+        train(spec, setup.registry, progress=False)
+    assert read_pointer(run_dir_for(spec)) is None
+    with pytest.raises(NotFoundError):
+        setup.registry.models.get("tuned")
+
+
+def test_a_full_disk_when_saving_the_result_registers_nothing(spec_data, setup, monkeypatch):
+    spec = parse_spec(spec_data(setup, checkpoint_every=100))
+    monkeypatch.setattr(setup.registry.artifacts.fs, "put_file", _disk_full)
+    with pytest.raises(CorralError, match="No space left on device"):
+        train(spec, setup.registry, progress=False)
+    with pytest.raises(NotFoundError):
+        setup.registry.models.get("tuned")
+
+
+def test_mlflow_gets_params_metrics_and_the_model_when_configured(spec_data, setup, monkeypatch):
+    calls: list[str] = []
+    fake = types.SimpleNamespace(
+        start_run=lambda **k: calls.append("start"),
+        log_params=lambda p: calls.append(f"params:{p['method']}:{p['lora.r']}"),
+        log_metrics=lambda m, step: calls.append(f"metrics:{step}"),
+        log_artifacts=lambda path, artifact_path: calls.append(
+            f"artifacts:{(Path(path) / 'adapter_config.json').is_file()}"
+        ),
+        set_tags=lambda t: calls.append(f"tags:{t['corral.version']}"),
+        end_run=lambda **k: calls.append("end"),
+    )
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.invalid")
+    train(parse_spec(spec_data(setup, max_steps=2)), setup.registry, progress=False)
+    assert calls == [
+        "start",
+        "params:lora:8",
+        "metrics:1",
+        "metrics:2",
+        "artifacts:True",
+        "tags:tuned@1",
+        "end",
+    ]
+
+
+def test_cli_train_runs_a_spec_file_and_prints_the_version(spec_data, setup, capsys, tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec_data(setup, max_steps=2)))
+    with pytest.raises(SystemExit) as info:
+        main(["train", str(path), "--json", "--set", "output=cli-tuned"])
+    out, err = capsys.readouterr()
+    assert info.value.code == 0, err
+    assert json.loads(out)["name"] == "cli-tuned"
+    with pytest.raises(SystemExit) as info:
+        main(["train", str(path), "--set", "base=ghost@1"])
+    _, err = capsys.readouterr()
+    assert info.value.code == 3 and "model 'ghost' does not exist" in err and "Traceback" not in err
