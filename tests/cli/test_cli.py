@@ -1,0 +1,145 @@
+"""The CLI as a user meets it: commands succeed, and bad input is one line with a non-zero exit code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from corral.cli.main import main
+from corral.errors import ArtifactIntegrityError
+from corral.registry import open_registry
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
+def one_line_error(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert lines and lines[0].startswith("error:"), err
+    assert "Traceback" not in err
+    return " ".join(lines)
+
+
+def model_dir(path: Path, marker: str) -> str:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps({"marker": marker}))
+    return str(path)
+
+
+def test_quickstart_walks_through_register_promote_and_rollback(capsys):
+    code, out, err = run(capsys, "quickstart")
+    assert code == 0, err
+    assert "rolled back: demo@production → 1" in out
+    assert "gateway stopped cleanly" in out and "traced requests" in out
+    if "starter@production" in out:  # the train extra is installed: the starter model answered
+        assert out.count("✓ right") == 4 and "✗ wrong" not in out
+    code, out, _ = run(capsys, "models", "show", "demo@production", "--json")
+    assert code == 0 and json.loads(out)["version"] == 1
+
+
+def test_models_lifecycle_through_the_cli(capsys, tmp_path):
+    assert (
+        run(capsys, "models", "register", "support", model_dir(tmp_path / "a", "a"), "--tag", "team=cx")[0]
+        == 0
+    )
+    assert run(capsys, "models", "register", "support", model_dir(tmp_path / "b", "b"))[0] == 0
+    assert run(capsys, "models", "alias", "set", "support", "production", "1")[0] == 0
+    assert run(capsys, "models", "alias", "set", "support", "production", "2", "--reason", "better")[0] == 0
+    code, out, _ = run(capsys, "models", "rollback", "support")
+    assert code == 0 and "→ version 1" in out
+    code, out, _ = run(capsys, "models", "alias", "history", "support", "--json")
+    assert [e["to_version"] for e in json.loads(out)] == [1, 2, 1]
+    code, out, _ = run(capsys, "models", "list", "--json")
+    assert json.loads(out)[0]["aliases"] == {"production": 1}
+    code, out, _ = run(capsys, "models", "retire", "support@2")
+    assert code == 0 and "retired" in out
+    code, out, _ = run(capsys, "audit", "--json", "--limit", "3")
+    assert json.loads(out)[0]["action"] == "version.retire"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["models", "show", "ghost@1"], 3, "model 'ghost' does not exist"),
+        (["models", "show", "bad name"], 2, "invalid model name"),
+        (["models", "register", "support", "/no/such/dir"], 3, "does not exist"),
+        (["models", "rollback", "ghost"], 3, "does not exist"),
+        (["datasets", "import", "faq", "/no/such.jsonl"], 3, "does not exist"),
+        (["prompts", "render", "ghost"], 3, "prompt 'ghost' does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_and_an_exit_code(capsys, args, code, needle):
+    got, _, err = run(capsys, *args)
+    assert got == code
+    assert needle in one_line_error(err)
+
+
+def test_bad_reference_retire_production_and_rollback_without_history(capsys, tmp_path):
+    run(capsys, "models", "register", "support", model_dir(tmp_path / "a", "a"))
+    run(capsys, "models", "alias", "set", "support", "production", "1")
+    code, _, err = run(capsys, "models", "show", "support@9")
+    assert code == 3 and "model 'support' has no version 9 (latest is 1)" in one_line_error(err)
+    code, _, err = run(capsys, "models", "retire", "support@1")
+    assert code == 4 and "alias production points at it" in one_line_error(err)
+    code, _, err = run(capsys, "models", "rollback", "support")
+    assert code == 4 and "no earlier version" in one_line_error(err)
+
+
+def test_reimporting_identical_data_says_so(capsys, tmp_path):
+    data = tmp_path / "faq.jsonl"
+    data.write_text("".join(json.dumps({"text": f"t{i}", "label": i % 2}) + "\n" for i in range(10)))
+    code, out, _ = run(capsys, "datasets", "import", "faq", str(data))
+    assert code == 0 and "as faq@1" in out
+    code, out, _ = run(capsys, "datasets", "import", "faq", str(data))
+    assert code == 0 and "same content as faq@1" in out.replace("\n", " ")
+    data.write_text(data.read_text() + json.dumps({"text": "new", "label": 1}) + "\n")
+    run(capsys, "datasets", "import", "faq", str(data))
+    code, out, _ = run(capsys, "datasets", "diff", "faq@1", "faq@2")
+    assert code == 0 and "+1 added, -0 removed" in out
+
+
+def test_malformed_and_unknown_config_keys_fail_with_exit_2(capsys, tmp_path):
+    (tmp_path / "corral.yaml").write_text("store: [\n")
+    code, _, err = run(capsys, "models", "list")
+    assert code == 2 and "malformed YAML" in one_line_error(err)
+    (tmp_path / "bad.yaml").write_text("gateway:\n  portt: 1\n")
+    code, _, err = run(capsys, "--config", str(tmp_path / "bad.yaml"), "config", "show")
+    assert code == 2 and "unknown key 'gateway.portt'" in one_line_error(err)
+
+
+def test_config_show_masks_secrets(capsys, monkeypatch):
+    monkeypatch.setenv("CORRAL_DATABASE_URL", "postgresql+psycopg://me:s3cret@127.0.0.1:9/x")
+    code, out, _ = run(capsys, "config", "show", "--json")
+    assert code == 0 and "s3cret" not in out and "me:***@" in out
+
+
+def test_tampered_artifact_is_reported_by_name(capsys, tmp_path):
+    run(capsys, "models", "register", "support", model_dir(tmp_path / "a", "a"))
+    for blob in (tmp_path / "corral-home" / "artifacts" / "blobs").rglob("*"):
+        if blob.is_file():
+            blob.write_bytes(b"tampered")
+    registry = open_registry()
+    with pytest.raises(ArtifactIntegrityError, match="corrupted"):
+        registry.models.materialize(registry.models.resolve("support@1"))
+
+
+def test_prompts_through_the_cli(capsys, tmp_path):
+    (tmp_path / "greet.yaml").write_text("messages:\n  - role: system\n    content: Hi {{ name }}\n")
+    assert run(capsys, "prompts", "register", "greet", str(tmp_path / "greet.yaml"))[0] == 0
+    code, out, _ = run(capsys, "prompts", "render", "greet", "--var", "name=Ada")
+    assert code == 0 and "Hi Ada" in out
+    code, _, err = run(capsys, "prompts", "render", "greet")
+    assert code == 2 and "not given: name" in one_line_error(err)
+
+
+def test_db_upgrade_is_idempotent(capsys):
+    code, out, _ = run(capsys, "db", "upgrade")
+    assert code == 0
+    code, out, _ = run(capsys, "db", "upgrade")
+    assert code == 0 and "up to date" in out
