@@ -1,0 +1,174 @@
+"""Datasets from production traffic: select traces, turn them into chat rows, redact, register.
+
+The selection (deployment, model version, time window, feedback score) is recorded in the new
+version's lineage, so a dataset can always be traced back to the traffic it came from.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from corral.data.build import BuildOptions, build_rows
+from corral.errors import InvalidInputError, NotFoundError
+from corral.registry import DatasetVersion, Registry
+from corral.store.models import FeedbackRow, TraceRow
+
+
+@dataclass(frozen=True)
+class TraceQuery:
+    """Which traces become rows. Score bounds keep only traces with feedback (their mean score)."""
+
+    deployment: str | None = None
+    model: str | None = None  # a version reference: NAME@N, NAME@alias or NAME (latest)
+    since: datetime | None = None
+    until: datetime | None = None
+    min_score: float | None = None
+    max_score: float | None = None
+    limit: int | None = None
+
+    def check(self) -> None:
+        for label, score in (("min_score", self.min_score), ("max_score", self.max_score)):
+            if score is not None and not 0 <= score <= 1:
+                raise InvalidInputError(f"{label} {score} must be in [0, 1] (feedback scores are)")
+        if self.min_score is not None and self.max_score is not None and self.min_score > self.max_score:
+            raise InvalidInputError(f"min_score {self.min_score} is above max_score {self.max_score}")
+        if self.since and self.until and _utc(self.since) >= _utc(self.until):
+            raise InvalidInputError(f"--since {self.since} is not before --until {self.until}")
+        if self.limit is not None and self.limit < 1:
+            raise InvalidInputError(f"limit must be at least 1, not {self.limit}")
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("since", "until"):
+            out[key] = out[key].isoformat() if out[key] else None
+        return out
+
+
+@dataclass
+class TraceRows:
+    rows: list[dict[str, Any]]
+    trace_ids: list[str]
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+def _utc(when: datetime) -> datetime:
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _answer(response: dict[str, Any] | None) -> str | None:
+    choices = (response or {}).get("choices") or []
+    if not choices or not isinstance(choices[0], dict):
+        return None
+    first = choices[0]
+    message = first.get("message")
+    text = message.get("content") if isinstance(message, dict) else first.get("text")
+    return text if isinstance(text, str) and text.strip() else None
+
+
+def trace_to_row(
+    endpoint: str, request: dict[str, Any] | None, response: dict[str, Any] | None
+) -> dict[str, Any] | str:
+    """A chat row from one stored exchange, or the reason it cannot be one."""
+    if request is None or response is None:
+        return "bodies not stored"
+    answer = _answer(response)
+    if answer is None:
+        return "no answer text"
+    if endpoint == "chat":
+        messages = request.get("messages")
+        if not isinstance(messages, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages
+        ):
+            return "messages are not plain text"
+        history = [{"role": str(m.get("role")), "content": m["content"]} for m in messages]
+    elif endpoint == "completions" and isinstance(request.get("prompt"), str):
+        history = [{"role": "user", "content": request["prompt"]}]
+    else:
+        return f"{endpoint} request"
+    return {"messages": [*history, {"role": "assistant", "content": answer}]}
+
+
+def select_trace_rows(registry: Registry, query: TraceQuery) -> TraceRows:
+    """Successful, non-shadow chat/completion traces matching `query`, newest first, as chat rows."""
+    query.check()
+    score = func.avg(FeedbackRow.score).label("score")
+    scores = select(FeedbackRow.trace_id, score).group_by(FeedbackRow.trace_id).subquery()
+    stmt = (
+        select(TraceRow.id, TraceRow.endpoint, TraceRow.request, TraceRow.response)
+        .outerjoin(scores, scores.c.trace_id == TraceRow.id)
+        .where(TraceRow.status < 400, TraceRow.shadow_of.is_(None), TraceRow.endpoint != "embeddings")
+        .order_by(TraceRow.at.desc())
+    )
+    if query.deployment:
+        stmt = stmt.where(TraceRow.deployment == query.deployment)
+    if query.model:
+        stmt = stmt.where(TraceRow.model_version == _version_ref(registry, query.model))
+    if query.since:
+        stmt = stmt.where(TraceRow.at >= _utc(query.since))
+    if query.until:
+        stmt = stmt.where(TraceRow.at < _utc(query.until))
+    if query.min_score is not None:
+        stmt = stmt.where(scores.c.score >= query.min_score)
+    if query.max_score is not None:
+        stmt = stmt.where(scores.c.score <= query.max_score)
+    if query.limit:
+        stmt = stmt.limit(query.limit)
+    out = TraceRows([], [])
+    with registry.store.session() as session:
+        for trace_id, endpoint, request, response in session.execute(stmt):
+            row = trace_to_row(endpoint, request, response)
+            if isinstance(row, str):
+                out.skipped[row] += 1
+            else:
+                out.rows.append(row)
+                out.trace_ids.append(trace_id)
+    return out
+
+
+def _version_ref(registry: Registry, ref: str) -> str:
+    """Traces record NAME@N; an alias or bare name is resolved to the version it points at now."""
+    try:
+        return registry.models.resolve(ref).ref
+    except NotFoundError:
+        if "@" in ref:
+            return ref  # a version retired or deleted since: match what the traces recorded
+        raise
+
+
+def dataset_from_traces(
+    registry: Registry,
+    name: str,
+    query: TraceQuery,
+    *,
+    options: BuildOptions | None = None,
+    tags: dict[str, Any] | None = None,
+) -> tuple[DatasetVersion, dict[str, Any]]:
+    """Register the selected traces (cleaned, PII-redacted, deduplicated, split) as the next version of `name`."""
+    selected = select_trace_rows(registry, query)
+    if not selected.rows:
+        skipped = f"; skipped: {dict(selected.skipped)}" if selected.skipped else ""
+        raise InvalidInputError(
+            f"no trace matches {_describe(query)}{skipped}",
+            hint="widen the query; traces need stored bodies (tracing.store_bodies) to become rows",
+        )
+    result = build_rows(selected.rows, options or BuildOptions(redact=True), "chat")
+    report = {"traces": len(selected.rows), "skipped": dict(selected.skipped), **result.report}
+    lineage = {
+        "source": "traces",
+        "query": query.as_dict(),
+        "first_trace": selected.trace_ids[-1],
+        "last_trace": selected.trace_ids[0],
+        "report": report,
+    }
+    version = registry.datasets.register(name, result.rows, kind="chat", lineage=lineage, tags=tags)
+    return version, report
+
+
+def _describe(query: TraceQuery) -> str:
+    given = {k: v for k, v in query.as_dict().items() if v is not None}
+    return "the query " + ", ".join(f"{k}={v}" for k, v in given.items()) if given else "any query"

@@ -1,0 +1,157 @@
+"""Datasets from traces: selection by deployment, version, time and feedback; redaction; lineage; CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from corral.cli.main import main
+from corral.data.traces import TraceQuery, dataset_from_traces, select_trace_rows, trace_to_row
+from corral.errors import InvalidInputError
+from corral.store.models import FeedbackRow, TraceRow
+
+T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
+
+
+def add_trace(
+    registry: Any,
+    n: int,
+    question: str,
+    answer: str = "fine",
+    *,
+    deployment: str = "support",
+    version: str = "support@1",
+    scores: tuple[float, ...] = (),
+    **extra: Any,
+) -> str:
+    trace_id = f"{n:032x}"
+    at = T0 + timedelta(minutes=n)
+    with registry.store.session() as s:
+        s.add(
+            TraceRow(
+                id=trace_id,
+                at=at,
+                day=at.strftime("%Y-%m-%d"),
+                deployment=deployment,
+                endpoint=extra.pop("endpoint", "chat"),
+                model_version=version,
+                request=extra.pop("request", {"messages": [{"role": "user", "content": question}]}),
+                response=extra.pop(
+                    "response", {"choices": [{"message": {"role": "assistant", "content": answer}}]}
+                ),
+                status=extra.pop("status", 200),
+                **extra,
+            )
+        )
+        for i, score in enumerate(scores):
+            s.add(FeedbackRow(id=f"{n:030x}{i:02x}", trace_id=trace_id, score=score))
+    return trace_id
+
+
+def questions(registry: Any, query: TraceQuery) -> list[str]:
+    return [r["messages"][0]["content"] for r in select_trace_rows(registry, query).rows]
+
+
+def test_traces_are_selected_by_deployment_version_window_and_feedback(registry):
+    add_trace(registry, 1, "q1", scores=(1.0,))
+    add_trace(registry, 2, "q2", scores=(0.0, 1.0))  # mean 0.5
+    add_trace(registry, 3, "q3", scores=(0.0,))
+    add_trace(registry, 4, "q4", version="support@2")
+    add_trace(registry, 5, "q5", deployment="other")
+    add_trace(registry, 6, "failed", status=502)
+    add_trace(registry, 7, "shadow copy", shadow_of="0" * 32)
+    add_trace(registry, 8, "vectors", endpoint="embeddings")
+    assert questions(registry, TraceQuery(deployment="support")) == ["q4", "q3", "q2", "q1"]
+    assert questions(registry, TraceQuery(model="support@1")) == ["q5", "q3", "q2", "q1"]
+    assert questions(registry, TraceQuery(min_score=0.5)) == ["q2", "q1"]
+    assert questions(registry, TraceQuery(max_score=0.4)) == ["q3"]
+    window = TraceQuery(since=T0 + timedelta(minutes=2), until=T0 + timedelta(minutes=4))
+    assert questions(registry, window) == ["q3", "q2"]
+    assert questions(registry, TraceQuery(limit=2)) == ["q5", "q4"]
+
+
+def test_an_alias_in_the_query_means_the_version_it_points_at(registry, model_dir):
+    registry.models.register("support", model_dir("1"))
+    registry.models.register("support", model_dir("2"))
+    registry.models.set_alias("support", "production", 1)
+    add_trace(registry, 1, "old", version="support@1")
+    add_trace(registry, 2, "new", version="support@2")
+    assert questions(registry, TraceQuery(model="support@production")) == ["old"]
+    assert questions(registry, TraceQuery(model="support")) == ["new"]
+
+
+def test_rows_are_redacted_split_and_registered_with_the_query_in_their_lineage(registry):
+    for n in range(12):
+        add_trace(
+            registry, n, f"order {n} for ann{n}@example.com", f"sent to ann{n}@example.com", scores=(1.0,)
+        )
+    add_trace(registry, 20, "unrated")
+    version, report = dataset_from_traces(
+        registry, "from-traffic", TraceQuery(deployment="support", min_score=1)
+    )
+    rows = registry.datasets.rows(version.ref)
+    assert version.row_count == 12 and report["traces"] == 12 and report["redacted"]
+    assert all("@example.com" not in json.dumps(r) for r in rows)
+    assert {r["split"] for r in rows} <= {"train", "validation", "test"}
+    assert version.lineage["source"] == "traces"
+    assert version.lineage["query"]["deployment"] == "support" and version.lineage["query"]["min_score"] == 1
+    again, _ = dataset_from_traces(registry, "from-traffic", TraceQuery(deployment="support", min_score=1))
+    assert again.version == version.version and not again.created
+
+
+def test_exchanges_that_cannot_be_rows_are_counted_not_hidden(registry):
+    assert trace_to_row("chat", None, None) == "bodies not stored"
+    assert trace_to_row("chat", {"messages": []}, {"choices": []}) == "no answer text"
+    completion = trace_to_row("completions", {"prompt": "2+2="}, {"choices": [{"text": "4"}]})
+    assert completion == {
+        "messages": [{"role": "user", "content": "2+2="}, {"role": "assistant", "content": "4"}]
+    }
+    add_trace(registry, 1, "x", request=None, response=None)
+    with pytest.raises(
+        InvalidInputError, match="no trace matches the query deployment=support.*bodies not stored"
+    ):
+        dataset_from_traces(registry, "d", TraceQuery(deployment="support"))
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (TraceQuery(min_score=2), "min_score 2 must be in"),
+        (TraceQuery(min_score=0.9, max_score=0.1), "is above max_score"),
+        (TraceQuery(since=T0, until=T0), "is not before"),
+        (TraceQuery(limit=0), "limit must be at least 1"),
+    ],
+)
+def test_bad_queries_are_clear_errors(registry, query, message):
+    with pytest.raises(InvalidInputError, match=message):
+        select_trace_rows(registry, query)
+
+
+def test_cli_from_traces(capsys, sqlite_url, monkeypatch):
+    monkeypatch.setenv("CORRAL_DATABASE_URL", sqlite_url)
+    from corral.registry import open_registry
+
+    registry = open_registry()
+    for n in range(5):
+        add_trace(registry, n, f"question {n}", scores=(1.0,))
+
+    def run(*args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as info:
+            main(list(args))
+        out, err = capsys.readouterr()
+        return int(info.value.code or 0), out, err
+
+    code, out, err = run(
+        "datasets", "from-traces", "traffic", "--deployment", "support", "--min-score", "0.5", "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["row_count"] == 5
+    code, out, err = run("datasets", "from-traces", "traffic", "--deployment", "nope")
+    assert (
+        code != 0
+        and "no trace matches the query deployment=nope" in out + err
+        and "Traceback" not in out + err
+    )
