@@ -158,7 +158,22 @@ class TracingSettings(Section):
     spool_dir: str = ""
     spool_max_mb: float = Field(default=512.0, gt=0)
     spool_warn_fraction: float = Field(default=0.8, gt=0, le=1, description="spool fill that logs a warning")
-    otlp_endpoint: str | None = None
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector base URL (e.g. http://127.0.0.1:4318); spans go to /v1/traces",
+    )
+    otlp_headers: dict[str, str] = Field(default_factory=dict, description="e.g. an Authorization header")
+    otlp_timeout_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _check_otlp(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(
+                "must be an OTLP/HTTP URL starting with http:// or https://, e.g. http://127.0.0.1:4318"
+            )
+        return value or None
+
     mlflow_tracking_uri: str | None = None
 
 

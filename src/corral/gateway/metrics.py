@@ -58,6 +58,9 @@ class GatewayMetrics:
         self.spool_near_cap = Gauge(
             "corral_trace_spool_near_cap", "1 when the spool nears its cap", registry=r
         )
+        self.otlp_spans = Counter(
+            "corral_otlp_spans", "Spans sent to the OTLP collector, by outcome", ["outcome"], registry=r
+        )
         self.worker_restarts = Counter(
             "corral_worker_restarts", "Local worker restarts", ["model"], registry=r
         )

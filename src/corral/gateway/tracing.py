@@ -32,6 +32,7 @@ from sqlalchemy.exc import (
 from corral.config import TracingSettings, corral_home
 from corral.gateway.costs import refine_tokens
 from corral.gateway.metrics import GatewayMetrics
+from corral.gateway.otlp import OtlpExporter
 from corral.gateway.spool import Spool
 from corral.store import Store
 from corral.store.models import FeedbackRow, TraceRow
@@ -122,6 +123,14 @@ class TraceWriter:
         self.submitted = 0
         self.settled = 0  # records committed to the store or written to the spool
         self._settle_lock = threading.Lock()
+        self.exporter: OtlpExporter | None = None
+        if settings.otlp_endpoint:
+            self.exporter = OtlpExporter(
+                settings.otlp_endpoint,
+                self.metrics,
+                headers=settings.otlp_headers,
+                timeout_s=settings.otlp_timeout_s,
+            )
 
     # -- request path ------------------------------------------------------------------------------
     def submit(self, record: dict[str, Any], kind: str = "trace") -> None:
@@ -135,6 +144,8 @@ class TraceWriter:
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         self.store.ensure_ready()
+        if self.exporter is not None:
+            self.exporter.start()
         for target, name in ((self._pump, "corral-trace-pump"), (self._store_loop, "corral-trace-store")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -155,7 +166,10 @@ class TraceWriter:
             except queue.Empty:
                 break
         if leftovers:
+            self._export(leftovers)
             self._deliver(leftovers)
+        if self.exporter is not None:
+            self.exporter.close()
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until everything submitted so far is stored or spooled (for tests and shutdown)."""
@@ -192,6 +206,7 @@ class TraceWriter:
             self._wake.clear()
             while self._records:
                 batch = self._take(self.settings.batch_size)
+                self._export(batch)
                 backlog = len(self._records) > self.settings.queue_size
                 if self._store_up and not backlog:
                     try:
@@ -203,6 +218,10 @@ class TraceWriter:
             self.metrics.trace_queue.set(
                 len(self._records) + self._batches.qsize() * self.settings.batch_size
             )
+
+    def _export(self, batch: list[dict[str, Any]]) -> None:
+        if self.exporter is not None:
+            self.exporter.offer(batch)
 
     def _store_loop(self) -> None:
         while not (self._stop.is_set() and self._batches.empty()):
