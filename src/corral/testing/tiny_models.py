@@ -11,14 +11,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from corral.data.tokenizer import CHATML_TEMPLATE, train_bpe_tokenizer
+
 ARCHES = ("gpt2", "llama", "qwen2", "mistral")
 
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+CHAT_TEMPLATE = CHATML_TEMPLATE
 
 _CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -30,34 +27,6 @@ _CORPUS = [
     "def add(a, b):\n    return a + b\n",
     "0 1 2 3 4 5 6 7 8 9 10 100 1000, the numbers go on and on.",
 ]
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
-
-
-def _build_tokenizer(path: Path, vocab_size: int) -> Any:
-    """Train a byte-level BPE on a few sentences and save it as a PreTrainedTokenizerFast."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<|endoftext|>",
-        eos_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-        pad_token="<pad>",
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(str(path))
-    return fast
 
 
 def _config(arch: str, vocab_size: int, eos_id: int, bos_id: int, overrides: dict[str, Any]) -> Any:
@@ -100,7 +69,7 @@ def make_tiny_model(
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHES)}")
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _build_tokenizer(out, vocab_size)
+    tokenizer = train_bpe_tokenizer(_CORPUS * 4, out, vocab_size)
     eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     bos_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     config = _config(arch, max(vocab_size, len(tokenizer)), eos_id, bos_id, config_overrides)

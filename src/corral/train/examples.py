@@ -12,16 +12,12 @@ from typing import Any
 
 import torch
 
+from corral.data.tokenizer import CHATML_TEMPLATE
 from corral.errors import InvalidInputError
 
 IGNORE = -100
 # Used only when a base tokenizer has none; it is then saved with the result so serving matches.
-DEFAULT_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+DEFAULT_CHAT_TEMPLATE = CHATML_TEMPLATE
 
 
 @dataclass

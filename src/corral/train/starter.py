@@ -17,16 +17,15 @@ from typing import Any
 from rich.console import Console
 
 from corral.data.loaders import load_file
+from corral.data.tokenizer import train_bpe_tokenizer
 from corral.errors import NotFoundError
 from corral.registry import ModelVersion, Registry
-from corral.train.examples import DEFAULT_CHAT_TEMPLATE
 
 STARTER_DIR = Path(str(files("corral.data") / "starter"))
 MODEL_DIR = STARTER_DIR / "model"
 TOKENIZER_DIR = STARTER_DIR / "tokenizer"
 KNOWN_FILE = STARTER_DIR / "support_known.jsonl"
 NEW_FILE = STARTER_DIR / "support_new.jsonl"
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
 MODEL_NAME, DATASET_NAME, NEW_DATASET_NAME = "starter", "support", "support-new"
 
 ARCHITECTURE: dict[str, Any] = {
@@ -65,30 +64,8 @@ def rows(path: Path = KNOWN_FILE, split: str | None = None) -> list[dict[str, An
 
 def train_tokenizer(out_dir: Path = TOKENIZER_DIR, vocab_size: int = 1024) -> Any:
     """A byte-level BPE trained on the whole corpus, saved with a ChatML chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     texts = [m["content"] for path in (KNOWN_FILE, NEW_FILE) for r in rows(path) for m in r["messages"]]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts + ["user", "assistant", "system"], trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<|endoftext|>",
-        eos_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-        pad_token="<pad>",
-    )
-    fast.chat_template = DEFAULT_CHAT_TEMPLATE
-    fast.save_pretrained(str(out_dir))
-    return fast
+    return train_bpe_tokenizer(texts + ["user", "assistant", "system"], out_dir, vocab_size)
 
 
 def init_model(out_dir: Path, seed: int = 0) -> Path:
