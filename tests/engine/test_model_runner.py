@@ -62,12 +62,15 @@ def test_single_request_matches_hf_every_step(arch: str, tiny_model: Callable, h
     assert checker.checked == 12
 
 
+@pytest.mark.parametrize("group_tokens", [None, 24])
 @pytest.mark.parametrize("arch", ARCHES)
 def test_mixed_lengths_arriving_at_different_steps_match_hf(
-    arch: str, tiny_model: Callable, hf_model: Callable
+    arch: str, group_tokens: int | None, tiny_model: Callable, hf_model: Callable
 ) -> None:
     # a small token budget forces chunked prefills to share steps with decodes
     engine = engine_for(tiny_model(arch), max_num_batched_tokens=16)
+    if group_tokens:  # decodes split into several gather groups, some padded and masked
+        engine.runner.group_tokens = group_tokens
     checker = LogitChecker(engine, hf_model(tiny_model(arch)))
     arrivals = {0: [prompt(1, 3)], 2: [prompt(2, 37), prompt(3, 11)], 5: [prompt(4, 20)]}
     step = 0

@@ -3,10 +3,15 @@
 The cache of one layer is `[slots, kv_heads, head_dim]` for K and for V, where a slot is
 `block_id * block_size + offset`. Each step writes the new tokens' K/V into their slots in place,
 then reads each sequence's context back by slot index. A slot is one contiguous row, so the read
-is a row gather at memory-copy speed (per-head rows were 5x slower), and attention takes the
-gathered rows as a strided view. Single-token queries (decodes) are batched into one padded call
-with a kv head's query group as the query rows (grouped-query attention without repeating K/V);
-longer queries (prefill chunks) are attended one sequence at a time with a causal mask.
+is a row gather at memory-copy speed, and attention takes the gathered rows as a strided view.
+
+Decodes (single-token queries) come sorted by context length and are attended in groups: each
+group's context is gathered into a reused workspace small enough to stay in the CPU caches, then
+one padded SDPA call covers the group (a kv head's query group as the query rows, so K/V are
+never repeated for grouped-query attention). Gathering the whole batch at once would stream the
+context through memory three times (read, write, read) in buffers the allocator hands back to the
+OS every step. A prefill chunk with nothing before it attends to its own fresh K/V (no gather);
+one that continues a cached prefix gathers its context and uses a causal mask.
 """
 
 from __future__ import annotations
@@ -19,10 +24,21 @@ from torch import Tensor
 
 
 @dataclass
+class DecodeGroup:
+    """Consecutive decode rows attended together, padded to the group's longest context in blocks."""
+
+    start: int  # first query row
+    end: int
+    blocks: Tensor  # [(end - start) * ctx / block_size] block ids, row by row (padding: block 0)
+    ctx: int  # padded context length, a multiple of the block size
+    mask: Tensor | None  # [end - start, 1, 1, ctx] additive, None when no row is padded
+
+
+@dataclass
 class PrefillSegment:
     q_start: int  # first row of this sequence's queries in the flattened batch
     q_len: int
-    context_slots: Tensor  # [context_len] cache slots of every token up to the last query
+    context_slots: Tensor | None  # [context_len] slots up to the last query; None: the chunk is all of it
     causal_mask: Tensor | None  # [q_len, context_len] bool, None when context_len == q_len
 
 
@@ -32,8 +48,7 @@ class AttentionMetadata:
 
     slot_mapping: Tensor  # [num_tokens]
     num_decode: int = 0  # the first num_decode rows are single-token queries
-    decode_slots: Tensor | None = None  # [num_decode, max_context] (padding points at slot 0)
-    decode_mask: Tensor | None = None  # [num_decode, 1, 1, max_context] additive, or None if unpadded
+    decode_groups: list[DecodeGroup] = field(default_factory=list)
     prefills: list[PrefillSegment] = field(default_factory=list)
 
 
@@ -50,9 +65,13 @@ class KVCache:
         dtype: torch.dtype,
         device: torch.device,
     ) -> None:
+        self.block_size = block_size
         shape = (num_layers, num_blocks * block_size, num_kv_heads, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
+        # reused gather buffers for decode groups, grown on demand: [blocks, block_size * kv_heads * head_dim]
+        self._ws_k = torch.empty((0, block_size * num_kv_heads * head_dim), dtype=dtype, device=device)
+        self._ws_v = torch.empty_like(self._ws_k)
 
     @staticmethod
     def bytes_per_block(
@@ -60,6 +79,19 @@ class KVCache:
     ) -> int:
         itemsize = torch.empty((), dtype=dtype).element_size()
         return 2 * num_layers * num_kv_heads * head_dim * block_size * itemsize
+
+    def gather(self, layer: int, blocks: Tensor) -> tuple[Tensor, Tensor]:
+        """K and V of whole blocks, `[blocks * block_size, kv_heads, head_dim]` each, in the reused
+        workspace (valid until the next call). Block rows are long, so this runs at copy speed."""
+        n = blocks.shape[0]
+        if n > self._ws_k.shape[0]:
+            self._ws_k = self._ws_k.new_empty((n, self._ws_k.shape[1]))
+            self._ws_v = torch.empty_like(self._ws_k)
+        kk, vv = self._ws_k[:n], self._ws_v[:n]
+        torch.index_select(self.k[layer].view(-1, kk.shape[1]), 0, blocks, out=kk)
+        torch.index_select(self.v[layer].view(-1, vv.shape[1]), 0, blocks, out=vv)
+        rows = (n * self.block_size, *self.k.shape[2:])
+        return kk.view(rows), vv.view(rows)
 
 
 def paged_attention(
@@ -72,29 +104,30 @@ def paged_attention(
     num_heads, head_dim = q.shape[1], q.shape[2]
     kv_heads = k_cache.shape[1]
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    b = meta.num_decode
-    if b:
-        assert meta.decode_slots is not None
-        ctx = meta.decode_slots.shape[1]
-        flat = meta.decode_slots.reshape(-1)
-        # whole-token rows are gathered (fast), then viewed as [batch, kv_heads, ctx, dim] without a copy
-        kk = k_cache.index_select(0, flat).view(b, ctx, kv_heads, head_dim).transpose(1, 2)
-        vv = v_cache.index_select(0, flat).view(b, ctx, kv_heads, head_dim).transpose(1, 2)
-        qq = q[:b].reshape(b, kv_heads, num_heads // kv_heads, head_dim)  # a kv head's query group as rows
-        o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=meta.decode_mask, scale=scale)
-        out[:b] = o.reshape(b, num_heads, head_dim)
+    for g in meta.decode_groups:
+        b = g.end - g.start
+        kk, vv = cache.gather(layer, g.blocks)
+        # viewed as [batch, kv_heads, ctx, dim] without a copy
+        kk = kk.view(b, g.ctx, kv_heads, head_dim).transpose(1, 2)
+        vv = vv.view(b, g.ctx, kv_heads, head_dim).transpose(1, 2)
+        qq = q[g.start : g.end].reshape(b, kv_heads, num_heads // kv_heads, head_dim)
+        o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=g.mask, scale=scale)
+        out[g.start : g.end] = o.reshape(b, num_heads, head_dim)
     for seg in meta.prefills:
-        kk = k_cache.index_select(0, seg.context_slots).transpose(0, 1)
-        vv = v_cache.index_select(0, seg.context_slots).transpose(0, 1)
-        qq = q[seg.q_start : seg.q_start + seg.q_len].transpose(0, 1)
+        rows = slice(seg.q_start, seg.q_start + seg.q_len)
+        if seg.context_slots is None:
+            kk, vv = k[rows], v[rows]
+        else:
+            kk, vv = k_cache.index_select(0, seg.context_slots), v_cache.index_select(0, seg.context_slots)
+        # 4-D inputs, so SDPA takes its fused CPU kernel rather than the unfused math path
         o = F.scaled_dot_product_attention(
-            qq,
-            kk,
-            vv,
+            q[rows].transpose(0, 1)[None],
+            kk.transpose(0, 1)[None],
+            vv.transpose(0, 1)[None],
             attn_mask=seg.causal_mask,
             is_causal=seg.causal_mask is None,
             scale=scale,
             enable_gqa=kv_heads != num_heads,
         )
-        out[seg.q_start : seg.q_start + seg.q_len] = o.transpose(0, 1)
+        out[rows] = o[0].transpose(0, 1)
     return out

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 
 import torch
 from torch import Tensor
 
-from corral.engine.attention import AttentionMetadata, KVCache, PrefillSegment
+from corral.engine.attention import AttentionMetadata, DecodeGroup, KVCache, PrefillSegment
 from corral.engine.models import CausalLM
 from corral.engine.sequence import Sequence
 
@@ -21,6 +23,35 @@ def set_cpu_threads() -> None:
     torch.set_num_threads(cores)
 
 
+# Decode context gathered per attention call on CPU, of K and of V each: 3 MiB (1024 GPT-2
+# tokens) stays in L2/L3 between the gather and the attention that reads it. Measured on the
+# GPT-2 benchmark's batch-32 forward: 0.75 and 6 MiB were about 8% slower, 12 MiB 38% and the
+# whole batch at once 56% slower.
+CPU_GATHER_BYTES = 3 << 20
+
+
+def keep_freed_memory() -> None:
+    """Keep freed temporaries in the heap instead of handing each back to the OS (glibc only).
+
+    By default glibc gives a large buffer (a step's activations, gathered context) its own mmap
+    and unmaps it when freed, so the next step faults every 4 KiB page in again; on the GPT-2
+    benchmark the decode steps spent more time in page faults than in matmuls. Buffers under
+    256 MiB now come from the heap, which keeps up to 512 MiB free before trimming. The cost is
+    that RSS stays at the largest step's high-water mark.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    if not mallopt(m_mmap_threshold, 256 << 20):
+        mallopt(m_mmap_threshold, 32 << 20)  # older glibc cap the threshold at 32 MiB
+    mallopt(m_trim_threshold, 512 << 20)
+
+
 class ModelRunner:
     def __init__(
         self, model: CausalLM, num_blocks: int, block_size: int, device: torch.device, dtype: torch.dtype
@@ -31,8 +62,15 @@ class ModelRunner:
         self.cache = KVCache(
             model.num_layers, model.num_kv_heads, model.head_dim, num_blocks, block_size, dtype, device
         )
+        # most (padded) context tokens one decode attention call gathers: few enough to stay in
+        # the CPU caches on CPU; on an accelerator the whole batch at once
+        row_bytes = model.num_kv_heads * model.head_dim * self.cache.k.element_size()
+        self.group_tokens = (
+            max(block_size, CPU_GATHER_BYTES // row_bytes) if device.type == "cpu" else 1 << 30
+        )
         if device.type == "cpu":
             set_cpu_threads()
+            keep_freed_memory()
 
     def _slots(self, block_tables: Tensor) -> Tensor:
         """[seqs, blocks] block ids -> [seqs, blocks * block_size] slot ids, in token order."""
@@ -42,8 +80,10 @@ class ModelRunner:
     def prepare(
         self, seqs: list[Sequence]
     ) -> tuple[Tensor, Tensor, AttentionMetadata, list[Sequence], Tensor]:
-        """Flatten the batch: single-token queries first, then prefill chunks, no padding between."""
-        singles = [s for s in seqs if s.num_scheduled_tokens == 1]
+        """Flatten the batch: decodes first (longest context first), then prefill chunks, unpadded."""
+        singles = sorted(
+            (s for s in seqs if s.num_scheduled_tokens == 1), key=lambda s: -s.num_computed_tokens
+        )
         ordered = singles + [s for s in seqs if s.num_scheduled_tokens > 1]
         ids: list[int] = []
         positions: list[int] = []
@@ -62,36 +102,47 @@ class ModelRunner:
         tables = torch.tensor([s.block_table + [0] * (width - len(s.block_table)) for s in ordered])
         slots = self._slots(tables)
         pos = torch.tensor(positions)
-        meta = AttentionMetadata(slot_mapping=slots[torch.tensor(seq_rows), pos])
-        if singles:
-            b = len(singles)
-            ctx = torch.tensor([s.num_computed_tokens + 1 for s in singles])
-            longest = int(ctx.max())
-            meta.num_decode = b
-            meta.decode_slots = slots[:b, :longest]
-            if int(ctx.min()) != longest:
-                pad = torch.arange(longest)[None, :] >= ctx[:, None]
-                mask = torch.zeros(b, longest).masked_fill_(pad, float("-inf"))
-                meta.decode_mask = mask.view(b, 1, 1, longest)
+        meta = AttentionMetadata(slot_mapping=slots[torch.tensor(seq_rows), pos], num_decode=len(singles))
+        meta.decode_groups = self._decode_groups([s.num_computed_tokens + 1 for s in singles], tables)
         q_start = len(singles)
         for row, s in enumerate(ordered[len(singles) :], start=len(singles)):
             start, n = s.num_computed_tokens, s.num_scheduled_tokens
-            causal = None
+            context, causal = None, None
             if start:
+                context = slots[row, : start + n]
                 causal = torch.arange(start + n)[None, :] <= torch.arange(n)[:, None] + start
-            meta.prefills.append(PrefillSegment(q_start, n, slots[row, : start + n], causal))
+            meta.prefills.append(PrefillSegment(q_start, n, context, causal))
             q_start += n
         return torch.tensor(ids), pos, meta, sampled, torch.tensor(logit_rows, dtype=torch.long)
 
-    def _to_device(self, meta: AttentionMetadata, dtype: torch.dtype) -> AttentionMetadata:
+    def _decode_groups(self, contexts: list[int], tables: Tensor) -> list[DecodeGroup]:
+        """Split the decode rows (longest context first) into groups of at most `group_tokens` padded tokens."""
+        groups: list[DecodeGroup] = []
+        start, bs, dtype = 0, self.block_size, self.cache.k.dtype
+        while start < len(contexts):
+            num_blocks = -(-contexts[start] // bs)  # the group's longest, in whole blocks
+            ctx = num_blocks * bs
+            end = min(len(contexts), start + max(1, self.group_tokens // ctx))
+            mask = None
+            if any(c != ctx for c in contexts[start:end]):
+                lengths = torch.tensor(contexts[start:end])
+                pad = torch.arange(ctx)[None, :] >= lengths[:, None]
+                mask = torch.zeros(end - start, ctx, dtype=dtype).masked_fill_(pad, float("-inf"))
+                mask = mask.view(end - start, 1, 1, ctx)
+            groups.append(DecodeGroup(start, end, tables[start:end, :num_blocks].flatten(), ctx, mask))
+            start = end
+        return groups
+
+    def _to_device(self, meta: AttentionMetadata) -> AttentionMetadata:
         d = self.device
+        if d.type == "cpu":
+            return meta
         meta.slot_mapping = meta.slot_mapping.to(d)
-        if meta.decode_slots is not None:
-            meta.decode_slots = meta.decode_slots.to(d)
-        if meta.decode_mask is not None:
-            meta.decode_mask = meta.decode_mask.to(d, dtype)
+        for g in meta.decode_groups:
+            g.blocks = g.blocks.to(d)
+            g.mask = None if g.mask is None else g.mask.to(d)
         for seg in meta.prefills:
-            seg.context_slots = seg.context_slots.to(d)
+            seg.context_slots = None if seg.context_slots is None else seg.context_slots.to(d)
             seg.causal_mask = None if seg.causal_mask is None else seg.causal_mask.to(d)
         return meta
 
@@ -99,7 +150,7 @@ class ModelRunner:
     def run(self, seqs: list[Sequence]) -> tuple[list[Sequence], Tensor]:
         """One forward pass; returns the sequences that reached their last token and their logits (fp32)."""
         ids, positions, meta, sampled, rows = self.prepare(seqs)
-        meta = self._to_device(meta, self.cache.k.dtype)
+        meta = self._to_device(meta)
         hidden = self.model.forward(ids.to(self.device), positions.to(self.device), self.cache, meta)
         if not sampled:
             return sampled, hidden.new_empty((0, self.model.vocab_size), dtype=torch.float32)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -9,7 +10,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from corral.engine.attention import AttentionMetadata, KVCache, paged_attention
+from corral.engine.models.ops import Linear
 from corral.engine.models.weights import WeightSource
+
+
+@dataclass
+class GPT2Layer:
+    ln1: tuple[Tensor, Tensor]  # LayerNorm weight, bias
+    qkv: Linear
+    o: Linear
+    ln2: tuple[Tensor, Tensor]
+    fc: Linear
+    proj: Linear
 
 
 class GPT2:
@@ -30,29 +42,28 @@ class GPT2:
         w = WeightSource(weights, device, dtype, strip=("transformer.",))
         self.wte = w.get("wte.weight")
         self.wpe = w.get("wpe.weight")
-        self.lm_head = w.optional("lm_head.weight")
-        if self.lm_head is None or config.get("tie_word_embeddings", True):
-            self.lm_head = self.wte
+        lm_head = w.optional("lm_head.weight")
+        if lm_head is None or config.get("tie_word_embeddings", True):
+            lm_head = self.wte
+        self.lm_head = Linear(lm_head)
         self.ln_f = (w.get("ln_f.weight"), w.get("ln_f.bias"))
         self.layers = [self._layer(w, i) for i in range(self.num_layers)]
 
     @staticmethod
-    def _layer(w: WeightSource, i: int) -> dict[str, Tensor]:
+    def _layer(w: WeightSource, i: int) -> GPT2Layer:
         p = f"h.{i}."
-        return {
-            "ln1_w": w.get(p + "ln_1.weight"),
-            "ln1_b": w.get(p + "ln_1.bias"),
-            "qkv": w.get(p + "attn.c_attn.weight", transpose=True),
-            "qkv_b": w.get(p + "attn.c_attn.bias"),
-            "o": w.get(p + "attn.c_proj.weight", transpose=True),
-            "o_b": w.get(p + "attn.c_proj.bias"),
-            "ln2_w": w.get(p + "ln_2.weight"),
-            "ln2_b": w.get(p + "ln_2.bias"),
-            "fc": w.get(p + "mlp.c_fc.weight", transpose=True),
-            "fc_b": w.get(p + "mlp.c_fc.bias"),
-            "proj": w.get(p + "mlp.c_proj.weight", transpose=True),
-            "proj_b": w.get(p + "mlp.c_proj.bias"),
-        }
+
+        def linear(name: str) -> Linear:  # GPT-2 stores these as Conv1D: [in, out]
+            return Linear(w.get(p + name + ".weight", transpose=True), w.get(p + name + ".bias"))
+
+        return GPT2Layer(
+            ln1=(w.get(p + "ln_1.weight"), w.get(p + "ln_1.bias")),
+            qkv=linear("attn.c_attn"),
+            o=linear("attn.c_proj"),
+            ln2=(w.get(p + "ln_2.weight"), w.get(p + "ln_2.bias")),
+            fc=linear("mlp.c_fc"),
+            proj=linear("mlp.c_proj"),
+        )
 
     def forward(
         self, input_ids: Tensor, positions: Tensor, cache: KVCache, meta: AttentionMetadata
@@ -60,17 +71,13 @@ class GPT2:
         h = F.embedding(input_ids, self.wte) + F.embedding(positions, self.wpe)
         n, size = input_ids.shape[0], (self.hidden,)
         for i, layer in enumerate(self.layers):
-            x = F.layer_norm(h, size, layer["ln1_w"], layer["ln1_b"], self.eps)
-            q, k, v = (
-                F.linear(x, layer["qkv"], layer["qkv_b"]).view(n, 3, self.num_heads, self.head_dim).unbind(1)
-            )
+            x = F.layer_norm(h, size, *layer.ln1, self.eps)
+            q, k, v = layer.qkv(x).view(n, 3, self.num_heads, self.head_dim).unbind(1)
             a = paged_attention(q, k, v, cache, i, meta, self.scales[i])
-            h = h + F.linear(a.view(n, self.hidden), layer["o"], layer["o_b"])
-            x = F.layer_norm(h, size, layer["ln2_w"], layer["ln2_b"], self.eps)
-            x = F.gelu(F.linear(x, layer["fc"], layer["fc_b"]), approximate="tanh")
-            h = h + F.linear(x, layer["proj"], layer["proj_b"])
-        return F.layer_norm(h, size, self.ln_f[0], self.ln_f[1], self.eps)
+            h = h + layer.o(a.view(n, self.hidden))
+            x = F.layer_norm(h, size, *layer.ln2, self.eps)
+            h = h + layer.proj(F.gelu(layer.fc(x), approximate="tanh"))
+        return F.layer_norm(h, size, *self.ln_f, self.eps)
 
     def logits(self, hidden: Tensor) -> Tensor:
-        assert self.lm_head is not None
-        return F.linear(hidden, self.lm_head)
+        return self.lm_head(hidden)

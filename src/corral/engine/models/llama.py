@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from corral.engine.attention import AttentionMetadata, KVCache, paged_attention
+from corral.engine.models.ops import Linear
 from corral.engine.models.weights import WeightSource
 from corral.errors import InvalidInputError
 
@@ -65,6 +67,16 @@ def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + rotated * sin
 
 
+@dataclass
+class LlamaLayer:
+    ln1: Tensor  # RMSNorm weights
+    ln2: Tensor
+    qkv: Linear
+    o: Linear
+    gate_up: Linear
+    down: Linear
+
+
 class Llama:
     def __init__(
         self, config: dict[str, Any], weights: dict[str, Tensor], device: torch.device, dtype: torch.dtype
@@ -84,7 +96,7 @@ class Llama:
         self.scale = self.head_dim**-0.5
         w = WeightSource(weights, device, dtype, strip=("model.",))
         self.embed = w.get("embed_tokens.weight")
-        self.lm_head = self.embed if config.get("tie_word_embeddings") else w.get("lm_head.weight")
+        self.lm_head = Linear(self.embed if config.get("tie_word_embeddings") else w.get("lm_head.weight"))
         self.norm = w.get("norm.weight")
         self.layers = [self._layer(w, i) for i in range(self.num_layers)]
         inv_freq, pos_scale = inverse_frequencies(config, self.head_dim)
@@ -96,21 +108,23 @@ class Llama:
         self.q_size = self.num_heads * self.head_dim
         self.kv_size = self.num_kv_heads * self.head_dim
 
-    def _layer(self, w: WeightSource, i: int) -> dict[str, Tensor | None]:
+    def _layer(self, w: WeightSource, i: int) -> LlamaLayer:
         p = f"layers.{i}."
         attn, mlp = p + "self_attn.", p + "mlp."
-        return {
-            "ln1": w.get(p + "input_layernorm.weight"),
-            "ln2": w.get(p + "post_attention_layernorm.weight"),
-            "qkv": w.cat([attn + "q_proj.weight", attn + "k_proj.weight", attn + "v_proj.weight"]),
-            "qkv_b": w.cat_optional([attn + "q_proj.bias", attn + "k_proj.bias", attn + "v_proj.bias"]),
-            "o": w.get(attn + "o_proj.weight"),
-            "o_b": w.optional(attn + "o_proj.bias"),
-            "gate_up": w.cat([mlp + "gate_proj.weight", mlp + "up_proj.weight"]),
-            "gate_up_b": w.cat_optional([mlp + "gate_proj.bias", mlp + "up_proj.bias"]),
-            "down": w.get(mlp + "down_proj.weight"),
-            "down_b": w.optional(mlp + "down_proj.bias"),
-        }
+        return LlamaLayer(
+            ln1=w.get(p + "input_layernorm.weight"),
+            ln2=w.get(p + "post_attention_layernorm.weight"),
+            qkv=Linear(
+                w.cat([attn + "q_proj.weight", attn + "k_proj.weight", attn + "v_proj.weight"]),
+                w.cat_optional([attn + "q_proj.bias", attn + "k_proj.bias", attn + "v_proj.bias"]),
+            ),
+            o=Linear(w.get(attn + "o_proj.weight"), w.optional(attn + "o_proj.bias")),
+            gate_up=Linear(
+                w.cat([mlp + "gate_proj.weight", mlp + "up_proj.weight"]),
+                w.cat_optional([mlp + "gate_proj.bias", mlp + "up_proj.bias"]),
+            ),
+            down=Linear(w.get(mlp + "down_proj.weight"), w.optional(mlp + "down_proj.bias")),
+        )
 
     def forward(
         self, input_ids: Tensor, positions: Tensor, cache: KVCache, meta: AttentionMetadata
@@ -119,18 +133,17 @@ class Llama:
         cos, sin = self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
         n = input_ids.shape[0]
         for i, layer in enumerate(self.layers):
-            x = rms_norm(h, layer["ln1"], self.eps)  # type: ignore[arg-type]
-            qkv = F.linear(x, layer["qkv"], layer["qkv_b"])  # type: ignore[arg-type]
-            q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+            x = rms_norm(h, layer.ln1, self.eps)
+            q, k, v = layer.qkv(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
             q = rotate(q.view(n, self.num_heads, self.head_dim), cos, sin)
             k = rotate(k.view(n, self.num_kv_heads, self.head_dim), cos, sin)
             v = v.view(n, self.num_kv_heads, self.head_dim)
             a = paged_attention(q, k, v, cache, i, meta, self.scale)
-            h = h + F.linear(a.view(n, self.q_size), layer["o"], layer["o_b"])  # type: ignore[arg-type]
-            x = rms_norm(h, layer["ln2"], self.eps)  # type: ignore[arg-type]
-            gate, up = F.linear(x, layer["gate_up"], layer["gate_up_b"]).chunk(2, dim=-1)  # type: ignore[arg-type]
-            h = h + F.linear(self.act(gate) * up, layer["down"], layer["down_b"])  # type: ignore[arg-type]
+            h = h + layer.o(a.view(n, self.q_size))
+            x = rms_norm(h, layer.ln2, self.eps)
+            gate, up = layer.gate_up(x).chunk(2, dim=-1)
+            h = h + layer.down(self.act(gate) * up)
         return rms_norm(h, self.norm, self.eps)
 
     def logits(self, hidden: Tensor) -> Tensor:
-        return F.linear(hidden, self.lm_head)
+        return self.lm_head(hidden)

@@ -1,0 +1,65 @@
+"""Linear layers with weights prepacked for oneDNN on CPU.
+
+`F.linear` on CPU goes to MKL, which on skinny batches (decode steps of a few to 64 tokens)
+reaches a fraction of its peak, and on AMD CPUs runs its AVX2 kernels. oneDNN's matmul with the
+weight reordered once at load ("packed" for its kernels) was 1.5-2.6x faster for decode batches
+of 1-64 tokens on GPT-2's shapes (about 3x on the LM head at 32 rows) and 1.2x faster than MKL
+at 2048 rows. A packed weight is an opaque tensor usable only by oneDNN, so the plain one is dropped;
+other devices and dtypes, or a torch built without oneDNN, use `F.linear`.
+
+oneDNN compiles and caches a kernel per input shape (up to 1024 per cache), so a worker that saw
+every batch size from 1 to 4096 tokens would slowly grow by a hundred MB or more. Inputs are
+padded to one of about 100 row counts up to 4096 instead, which keeps the caches small and memory
+flat: up to 7 extra rows below 128 (where streaming the weights costs more than the rows) and
+under 12.5% more rows above.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+PACK_BATCH_HINT = 32  # the batch oneDNN picks its blocking for; every batch size still works
+
+
+def padded_rows(rows: int) -> int:
+    """The row count a batch of `rows` is padded to: exact up to 8, then multiples of 8, 16, 64."""
+    step = 1 if rows <= 8 else 8 if rows <= 128 else 16 if rows <= 512 else 64
+    return -(-rows // step) * step
+
+
+def _can_pack(weight: Tensor) -> bool:
+    return (
+        weight.device.type == "cpu"
+        and weight.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
+
+
+class Linear:
+    """`y = x @ weight^T + bias` for x of shape [tokens, in_features]."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None = None) -> None:
+        self.bias = bias
+        self.out_features = weight.shape[0]
+        self.weight: Tensor | None = weight
+        self.packed: Tensor | None = None
+        if _can_pack(weight):
+            try:
+                self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, PACK_BATCH_HINT)
+                self.weight = None
+            except RuntimeError:  # an op this build lacks after all: stay on F.linear
+                self.packed = None
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.packed is not None:
+            rows = x.shape[0]
+            pad = padded_rows(rows) - rows
+            x = F.pad(x, (0, 0, 0, pad)) if pad else x.contiguous()
+            y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+            return y[:rows] if pad else y
+        assert self.weight is not None
+        return F.linear(x, self.weight, self.bias)
