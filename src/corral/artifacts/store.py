@@ -41,6 +41,13 @@ def _hex(digest: str) -> str:
     return hexpart
 
 
+def _corrupted(what: str, hexdigest: str, location: str) -> ArtifactIntegrityError:
+    return ArtifactIntegrityError(
+        f"artifact {what} sha256:{hexdigest} is corrupted: its bytes no longer match its hash",
+        hint=f"stored at {location}; restore it from a backup or register the version again",
+    )
+
+
 class ArtifactStore:
     """Blobs and directory trees addressed by their sha256, on any fsspec filesystem."""
 
@@ -123,11 +130,23 @@ class ArtifactStore:
                 f"artifact {what} sha256:{hexdigest[:12]}… is missing from {self.url}"
             ) from None
         if hashlib.sha256(data).hexdigest() != hexdigest:
-            raise ArtifactIntegrityError(
-                f"artifact {what} sha256:{hexdigest} is corrupted: its bytes no longer match its hash",
-                hint=f"stored at {location}; restore it from a backup or register the version again",
-            )
+            raise _corrupted(what, hexdigest, location)
         return data
+
+    def _copy_verified(self, hexdigest: str, target: Path) -> None:
+        """Stream a blob to a local file in chunks (a weights shard can be many GB), checking its hash."""
+        location, digest = self._blob_path(hexdigest), hashlib.sha256()
+        try:
+            with self.fs.open(location, "rb") as source, open(target, "wb") as sink:
+                while chunk := source.read(CHUNK):
+                    digest.update(chunk)
+                    sink.write(chunk)
+        except FileNotFoundError:
+            raise NotFoundError(
+                f"artifact file sha256:{hexdigest[:12]}… is missing from {self.url}"
+            ) from None
+        if digest.hexdigest() != hexdigest:
+            raise _corrupted("file", hexdigest, location)
 
     def get_bytes(self, digest: str) -> bytes:
         hexdigest = _hex(digest)
@@ -156,7 +175,7 @@ class ArtifactStore:
                 if ".." in Path(rel).parts:
                     raise ArtifactIntegrityError(f"artifact directory {digest} has an unsafe path '{rel}'")
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(self.get_bytes(blob))
+                self._copy_verified(_hex(blob), target)
             os.replace(tmp, dest)
         finally:
             if tmp.exists():
