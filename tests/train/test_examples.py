@@ -68,3 +68,42 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
     assert lrs[-1] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(lrs[4:], lrs[5:], strict=False))
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("lora", [False, True])
+def test_loss_scores_only_target_positions_and_matches_scoring_every_position(tmp_path, arch, lora):
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from corral.testing.tiny_models import make_tiny_model
+    from corral.train.loop import token_loss_sum
+    from corral.train.model import add_lora
+    from corral.train.spec import LoraSpec
+
+    path = make_tiny_model(tmp_path / arch, arch)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    if lora:
+        names = ["c_attn"] if arch == "gpt2" else ["q_proj", "v_proj"]
+        model = add_lora(model, LoraSpec(target_modules=names))
+    rows = [{"prompt": "a", "completion": "b c"}, {"prompt": "a much longer prompt", "completion": "d"}]
+    batch = collate([encode(r, "prompt_completion", tok, 64) for r in rows], int(tok.pad_token_id or 0))
+
+    def grads() -> list[torch.Tensor]:
+        out = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        model.zero_grad(set_to_none=True)
+        return out
+
+    ours = token_loss_sum(model, batch)
+    ours.backward()
+    ours_grads = grads()
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    labels = batch["labels"][:, 1:]
+    full = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), reduction="sum")
+    full.backward()
+    assert ours.item() == pytest.approx(full.item(), rel=1e-5)
+    for a, b in zip(ours_grads, grads(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert not model.get_output_embeddings()._forward_pre_hooks  # the hook never outlives the call

@@ -51,13 +51,27 @@ def lr_at(step: int, spec: TrainSpec, total: int) -> float:
 
 
 def token_loss_sum(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Summed cross-entropy of each target token given the ones before it."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logits = logits[:, :-1].float()
-    labels = batch["labels"][:, 1:]
-    return F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
-    )
+    """Summed cross-entropy of each target token given the ones before it.
+
+    Position t predicts token t+1, and only positions followed by a target token are scored, so
+    only those go through the LM head: prompt and padding positions never become logits. With a
+    large vocabulary the logits are the step's largest activation (and the head its largest
+    matmul), so this saves time and memory in proportion to the share of prompt tokens.
+    """
+    targets = F.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE)
+    scored = targets != IGNORE
+    head = getattr(model, "module", model).get_output_embeddings()  # through DDP and PEFT wrappers
+    if head is None:  # an architecture without a separate head: score every position
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits, targets = logits.view(-1, logits.size(-1)), targets.view(-1)
+    else:
+        hook = head.register_forward_pre_hook(lambda _module, args: (args[0][scored], *args[1:]))
+        try:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        finally:
+            hook.remove()
+        targets = targets[scored]
+    return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE, reduction="sum")
 
 
 @torch.no_grad()
@@ -82,7 +96,10 @@ def optimizer_for(model: torch.nn.Module, spec: TrainSpec) -> torch.optim.AdamW:
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": spec.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=spec.lr, betas=spec.betas)
+    try:  # the fused kernel updates every tensor in one pass (CPU and CUDA, floating point)
+        return torch.optim.AdamW(groups, lr=spec.lr, betas=spec.betas, fused=True)
+    except (RuntimeError, ValueError):  # a device or dtype without it
+        return torch.optim.AdamW(groups, lr=spec.lr, betas=spec.betas)
 
 
 def run_dir_for(spec: TrainSpec) -> Path:

@@ -80,10 +80,13 @@ def load_model(path: Path, spec: TrainSpec) -> tuple[Any, Any]:
 
 
 def linear_layer_names(model: torch.nn.Module) -> set[str]:
+    """Names of the layers LoRA can adapt: linear ones, and GPT-2's Conv1D (a transposed linear)."""
+    from transformers.pytorch_utils import Conv1D
+
     return {
         name.rsplit(".", 1)[-1]
         for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear)
+        if isinstance(module, torch.nn.Linear | Conv1D)
     }
 
 
