@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from corral.artifacts import ArtifactStore
 from corral.errors import ConflictError, InvalidInputError, NotFoundError
-from corral.registry import aliases, audit, owners
+from corral.registry import aliases, audit, owners, sources
 from corral.registry.refs import Ref, check_name, parse_ref
 from corral.registry.types import AliasEvent, Model, ModelVersion
 from corral.store import Store
@@ -29,17 +29,6 @@ def _stage(row: ModelVersionRow, pointing: list[str]) -> str:
         if alias in pointing:
             return alias
     return "registered"
-
-
-def _check_model_dir(path: Path, kind: str) -> None:
-    if not path.exists():
-        raise NotFoundError(f"path {path} does not exist")
-    if not path.is_dir():
-        raise InvalidInputError(f"{path} is a file; a model version is a directory in Hugging Face format")
-    needed = "adapter_config.json" if kind == "adapter" else "config.json"
-    if not (path / needed).is_file():
-        what = "a LoRA adapter (PEFT format)" if kind == "adapter" else "a Hugging Face-format model"
-        raise InvalidInputError(f"{path} has no {needed}, so it is not {what}")
 
 
 class ModelRegistry:
@@ -201,24 +190,13 @@ class ModelRegistry:
     ) -> ModelVersion:
         """Add the next version of `name`: a weights directory, an adapter over `base`, or an endpoint."""
         check_name(name, "model name")
-        if endpoint is not None:
-            if path is not None or base is not None:
-                raise InvalidInputError("give either a PATH or --endpoint, not both")
-            if not endpoint.startswith(("http://", "https://")):
-                raise InvalidInputError(f"endpoint '{endpoint}' must start with http:// or https://")
-            if not upstream_model:
-                raise InvalidInputError(
-                    "an endpoint version needs --upstream-model (the model name upstream)"
-                )
-            kind, digest = "endpoint", None
-        else:
-            if path is None:
-                raise InvalidInputError("give a model directory PATH, or --endpoint URL --upstream-model M")
-            kind = "adapter" if base else "weights"
+        kind = sources.kind_of(path, base=base, endpoint=endpoint, upstream_model=upstream_model)
+        digest = None
+        if kind != "endpoint":
             if base is not None:
                 self.resolve(base)  # fail on an unknown base before copying any files
-            _check_model_dir(Path(path), kind)
-            digest = self.artifacts.put_dir(path)
+            sources.check_model_dir(Path(str(path)), kind)
+            digest = self.artifacts.put_dir(str(path))
         lineage = dict(lineage or {})
         if path is not None:
             lineage.setdefault("source", str(Path(path).resolve()))

@@ -1,0 +1,184 @@
+"""Loading settings from corral.yaml and CORRAL_* variables, and printing them with secrets masked.
+
+Precedence, lowest first: defaults, the YAML file, `CORRAL_SECTION__KEY` variables, and the short
+names (`CORRAL_DATABASE_URL`, `CORRAL_REDIS_URL`, `CORRAL_ARTIFACTS_URL`). Every problem is a
+ConfigError naming the source (file or variable), the dotted key and what to do about it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from corral.config.sections import ENV_PREFIX, NON_SETTING_VARS, SECRET_WORDS, SHORT_NAMES, Settings
+from corral.errors import ConfigError
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist", hint="create it or drop --config") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}:{where}: malformed YAML: {problem}", hint="fix the syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _env_value(raw: str) -> Any:
+    """Variables are strings; a JSON list or object in one is parsed so nested values can be set too."""
+    stripped = raw.strip()
+    if stripped[:1] in "[{":
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """Nested overrides from CORRAL_A__B variables, and which variable set each key path."""
+    tree: dict[str, Any] = {}
+    origin: dict[tuple[str, ...], str] = {}
+
+    def put(path: tuple[str, ...], value: Any, var: str) -> None:
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{var}: conflicts with another variable setting '{'.'.join(path[:-1])}'")
+        node[path[-1]] = value
+        origin[path] = var
+
+    for var in sorted(environ):
+        if not var.startswith(ENV_PREFIX) or var in NON_SETTING_VARS or var in SHORT_NAMES:
+            continue
+        if "__" not in var:
+            continue  # process-level variables such as CORRAL_TEST_*; only SECTION__KEY forms are settings
+        path = tuple(part.lower() for part in var[len(ENV_PREFIX) :].split("__"))
+        put(path, _env_value(environ[var]), var)
+    for var, path in SHORT_NAMES.items():
+        if environ.get(var):
+            put(path, environ[var], var)
+    return tree, origin
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(error: Any, source: str, origin: dict[tuple[str, ...], str]) -> str:
+    loc = tuple(str(part) for part in error["loc"])
+    key = ".".join(loc) or "(top level)"
+    where = next((origin[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in origin), source)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        parent = loc[:-1]
+        known = _known_keys(parent)
+        fix = f"remove it or use one of: {', '.join(known)}" if known else "remove it"
+        return f"{where}: unknown key '{key}' ({fix})"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: key '{key}': {message} (got {error.get('input')!r})"
+
+
+def _model_of(annotation: Any) -> Any:
+    """The pydantic model inside an annotation such as `Route`, `list[Route]` or `dict[str, Deployment]`."""
+    if hasattr(annotation, "model_fields"):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _known_keys(path: tuple[str, ...]) -> list[str]:
+    """The keys allowed at `path`, so an unknown-key error can suggest the right one."""
+    model: Any = Settings
+    for part in path:
+        fields = model.model_fields
+        # a key that is not a field (a deployment name, a list index) stays on the same model
+        if part in fields:
+            model = _model_of(fields[part].annotation)
+        if model is None:
+            return []
+    return sorted(k for k in model.model_fields if k != "source")
+
+
+def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Load and validate the settings. `path` beats CORRAL_CONFIG; ./corral.yaml is used when present."""
+    env = os.environ if environ is None else environ
+    chosen = path or env.get("CORRAL_CONFIG")
+    file_path: Path | None = Path(chosen) if chosen else None
+    if file_path is None and Path("corral.yaml").is_file():
+        file_path = Path("corral.yaml")
+    data = _read_yaml(file_path) if file_path else {}
+    source = str(file_path) if file_path else "defaults"
+    overrides, origin = _env_overrides(env)
+    merged = _merge(data, overrides)
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as exc:
+        problems = [_describe(err, source, origin) for err in exc.errors()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+    except ConfigError:
+        raise
+    settings.source = str(file_path) if file_path else None
+    return settings
+
+
+def _is_secret(key: str) -> bool:
+    lowered = key.lower()
+    return any(word in lowered for word in SECRET_WORDS) and not lowered.endswith("_env")
+
+
+def _mask_url(value: str) -> str:
+    if "://" in value and "@" in value:
+        scheme, rest = value.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        if ":" in creds:
+            user = creds.split(":", 1)[0]
+            return f"{scheme}://{user}:***@{host}"
+    return value
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data, with passwords and secrets masked."""
+
+    def walk(node: Any, key: str = "") -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v, k) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, key) for v in node]
+        if isinstance(node, str):
+            if _is_secret(key) and node:
+                return "***"
+            return _mask_url(node)
+        return node
+
+    data = settings.model_dump(mode="json")
+    data["store"]["database_url"] = settings.store.resolved_url()
+    data["artifacts"]["url"] = settings.artifacts.resolved_url()
+    return walk(data)

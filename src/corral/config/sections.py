@@ -1,0 +1,284 @@
+"""The settings tree: one section per lifecycle stage, each a pydantic model that forbids unknown keys.
+
+`corral.config.loader` reads them from corral.yaml and CORRAL_* variables.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ENV_PREFIX = "CORRAL_"
+SHORT_NAMES = {
+    "CORRAL_DATABASE_URL": ("store", "database_url"),
+    "CORRAL_REDIS_URL": ("redis", "url"),
+    "CORRAL_ARTIFACTS_URL": ("artifacts", "url"),
+}
+# Variables that belong to the process, not to the settings tree.
+NON_SETTING_VARS = {"CORRAL_CONFIG", "CORRAL_HOME", "CORRAL_DEBUG", "CORRAL_ADMIN_KEY"}
+SECRET_WORDS = ("key", "password", "secret", "token")
+
+
+def corral_home() -> Path:
+    """Where the embedded store and artifacts live by default: `$CORRAL_HOME` or `./.corral`."""
+    return Path(os.environ.get("CORRAL_HOME", ".corral")).expanduser()
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StoreSettings(Section):
+    database_url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite under CORRAL_HOME")
+    auto_upgrade: bool | None = Field(
+        default=None, description="apply migrations on first use; default: yes for SQLite, no otherwise"
+    )
+    echo: bool = False
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value:
+            return value
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"not a database URL ({exc}); e.g. postgresql+psycopg://user@host/db") from None
+        if url.get_backend_name() not in {"sqlite", "postgresql"}:
+            raise ValueError(f"unsupported database '{url.get_backend_name()}'; use sqlite or postgresql")
+        return value
+
+    def resolved_url(self) -> str:
+        return self.database_url or f"sqlite:///{corral_home() / 'corral.db'}"
+
+
+class ArtifactSettings(Section):
+    url: str = Field(
+        default="", description="local directory or fsspec URL; empty means CORRAL_HOME/artifacts"
+    )
+    cache_dir: str = Field(default="", description="where directories are materialized for serving")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if "://" in value:
+            import fsspec
+
+            protocol = value.split("://", 1)[0]
+            if protocol not in fsspec.available_protocols():
+                raise ValueError(
+                    f"unknown storage protocol '{protocol}://'; use a local path, s3://, gs://, memory://"
+                )
+        return value
+
+    def resolved_url(self) -> str:
+        return self.url or str(corral_home() / "artifacts")
+
+    def resolved_cache_dir(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else corral_home() / "cache"
+
+
+class RedisSettings(Section):
+    url: str | None = Field(
+        default=None, description="redis:// URL shared by gateway replicas; unset = in process"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://, e.g. redis://127.0.0.1:6379/0")
+        return value or None
+
+
+class AuthSettings(Section):
+    admin_key_env: str = Field(default="CORRAL_ADMIN_KEY", description="variable holding the first admin key")
+    require_keys: bool = Field(default=True, description="refuse requests without an API key")
+    redis_prefix: str = Field(default="corral:", description="prefix of every Redis key the gateway writes")
+
+
+class GatewaySettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    request_timeout_s: float = Field(default=600.0, gt=0)
+    drain_timeout_s: float = Field(default=30.0, ge=0)
+    deployments_poll_s: float = Field(default=1.0, gt=0)
+    max_body_mb: float = Field(default=16.0, gt=0)
+    max_connections: int = Field(default=1000, ge=1, description="pooled upstream connections, all routes")
+    breaker_failures: int = Field(
+        default=5, ge=1, description="consecutive failures that open a route's breaker"
+    )
+    breaker_reset_s: float = Field(default=10.0, gt=0, description="how long an open breaker stays open")
+    shadow_max_in_flight: int = Field(default=64, ge=0, description="shadow copies beyond this are skipped")
+    worker_command: list[str] = Field(
+        default_factory=lambda: [
+            "{python}",
+            "-m",
+            "corral.cli.main",
+            "worker",
+            "--model",
+            "{ref}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+        ],
+        description="how `corral serve` starts a local worker; {python}, {ref}, {port} and {config} are filled in",
+    )
+    worker_start_timeout_s: float = Field(default=300.0, gt=0)
+    worker_health_interval_s: float = Field(default=1.0, gt=0)
+
+    @field_validator("worker_command")
+    @classmethod
+    def _check_worker_command(cls, value: list[str]) -> list[str]:
+        if not value or not any("{port}" in part for part in value):
+            raise ValueError("the worker command must contain {port}, e.g. [..., '--port', '{port}']")
+        return value
+
+
+class TracingSettings(Section):
+    enabled: bool = True
+    store_bodies: bool = Field(default=True, description="false keeps no message bodies, for privacy")
+    batch_size: int = Field(default=256, ge=1)
+    flush_interval_s: float = Field(default=0.5, gt=0)
+    queue_size: int = Field(default=10_000, ge=1)
+    spool_dir: str = ""
+    spool_max_mb: float = Field(default=512.0, gt=0)
+    spool_warn_fraction: float = Field(default=0.8, gt=0, le=1, description="spool fill that logs a warning")
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector base URL (e.g. http://127.0.0.1:4318); spans go to /v1/traces",
+    )
+    otlp_headers: dict[str, str] = Field(default_factory=dict, description="e.g. an Authorization header")
+    otlp_timeout_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _check_otlp(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(
+                "must be an OTLP/HTTP URL starting with http:// or https://, e.g. http://127.0.0.1:4318"
+            )
+        return value or None
+
+    mlflow_tracking_uri: str | None = None
+
+
+class EngineSettings(Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    block_size: int = Field(default=16, ge=1)
+    kv_cache_gb: float = Field(default=1.0, gt=0)
+    max_num_seqs: int = Field(default=64, ge=1)
+    max_num_batched_tokens: int = Field(default=4096, ge=16)
+    max_waiting: int = Field(default=256, ge=0)
+    worker_port_start: int = Field(default=8101, ge=1, le=65535)
+
+
+class Price(Section):
+    prompt_per_1k: float = Field(default=0.0, ge=0)
+    completion_per_1k: float = Field(default=0.0, ge=0)
+
+
+class Route(Section):
+    """Where a request can go: a registry reference served locally, or a remote endpoint."""
+
+    target: str | None = Field(default=None, description="registry reference, e.g. support@production")
+    url: str | None = Field(default=None, description="OpenAI-compatible base URL, e.g. http://host:8001/v1")
+    model: str | None = Field(default=None, description="upstream model name, with url")
+    api_key_env: str | None = None
+    instances: list[str] = Field(
+        default_factory=list,
+        description="more base URLs serving the same `model`, balanced by least in-flight",
+    )
+    replicas: int = Field(default=1, ge=1, le=64, description="local workers to start for a `target:`")
+    weight: float = Field(default=1.0, ge=0)
+    timeout_s: float = Field(default=60.0, gt=0)
+    price: Price = Field(default_factory=Price)
+
+    @model_validator(mode="after")
+    def _target_or_url(self) -> Route:
+        if bool(self.target) == bool(self.url):
+            raise ValueError("give either `target:` (a registry reference) or `url:` + `model:`, not both")
+        if self.url:
+            if not self.url.startswith(("http://", "https://")):
+                raise ValueError(f"url '{self.url}' must start with http:// or https://")
+            if not self.model:
+                raise ValueError("a `url:` route also needs `model:` (the upstream model name)")
+        for extra in self.instances:
+            if not extra.startswith(("http://", "https://")):
+                raise ValueError(f"instance '{extra}' must start with http:// or https://")
+        if self.instances and not self.url:
+            raise ValueError("`instances:` are extra URLs of a `url:` route; for a `target:` use `replicas:`")
+        if self.target:
+            from corral.registry.refs import parse_ref
+
+            parse_ref(self.target)  # raises InvalidInputError, turned into a ValueError below
+        return self
+
+
+class Deployment(Section):
+    mode: Literal["weighted", "canary"] = "weighted"
+    sticky_by: Literal["user", "session", "key"] = "user"
+    routes: list[Route] = Field(min_length=1)
+    shadow: list[Route] = Field(default_factory=list)
+    fallbacks: list[Route] = Field(default_factory=list)
+    retries: int = Field(
+        default=1, ge=0, le=10, description="extra attempts on the chosen route before falling back"
+    )
+
+    @model_validator(mode="after")
+    def _check_canary(self) -> Deployment:
+        if self.mode == "canary":
+            if len(self.routes) < 2:
+                raise ValueError(
+                    "a canary needs two routes: production first, then the canary with its share"
+                )
+            share = sum(r.weight for r in self.routes[1:])
+            if share > 100:
+                raise ValueError(
+                    f"canary shares add up to {share}%; keep the non-production weights within 100"
+                )
+        elif sum(r.weight for r in self.routes) <= 0:
+            raise ValueError("at least one route needs a weight above 0")
+        return self
+
+
+class GuardSettings(Section):
+    pii: Literal["off", "redact", "block"] = "off"
+    moderation: Literal["off", "flag", "block"] = "off"
+    injection: Literal["off", "flag", "block"] = "off"
+
+
+class MonitorSettings(Section):
+    enabled: bool = True
+    drift_window_hours: float = Field(default=24.0, gt=0)
+    alert_webhook: str | None = None
+
+
+class PipelineSettings(Section):
+    enabled: bool = False
+
+
+class Settings(Section):
+    """The whole configuration tree; one section per lifecycle stage."""
+
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    deployments: dict[str, Deployment] = Field(default_factory=dict)
+    guard: GuardSettings = Field(default_factory=GuardSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+
+    source: str | None = Field(default=None, exclude=True, description="the file these came from")
