@@ -47,3 +47,31 @@ def hf_model() -> Callable[[Path], object]:
         return cache[path]
 
     return get
+
+
+LORA_TARGETS = {"llama": ["q_proj", "v_proj", "down_proj"], "gpt2": ["c_attn", "c_proj"]}
+
+
+def make_lora_adapter(base_dir: Path, out: Path, arch: str = "llama") -> object:
+    """Save a PEFT LoRA adapter with non-zero B over `base_dir` to `out`; returns the merged HF model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    peft_model = get_peft_model(
+        base,
+        LoraConfig(
+            r=4,
+            lora_alpha=8,
+            target_modules=LORA_TARGETS[arch],
+            fan_in_fan_out=arch == "gpt2",  # GPT-2's Conv1D stores weights as [in, out]
+        ),
+    )
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.2)  # B starts at zero; make the adapter actually change the model
+    peft_model.save_pretrained(str(out))
+    return peft_model.merge_and_unload().eval()

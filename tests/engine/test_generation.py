@@ -47,7 +47,7 @@ PROMPTS = [
 ]
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2", "mistral"])
 def test_batched_greedy_equals_hf_generate(arch: str, tiny_model: Callable, hf_model: Callable) -> None:
     engine = LLMEngine(tiny_model(arch), EngineSettings(block_size=4), num_blocks=64)
     params = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)
@@ -70,6 +70,29 @@ def test_greedy_through_the_prefix_cache_equals_hf(
     assert third.num_cached_tokens > 0
     hf = hf_model(tiny_model(arch))
     for seq in (first, second, third):
+        assert_same_greedy(hf, seq.token_ids[: seq.num_prompt_tokens], seq.output_token_ids)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_greedy_with_staggered_arrivals_and_preemption_equals_hf_generate(
+    arch: str, tiny_model: Callable, hf_model: Callable
+) -> None:
+    # 12 blocks of 4 slots cannot hold all four sequences at full length: some are preempted
+    engine = LLMEngine(
+        tiny_model(arch), EngineSettings(block_size=4, max_num_batched_tokens=16), num_blocks=12
+    )
+    params = SamplingParams(max_tokens=18, temperature=0, ignore_eos=True)
+    arrivals = {0: [PROMPTS[1]], 1: [PROMPTS[0], PROMPTS[3]], 4: [PROMPTS[1] + " jumps"]}
+    seqs, step = [], 0
+    while step <= max(arrivals) or engine.has_unfinished():
+        seqs += [engine.add_request(text, params) for text in arrivals.get(step, [])]
+        engine.step()
+        step += 1
+    assert engine.scheduler.num_preemptions > 0
+    assert engine.block_manager.num_used_blocks == 0
+    hf = hf_model(tiny_model(arch))
+    for seq in seqs:
+        assert seq.num_output_tokens == 18
         assert_same_greedy(hf, seq.token_ids[: seq.num_prompt_tokens], seq.output_token_ids)
 
 

@@ -6,10 +6,11 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-from tests.engine.conftest import TOL
+from tests.engine.conftest import TOL, make_lora_adapter
 
 from corral.config import EngineSettings
 from corral.engine.llm_engine import LLMEngine
@@ -55,24 +56,14 @@ def test_missing_weights_and_tensors_are_named(tmp_path: Path, tiny_model: Calla
         LLMEngine(broken)
 
 
-def test_lora_adapter_is_merged_at_load_and_matches_peft(tmp_path: Path, tiny_model: Callable) -> None:
-    peft = pytest.importorskip("peft")
-    LoraConfig, get_peft_model = peft.LoraConfig, peft.get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    base_dir = tiny_model("llama")
-    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
-    peft_model = get_peft_model(
-        base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"])
-    )
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.2)  # B starts at zero; make the adapter actually change the model
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_lora_adapter_is_merged_at_load_and_matches_peft(
+    arch: str, tmp_path: Path, tiny_model: Callable
+) -> None:
+    pytest.importorskip("peft")
+    base_dir = tiny_model(arch)
     adapter_dir = tmp_path / "adapter"
-    peft_model.save_pretrained(str(adapter_dir))
-    merged = peft_model.merge_and_unload().eval()
+    merged: Any = make_lora_adapter(base_dir, adapter_dir, arch)
 
     prompt = list(range(10, 30))
     with torch.no_grad():

@@ -108,8 +108,9 @@ def test_logits_after_preemption_match_hf(arch: str, tiny_model: Callable, hf_mo
     assert engine.block_manager.num_used_blocks == 0
 
 
-def test_qwen2_style_biases_match_hf(tiny_model: Callable, hf_model: Callable) -> None:
-    engine = engine_for(tiny_model("qwen2"))
-    checker = LogitChecker(engine, hf_model(tiny_model("qwen2")))
+@pytest.mark.parametrize("arch", ["qwen2", "mistral"])  # Qwen2: q/k/v biases; Mistral: its config
+def test_llama_family_variants_match_hf(arch: str, tiny_model: Callable, hf_model: Callable) -> None:
+    engine = engine_for(tiny_model(arch))
+    checker = LogitChecker(engine, hf_model(tiny_model(arch)))
     engine.generate([prompt(11, 14), prompt(12, 5)], GREEDY)
     assert checker.checked == 24

@@ -130,6 +130,9 @@ def test_n_seed_stop_and_logprobs_are_honoured(worker: RunningWorker) -> None:
     b = client.completions.create(**kw, n=2)
     assert [c.text for c in a.choices] == [c.text for c in b.choices]
     assert len(a.choices) == 2
+    one = client.completions.create(**{**kw, "max_tokens": 1})
+    assert a.usage is not None and one.usage is not None
+    assert a.usage.prompt_tokens == one.usage.prompt_tokens  # the prompt counts once, whatever n is
     lp = client.completions.create(
         model="tiny@1", prompt="Once upon", max_tokens=3, temperature=0, logprobs=2
     )
@@ -169,6 +172,10 @@ def test_models_health_and_metrics(worker: RunningWorker) -> None:
         ({"max_tokens": 0}, "max_tokens"),
         ({"temperature": -0.5}, "temperature"),
         ({"max_tokens": "ten"}, "max_tokens"),
+        ({"max_tokens": "10"}, "max_tokens"),  # strict types, as OpenAI: no string-to-number coercion
+        ({"temperature": True}, "temperature"),
+        ({"stream": "yes"}, "stream"),
+        ({"max_completion_tokens": 0}, "max_completion_tokens"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ({"frobnicate": 1}, "frobnicate"),
         ({"messages": "hi"}, "messages"),
@@ -196,6 +203,17 @@ def test_unknown_model_and_bad_json(worker: RunningWorker) -> None:
     assert r.status_code == 404 and "tiny@1" in r.json()["error"]["message"]
     r = httpx.post(worker.url + "/v1/completions", content=b"{not json")
     assert r.status_code == 400
+
+
+def test_a_non_streaming_client_that_hangs_up_aborts_its_request(worker: RunningWorker) -> None:
+    engine = worker.worker.engine
+    aborted_before = engine.stats.aborted
+    body = {"model": "tiny@1", "prompt": "hang up", "max_tokens": 240, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(worker.url + "/v1/completions", json=body, timeout=httpx.Timeout(5, read=0.05))
+    health = wait_idle(worker)
+    assert health["kv_blocks_used"] == 0
+    assert engine.stats.aborted == aborted_before + 1
 
 
 def test_full_queue_is_a_503_with_retry_after(tiny_model: Callable) -> None:

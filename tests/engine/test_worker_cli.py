@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,3 +52,33 @@ def test_registry_reference_resolves_to_its_pinned_version(tiny_model: Callable)
     assert adapter is None
     assert names == ["support@1", str(path)]
     assert (path / "config.json").is_file()
+
+
+def test_adapter_version_is_served_over_its_base(tiny_model: Callable, tmp_path: Path) -> None:
+    """A registry adapter version resolves to its base's weights plus the adapter, merged at load."""
+    pytest.importorskip("peft")
+    import torch
+    from tests.engine.conftest import TOL, make_lora_adapter
+
+    from corral.engine.llm_engine import LLMEngine
+    from corral.engine.sequence import SamplingParams
+    from corral.registry import open_registry
+
+    settings = load_settings()
+    reg = open_registry(settings)
+    reg.models.register("base", str(tiny_model("llama")))
+    merged: Any = make_lora_adapter(tiny_model("llama"), tmp_path / "adapter")
+    reg.models.register("support", str(tmp_path / "adapter"), base="base@1")
+    reg.models.set_alias("support", "production", 1)
+    path, adapter, names = resolve_model("support@production", settings)
+    assert adapter is not None and (adapter / "adapter_config.json").is_file()
+    assert (path / "config.json").is_file()
+    assert names == ["support@1", str(adapter)]  # it answers to the adapter's reference, not the base's
+
+    engine = LLMEngine(path, adapter=adapter, num_blocks=16)
+    prompt = list(range(10, 30))
+    seq = engine.add_request(prompt, SamplingParams(max_tokens=1, temperature=0))
+    _, logits = engine.runner.run(engine.scheduler.schedule().seqs)
+    with torch.no_grad():
+        ref = merged(torch.tensor([prompt])).logits[0, -1]
+    assert seq.num_prompt_tokens == 20 and float((logits[0] - ref).abs().max()) <= TOL

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 from pathlib import Path
 from typing import Any
@@ -70,14 +71,28 @@ class EmbeddingModel:
             texts = [texts]
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
             raise InvalidInputError("'input' must be a non-empty string or list of strings")
-        if body.get("encoding_format", "float") != "float":
-            raise InvalidInputError("'encoding_format' must be 'float'")
+        # the openai SDK asks for base64 (little-endian float32) unless the caller chose a format
+        encoding = body.get("encoding_format") or "float"
+        if encoding not in ("float", "base64"):
+            raise InvalidInputError(f"'encoding_format' must be 'float' or 'base64', got {encoding!r}")
         vectors = await asyncio.get_running_loop().run_in_executor(None, self.embed, texts)
+        wanted = body.get("dimensions")
+        if wanted is not None and wanted != len(vectors[0]):
+            raise InvalidInputError(
+                f"'dimensions': this model's embeddings have {len(vectors[0])} dimensions, not {wanted}"
+            )
         tokens = sum(len(self.tokenizer.encode(t)) for t in texts)
-        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+        encoded: list[Any] = vectors if encoding == "float" else [_base64(v) for v in vectors]
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(encoded)]
         return {
             "object": "list",
             "data": data,
             "model": model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
+
+
+def _base64(vector: list[float]) -> str:
+    import numpy as np
+
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")

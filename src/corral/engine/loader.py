@@ -82,8 +82,10 @@ def merge_lora(weights: dict[str, Tensor], adapter_dir: Path) -> None:
             continue
         module = key.split(".lora_A.")[0].removeprefix("base_model.model.")
         b = tensors[key.replace(".lora_A.", ".lora_B.")]
-        target = module + ".weight"
-        if target not in weights:
+        # checkpoints such as the original gpt2 store "h.0..." where PEFT names "transformer.h.0..."
+        candidates = [module + ".weight", module.split(".", 1)[-1] + ".weight"]
+        target = next((c for c in candidates if c in weights), None)
+        if target is None:
             raise InvalidInputError(f"adapter {adapter_dir} targets '{module}', which the base model lacks")
         delta = (b.float() @ a.float()) * scale
         if cfg.get("fan_in_fan_out"):

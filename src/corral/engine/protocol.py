@@ -34,15 +34,16 @@ UNSUPPORTED = (
 HARMLESS_DEFAULTS: dict[str, Any] = {"response_format": {"type": "text"}, "logit_bias": {}, "echo": False}
 
 
+# strict: a wrong JSON type ("10" for an int, true for a number) is a 400, as OpenAI answers it
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     include_usage: bool = False
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     model: str
-    max_tokens: int | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
@@ -82,13 +83,13 @@ class _Request(BaseModel):
 
 
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["text"]
     text: str
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart] | None = None
     name: str | None = None
@@ -101,7 +102,7 @@ class Message(BaseModel):
 
 class ChatRequest(_Request):
     messages: list[Message] = Field(min_length=1)
-    max_completion_tokens: int | None = None
+    max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = None
 
@@ -121,6 +122,13 @@ def parse(cls: type[_Request], body: Any) -> Any:
     for name in UNSUPPORTED:
         if name in body and body[name] is not None and body[name] != HARMLESS_DEFAULTS.get(name, object()):
             raise InvalidInputError(f"'{name}' is not supported by this worker", hint="remove the field")
+    # OpenAI's optional fields are nullable: null means "the default", as if the field were absent;
+    # so does an unsupported field at its harmless default (response_format text, echo false)
+    body = {
+        k: v
+        for k, v in body.items()
+        if v is not None and not (k in HARMLESS_DEFAULTS and v == HARMLESS_DEFAULTS[k])
+    }
     try:
         return cls.model_validate(body)
     except ValidationError as exc:

@@ -151,6 +151,11 @@ async def merged(worker: Worker, ids: list[tuple[str, int]]) -> AsyncIterator[tu
             worker.front.abort(rid)
 
 
+def _prompt_tokens(req: Any, ids: list[tuple[str, int]]) -> int:
+    """Each prompt counted once, as OpenAI does, however many choices (`n`) it has."""
+    return sum(n for _, n in ids) // req.n
+
+
 async def _collect(worker: Worker, kind: str, req: Any, ids: list[tuple[str, int]]) -> dict[str, Any]:
     texts = ["" for _ in ids]
     samples: list[list[Any]] = [[] for _ in ids]
@@ -184,7 +189,7 @@ async def _collect(worker: Worker, kind: str, req: Any, ids: list[tuple[str, int
         "created": p.now(),
         "model": req.model,
         "choices": choices,
-        "usage": p.usage(sum(n for _, n in ids), sum(counts)),
+        "usage": p.usage(_prompt_tokens(req, ids), sum(counts)),
     }
 
 
@@ -236,7 +241,7 @@ async def _sse(worker: Worker, kind: str, req: Any, ids: list[tuple[str, int]]) 
             "created": created,
             "model": req.model,
         }
-        yield _data({**last, "choices": [], "usage": p.usage(sum(n for _, n in ids), completion_tokens)})
+        yield _data({**last, "choices": [], "usage": p.usage(_prompt_tokens(req, ids), completion_tokens)})
     yield "data: [DONE]\n\n"
 
 
