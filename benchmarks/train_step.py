@@ -1,10 +1,11 @@
 """corral's LoRA training loop vs a plain Hugging Face `Trainer` + PEFT, same model, data and settings.
 
-Run: `python benchmarks/train_step.py` (about 4 minutes on 2 CPU cores). Each side runs in its own
+Run: `python benchmarks/train_step.py` (about 8 minutes on 2 CPU cores). Each side runs in its own
 process (so neither inherits the other's allocator state or thread pools) on:
 
-- the same base: a randomly initialised Llama with the starter tokenizer, at two sizes — the
-  starter's own architecture (hidden 128, 4 layers) and a larger one (hidden 512, 6 layers);
+- the same base: a randomly initialised Llama with the starter tokenizer, at three sizes — the
+  starter's own architecture (hidden 128, 4 layers), a larger one (hidden 512, 6 layers), and that
+  one with a 32,000-token vocabulary as real models have;
 - the same data: the starter corpus's train split (support-desk chats), encoded by the same
   code (chat template, loss on assistant tokens only), cut to 128 tokens;
 - the same settings: LoRA r=8, alpha 16 on q/k/v/o, batch 16, AdamW, warmup + cosine, clipping
@@ -43,6 +44,16 @@ SIZES: dict[str, dict[str, Any]] = {
         "num_attention_heads": 8,
         "num_key_value_heads": 4,
     },
+    # a Llama-2-sized vocabulary (the tokenizer uses the first 1,024 ids): the LM head and logits
+    # then weigh as they do in real models
+    "small, 32k vocab": {
+        "hidden_size": 512,
+        "intermediate_size": 1376,
+        "num_hidden_layers": 6,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "vocab_size": 32000,
+    },
 }
 SETTINGS: dict[str, Any] = {
     "batch_size": 16,
@@ -68,11 +79,10 @@ def make_base(out_dir: Path, overrides: dict[str, Any]) -> Path:
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(starter.TOKENIZER_DIR)
     config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **{**starter.ARCHITECTURE, **overrides},
+        **{"vocab_size": len(tokenizer), **starter.ARCHITECTURE, **overrides},
     )
     torch.manual_seed(0)
     transformers.LlamaForCausalLM(config).save_pretrained(str(out_dir))
