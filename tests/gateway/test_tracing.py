@@ -19,9 +19,8 @@ from corral.gateway.metrics import GatewayMetrics
 from corral.gateway.tracing import TraceWriter
 from corral.store import Store
 
-OUTAGE_S = float(
-    os.environ.get("CORRAL_TEST_OUTAGE_S", "6")
-)  # the 30 s, shortened; set it to 30 to match
+# the 30 s outage; CORRAL_TEST_OUTAGE_S shortens it for a quick local run
+OUTAGE_S = float(os.environ.get("CORRAL_TEST_OUTAGE_S", "30"))
 
 
 def _record(i: int) -> dict:  # type: ignore[type-arg]
