@@ -143,3 +143,32 @@ def test_db_upgrade_is_idempotent(capsys):
     assert code == 0
     code, out, _ = run(capsys, "db", "upgrade")
     assert code == 0 and "up to date" in out
+
+
+def test_keys_and_costs_through_the_cli(capsys):
+    code, out, err = run(capsys, "keys", "create", "--name", "cx-bot", "--models", "support", "--rpm", "60")
+    assert code == 0, err
+    raw = out.strip().splitlines()[-1]
+    assert raw.startswith("sk-")
+    code, out, _ = run(capsys, "keys", "list", "--json")
+    (listed,) = json.loads(out)
+    assert listed["name"] == "cx-bot" and listed["models"] == ["support"] and listed["rpm"] == 60
+    assert raw not in out  # only the prefix of a key is ever shown again
+    code, out, err = run(capsys, "keys", "revoke", "cx-bot")
+    assert code == 0 and "revoked" in out, err
+    code, out, _ = run(capsys, "keys", "list", "--json")
+    assert json.loads(out) == []
+    code, out, _ = run(capsys, "keys", "list", "--revoked", "--json")
+    assert json.loads(out)[0]["revoked_at"]
+
+    code, _, err = run(capsys, "keys", "create", "--name", "x", "--rpm", "-3")
+    assert code == 2 and "--rpm" in one_line_error(err)
+    code, _, err = run(capsys, "keys", "revoke", "nobody")
+    assert code == 3, err
+
+    code, out, err = run(capsys, "costs", "--json")
+    assert code == 0 and json.loads(out) == [], err
+    code, _, err = run(capsys, "costs", "--by", "colour")
+    assert code == 2 and "colour" in one_line_error(err)
+    code, _, err = run(capsys, "costs", "--since", "yesterday")
+    assert code == 2, err

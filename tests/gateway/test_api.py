@@ -191,3 +191,5 @@ def test_admin_costs_group_by_key_model_and_day(served, h):
             }
         ]
         assert a.get("/admin/costs", params={"group_by": "colour"}).status_code == 400
+        bad_day = a.get("/admin/costs", params={"since": "yesterday"})
+        assert bad_day.status_code == 400 and "YYYY-MM-DD" in bad_day.text

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from corral.config import Price
+from corral.errors import InvalidInputError
 from corral.store import Store
 from corral.store.models import TraceRow
 
@@ -115,11 +116,17 @@ def totals(
     """Requests, tokens and cost grouped by any of day, key and model (deployment), oldest day first."""
     unknown = [g for g in group_by if g not in GROUPS]
     if unknown:
-        from corral.errors import InvalidInputError
-
         raise InvalidInputError(
             f"cannot group costs by {', '.join(unknown)}", hint="use day, key and/or model"
         )
+    for name, day in (("since", since), ("until", until)):
+        if day:
+            try:
+                datetime.strptime(day, "%Y-%m-%d")
+            except ValueError:
+                raise InvalidInputError(
+                    f"{name} '{day}' is not a day", hint="write it as YYYY-MM-DD"
+                ) from None
     columns = [GROUPS[g].label(g) for g in group_by]
     query = select(
         *columns,
