@@ -193,3 +193,57 @@ def test_admin_costs_group_by_key_model_and_day(served, h):
         assert a.get("/admin/costs", params={"group_by": "colour"}).status_code == 400
         bad_day = a.get("/admin/costs", params={"since": "yesterday"})
         assert bad_day.status_code == 400 and "YYYY-MM-DD" in bad_day.text
+
+
+def test_a_client_that_disconnects_cancels_the_upstream_call(served, fake, h):
+    fake.configure(latency_s=5)
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(
+            served.url + "/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {h.ADMIN_KEY}"},
+            timeout=0.5,
+        )
+    endpoint = served.gateway.live["m"].routes[0]
+    import time
+
+    deadline = time.monotonic() + 2  # well before the upstream would have answered
+    while sum(endpoint.in_flight) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sum(endpoint.in_flight) == 0
+    [trace] = h.traces(served)
+    assert trace["status"] == 499 and "cancelled" in trace["error"]
+
+
+def test_corral_costs_prints_the_totals_of_served_requests(served, h, capsys):
+    import json
+
+    from corral.cli.main import main
+
+    for _ in range(2):
+        h.chat(h.client(served))
+    assert served.gateway.flush_traces()
+    with pytest.raises(SystemExit) as info:
+        main(["costs", "--by", "key,model", "--json"])
+    out = capsys.readouterr().out
+    assert info.value.code in (0, None)
+    assert json.loads(out) == [
+        {
+            "key": "admin",
+            "model": "m",
+            "requests": 2,
+            "prompt_tokens": 4,
+            "completion_tokens": 8,
+            "cost_usd": pytest.approx(0.02),
+        }
+    ]
+
+
+def test_the_admin_key_comes_from_the_variable_auth_admin_key_env_names(gateway, fake, h, monkeypatch):
+    monkeypatch.setenv("MY_ADMIN", "sk-from-my-variable")
+    settings = h.settings({"m": {"routes": [h.url_route(fake)]}}, auth={"admin_key_env": "MY_ADMIN"})
+    with gateway(settings) as gw:
+        assert h.chat(h.client(gw, key="sk-from-my-variable")).choices
+        with pytest.raises(openai.AuthenticationError):
+            h.chat(h.client(gw))  # CORRAL_ADMIN_KEY is not the admin key here

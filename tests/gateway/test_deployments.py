@@ -174,3 +174,82 @@ def test_deployments_changed_through_the_admin_api_are_stored_and_served(gateway
         from corral.gateway.deployments import DeploymentStore
 
         assert DeploymentStore(gw.gateway.store).specs()["m"].routes[0].url == fake_b.url
+
+
+def test_sticky_by_key_keeps_each_api_key_on_one_version(gateway, fake, fake_b, h):
+    from corral.gateway.auth import KeyStore
+
+    spec = {
+        "mode": "canary",
+        "sticky_by": "key",
+        "routes": [h.url_route(fake, weight=50), h.url_route(fake_b, weight=50)],
+    }
+    with gateway(h.settings({"m": spec})) as gw:
+        keys = KeyStore(gw.gateway.store)
+        seen = []
+        for i in range(8):
+            c = h.client(gw, key=keys.create(f"k{i}")[0])
+            seen.append({_answered_by(h.chat(c, user=f"user-{j}")) for j in range(3)})
+    assert all(len(versions) == 1 for versions in seen)  # the user field does not matter here
+    assert set().union(*seen) == {"a", "b"}
+
+
+def test_retire_waits_for_a_real_request_in_flight_on_the_draining_version(gateway, fake, fake_b, h):
+    import threading
+
+    fake.configure(latency_s=4.0)
+    with gateway(h.settings({"support": {"routes": [{"target": "support@production"}]}})) as gw:
+        reg = gw.gateway.registry
+        reg.models.register("support", endpoint=fake.url, upstream_model="fake-model")
+        reg.models.register("support", endpoint=fake_b.url, upstream_model="fake-model")
+        reg.models.set_alias("support", "production", 1)
+        assert _wait(lambda: "support" in gw.gateway.live and gw.gateway.live["support"].routes[0], 2.5)
+        c = h.client(gw)
+        answers: list[str] = []
+        slow = threading.Thread(target=lambda: answers.append(_answered_by(h.chat(c, model="support"))))
+        slow.start()
+        assert _wait(lambda: fake.count == 1, 2.0)
+        reg.models.set_alias("support", "production", 2)
+        assert reg.models.retire("support@1").stage == "draining"  # a request is still on it
+        # the alias move reaches the gateway (within 2 s), then new requests go to version 2
+        assert _wait(lambda: gw.gateway.live["support"].routes[0].version_ref == "support@2", 2.0)
+        assert _answered_by(h.chat(c, model="support")) == "b"
+        assert reg.models.resolve("support@1").stage == "draining"
+        slow.join(10)
+        assert answers == ["a"]  # the request in flight finished on the old version
+        assert _wait(lambda: reg.models.resolve("support@1").stage == "retired", 2.0)
+
+
+class _ReadyWorkers:
+    """A worker directory whose workers are always ready at one URL (a fake engine worker)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def ensure(self, version, replicas):  # type: ignore[no-untyped-def]
+        return [self.url]
+
+    def retain(self, refs) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
+def test_without_usage_tokens_are_counted_with_the_local_models_tokenizer(gateway, fake, h, tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    src = tmp_path / "tok-model"
+    src.mkdir()
+    (src / "config.json").write_text('{"model_type": "llama"}')
+    tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(src / "tokenizer.json"))
+    fake.configure(usage=False)
+    settings = h.settings({"tok": {"routes": [{"target": "tok@1"}]}}, tracing={"store_bodies": False})
+    with gateway(settings, workers=_ReadyWorkers(fake.url)) as gw:
+        reg = gw.gateway.registry
+        reg.models.materialize(reg.models.register("tok", src))  # as the worker does before it is ready
+        assert _wait(lambda: "tok" in gw.gateway.live and gw.gateway.live["tok"].routes[0] is not None, 2.5)
+        h.chat(h.client(gw), model="tok", text="one two three four five six seven eight")
+        [trace] = h.traces(gw)
+    # whitespace words and punctuation: 8 prompt tokens; "a: w0 w1 w2" is 5 (the estimate would be 10 and 3)
+    assert (trace["prompt_tokens"], trace["completion_tokens"]) == (8, 5)
+    assert not trace["tokens_estimated"] and trace["request"] is None  # counted, then the bodies dropped

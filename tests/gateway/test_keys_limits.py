@@ -186,3 +186,19 @@ def _wait_ready(base: str, timeout_s: float = 30) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError(f"{base} never became ready")
+
+
+def test_a_key_from_corral_keys_create_admin_reaches_the_admin_api(gateway, fake, h, capsys, monkeypatch):
+    from corral.cli.main import main
+
+    monkeypatch.delenv("CORRAL_ADMIN_KEY")  # no admin key from the environment: the CLI makes the first
+    with pytest.raises(SystemExit) as info:
+        main(["keys", "create", "--name", "ops", "--admin"])
+    assert info.value.code in (0, None)
+    raw = capsys.readouterr().out.strip().splitlines()[-1]
+    assert raw.startswith("sk-")
+    with gateway(h.settings({"m": {"routes": [h.url_route(fake)]}})) as gw:
+        headers = {"Authorization": f"Bearer {raw}"}
+        listed = httpx.get(gw.base_url + "/admin/keys", headers=headers).json()["data"]
+        assert [k["name"] for k in listed] == ["ops"] and listed[0]["admin"]
+        assert h.chat(h.client(gw, key=raw)).choices  # an admin key reaches every model

@@ -203,3 +203,32 @@ def test_a_record_the_store_refuses_does_not_block_the_others(store, tmp_path):
     writer.submit(_record(2))
     writer.close()
     assert _count(store) == 2 and not writer.spool.pending()
+
+
+def test_a_spool_nearing_its_cap_shows_in_metrics_and_logs(tmp_path, sqlite_url, caplog):
+    from sqlalchemy.exc import OperationalError
+
+    store = Store(sqlite_url, auto_upgrade=True)
+    settings = TracingSettings(
+        flush_interval_s=0.02,
+        spool_dir=str(tmp_path / "spool"),
+        spool_max_mb=0.01,  # about 10 kB
+        spool_warn_fraction=0.5,
+        batch_size=5,
+    )
+    metrics = GatewayMetrics()
+    writer = TraceWriter(store, settings, metrics)
+
+    def down(batch):  # type: ignore[no-untyped-def]
+        raise OperationalError("INSERT", {}, Exception("connection refused"))
+
+    writer._write = down  # type: ignore[method-assign]
+    writer.start()
+    for i in range(40):
+        writer.submit(_record(i) | {"request": {"messages": [{"role": "user", "content": "x" * 200}]}})
+    assert writer.flush()
+    rendered = metrics.render().decode()
+    assert "corral_trace_spool_near_cap 1.0" in rendered and "corral_store_up 0.0" in rendered
+    assert writer.spool.near_cap
+    assert any("full" in r.getMessage() and "spool" in r.getMessage() for r in caplog.records)
+    writer.close()

@@ -14,7 +14,13 @@ from corral.config import Settings
 from corral.errors import CorralError, InvalidInputError, NotFoundError
 from corral.gateway.admin import AdminApi
 from corral.gateway.auth import KeyRing, KeyStore
-from corral.gateway.deployments import DeploymentStore, LiveDeployment, RouteResolver, WorkerDirectory
+from corral.gateway.deployments import (
+    DeploymentStore,
+    LiveDeployment,
+    RouteResolver,
+    WorkerDirectory,
+    cached_model_dir,
+)
 from corral.gateway.http import (
     MethodNotAllowedError,
     Receive,
@@ -70,7 +76,10 @@ class Gateway:
         self.deployment_store = DeploymentStore(self.store)
         g = settings.gateway
         self.resolver = RouteResolver(
-            self.registry.models.resolve, workers, lambda: Breaker(g.breaker_failures, g.breaker_reset_s)
+            self.registry.models.resolve,
+            workers,
+            lambda: Breaker(g.breaker_failures, g.breaker_reset_s),
+            local_dir=lambda version: cached_model_dir(self.registry, version),
         )
         self.workers = workers
         self.live: dict[str, LiveDeployment] = {}

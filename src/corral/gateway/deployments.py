@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -19,6 +20,26 @@ from corral.store import Store
 from corral.store.models import AliasEventRow, AuditRow, DeploymentRow, utcnow
 
 log = logging.getLogger("corral.gateway.deployments")
+
+
+def cached_model_dir(registry: Any, version: Any) -> str | None:
+    """The directory a worker materialized this version (or its base) into, if it has a tokenizer.
+
+    Only the local cache is looked at: nothing is downloaded or copied on the request path.
+    """
+    cache = getattr(getattr(getattr(registry, "models", None), "artifacts", None), "cache_dir", None)
+    seen = 0
+    while version is not None and cache is not None and seen < 4:
+        digest = str(version.artifact or "")
+        directory = Path(cache) / digest.removeprefix("sha256:")
+        if digest and (directory / ".corral-verified").exists() and (directory / "tokenizer.json").is_file():
+            return str(directory)
+        try:
+            version = registry.models.resolve(version.base_ref) if version.base_ref else None
+        except CorralError:
+            return None
+        seen += 1
+    return None
 
 
 def _price_key(route: Route) -> tuple[float, float]:
@@ -129,10 +150,12 @@ class RouteResolver:
         resolve_version: Callable[[str], Any] | None,
         workers: WorkerDirectory | None,
         breaker: Callable[[], Breaker],
+        local_dir: Callable[[Any], str | None] | None = None,
     ) -> None:
         self.resolve_version = resolve_version
         self.workers = workers
         self.breaker = breaker
+        self.local_dir = local_dir  # a version's files on this machine (for its tokenizer), or None
         self._endpoints: dict[tuple[Any, ...], Endpoint] = {}
         self._current: dict[
             str, Endpoint
@@ -219,7 +242,7 @@ class RouteResolver:
                 timeout_s=route.timeout_s,
                 price=route.price,
                 version_ref=version.ref,
-                tokenizer_dir=getattr(version, "local_dir", None),
+                tokenizer_dir=self.local_dir(version) if self.local_dir else None,
             ),
         )
         self._current[target] = endpoint

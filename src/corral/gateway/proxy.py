@@ -272,6 +272,7 @@ class Proxy:
         payload = orjson.dumps({**body, "model": endpoint.model})
         instance = endpoint.pick()
         endpoint.in_flight[instance] += 1
+        self.gw.count_version(endpoint.version_ref, 1)  # a draining version retires after its shadows too
         try:
             response = await self.gw.pool.open(endpoint, instance, PATHS[call.kind], payload)
             async with response:
@@ -287,6 +288,7 @@ class Proxy:
             self.gw.metrics.shadow.labels("error").inc()
         finally:
             endpoint.in_flight[instance] -= 1
+            self.gw.count_version(endpoint.version_ref, -1)
             self.finish(copy)
 
     def finish(self, call: Call) -> None:

@@ -194,10 +194,10 @@ class TraceWriter:
         return out
 
     def _prepare(self, record: dict[str, Any]) -> dict[str, Any]:
+        refine_tokens(record)  # before bodies are dropped: the tokenizer counts their text
         if not self.settings.store_bodies and record.get("_kind") == "trace":
             record["request"] = None
             record["response"] = None
-        refine_tokens(record)
         return record
 
     def _pump(self) -> None:
