@@ -172,3 +172,10 @@ def test_keys_and_costs_through_the_cli(capsys):
     assert code == 2 and "colour" in one_line_error(err)
     code, _, err = run(capsys, "costs", "--since", "yesterday")
     assert code == 2, err
+
+
+def test_a_missing_argument_or_badly_typed_option_is_a_usage_error(capsys):
+    code, _, err = run(capsys, "keys", "create", "--name", "x", "--rpm", "lots")
+    assert code == 2 and "internal error" not in err and "--rpm" in err
+    code, _, err = run(capsys, "models", "show")
+    assert code == 2 and "internal error" not in err

@@ -78,3 +78,45 @@ def test_cli_build_registers_a_version_with_its_lineage(capsys, tmp_path):
     assert version["lineage"]["parent"] == "raw@1"
     assert version["lineage"]["report"]["redacted"] == {"email": 20}
     assert version["lineage"]["build"]["split_ratios"] == {"train": 70, "validation": 15, "test": 15}
+
+
+@pytest.mark.parametrize(
+    ("args", "needle", "code"),
+    [
+        (["datasets", "build", "x", "--from", "nosuch@1"], "dataset 'nosuch' does not exist", 3),
+        (["datasets", "build", "x", "--from", "FILE", "--split", "1/2"], "must be three numbers", 2),
+        (["datasets", "build", "x", "--from", "FILE", "--split", "50/50/50"], "add up to 100", 2),
+        (["datasets", "build", "x", "--from", "FILE", "--near", "3"], "threshold must be in (0, 1]", 2),
+        (["datasets", "build", "x", "--from", "FILE", "--min-chars", "999"], "removed every row", 2),
+        (["datasets", "build", "x", "--from", "WRONG"], "no row matches a dataset schema", 2),
+        (["datasets", "build", "x", "--from", "EMPTY"], "is empty", 2),
+        (["datasets", "from-traces", "x", "--min-score", "3"], "min_score 3.0 must be in [0, 1]", 2),
+        (
+            ["datasets", "from-traces", "x", "--since", "2026-11-05", "--until", "2026-11-01"],
+            "is not before",
+            2,
+        ),
+        (["datasets", "from-traces", "x", "--model", "ghost"], "model 'ghost' does not exist", 3),
+        (["datasets", "from-traces", "x"], "no trace matches any query", 2),
+    ],
+)
+def test_cli_build_and_from_traces_bad_input_is_one_line_never_a_traceback(
+    capsys, tmp_path, args, needle, code
+):
+    files = {"FILE": "good.jsonl", "WRONG": "wrong.jsonl", "EMPTY": "empty.jsonl"}
+    (tmp_path / "good.jsonl").write_text(json.dumps(chat("hello there")) + "\n")
+    (tmp_path / "wrong.jsonl").write_text('{"question": "q"}\n')
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(SystemExit) as info:
+        main([str(tmp_path / files[a]) if a in files else a for a in args])
+    out, err = capsys.readouterr()
+    assert info.value.code == code, out + err
+    assert needle in err and "Traceback" not in out + err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_cli_a_badly_typed_option_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["datasets", "from-traces", "x", "--since", "yesterday"])
+    _, err = capsys.readouterr()
+    assert info.value.code == 2 and "internal error" not in err

@@ -160,3 +160,54 @@ def test_cli_train_runs_a_spec_file_and_prints_the_version(spec_data, setup, cap
         main(["train", str(path), "--set", "base=ghost@1"])
     _, err = capsys.readouterr()
     assert info.value.code == 3 and "model 'ghost' does not exist" in err and "Traceback" not in err
+
+
+def test_a_full_disk_seen_by_torch_or_safetensors_is_still_a_clear_error(spec_data, setup, monkeypatch):
+    """On a real full disk torch.save says 'unexpected pos' and safetensors raises its own error type."""
+    import shutil as shutil_module
+
+    from safetensors import SafetensorError
+
+    from corral.train import checkpoint, loop
+
+    def torch_full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    usage = shutil_module.disk_usage(".")
+    monkeypatch.setattr(checkpoint.torch, "save", torch_full)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: usage._replace(free=0))
+    spec = parse_spec(spec_data(setup))
+    with pytest.raises(CorralError, match="checkpoint at step 2: No space left on device") as info:
+        train(spec, setup.registry, progress=False)
+    assert str(run_dir_for(spec)) in str(info.value)
+    monkeypatch.undo()
+
+    def safetensors_full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(loop, "save_model", safetensors_full)
+    with pytest.raises(CorralError, match="cannot save the trained model: No space left on device"):
+        train(parse_spec(spec_data(setup, checkpoint_every=100)), setup.registry, progress=False)
+    with pytest.raises(NotFoundError):
+        setup.registry.models.get("tuned")
+
+
+def test_a_base_without_weights_is_a_clear_error(spec_data, setup, tmp_path):
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    (empty / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    hollow = setup.registry.models.register("hollow", empty)
+    with pytest.raises(InvalidInputError, match=r"cannot load base model hollow@1: .*no file named"):
+        train(parse_spec(spec_data(setup, base=hollow.ref)), setup.registry, progress=False)
+
+
+def test_resume_without_a_checkpoint_says_it_starts_over(spec_data, setup):
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    spec = parse_spec(spec_data(setup, max_steps=2))
+    result = train(spec, setup.registry, resume=True, console=Console(file=buffer, width=200))
+    assert result.resumed_from == 0 and "no checkpoint for" in buffer.getvalue()
+    assert "loss" in buffer.getvalue() and "tok/s" in buffer.getvalue()

@@ -26,8 +26,30 @@ if TYPE_CHECKING:
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
-CLICK_ERRORS = (click.exceptions.ClickException,)
-ABORT_ERRORS = (click.exceptions.Abort, KeyboardInterrupt)
+
+def _typer_click_errors(*names: str) -> tuple[type[BaseException], ...]:
+    """typer 0.29 parses with its own copy of click (`typer._click`), whose exceptions are not click's."""
+    try:
+        from typer import _click  # type: ignore[attr-defined]
+    except ImportError:  # older typer parses with click itself
+        return ()
+    found = (
+        getattr(module, name, None)
+        for module in (_click, getattr(_click, "exceptions", None))
+        for name in names
+    )
+    return tuple({cls for cls in found if isinstance(cls, type)})
+
+
+CLICK_ERRORS: tuple[type[BaseException], ...] = (
+    click.exceptions.ClickException,
+    *_typer_click_errors("ClickException"),
+)
+ABORT_ERRORS: tuple[type[BaseException], ...] = (
+    click.exceptions.Abort,
+    *_typer_click_errors("Abort"),
+    KeyboardInterrupt,
+)
 
 # Command modules of later stages: `corral.cli.<module>` exposing `register(app)`. A stage whose
 # optional dependencies are missing is skipped so the core CLI keeps working without them.

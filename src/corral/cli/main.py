@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=False)
     except common.CLICK_ERRORS as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
     except common.ABORT_ERRORS:
         common.err_console.print("aborted")
         sys.exit(130)

@@ -17,11 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from corral.artifacts import ArtifactStore
 from corral.errors import CorralError
 
 POINTER = "latest-checkpoint.json"
+# What a write raises on a full disk: OSError from Python, RuntimeError from torch.save (its zip
+# writer says "unexpected pos ..."), SafetensorError from safetensors (the weights of save_pretrained).
+WRITE_ERRORS: tuple[type[BaseException], ...] = (OSError, RuntimeError, SafetensorError)
+NEARLY_FULL = 16 * 2**20  # bytes free under which a failed write is reported as a full disk
 
 
 def _trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -42,11 +47,25 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _write_failed(step: int, exc: BaseException) -> CorralError:
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+def write_reason(exc: BaseException, where: Path) -> str:
+    """Why a write failed, in words: a full disk says so even when torch or safetensors hide the errno."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "No space left" in text or "os error 28" in text:
+        return "No space left on device"
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return text
+    return f"No space left on device ({free:,} bytes free; {text})" if free < NEARLY_FULL else text
+
+
+def _write_failed(step: int, exc: BaseException, run_dir: Path) -> CorralError:
     return CorralError(
-        f"cannot write the checkpoint at step {step}: {reason}",
-        hint="nothing was registered; free space and rerun with --resume to continue from the last checkpoint",
+        f"cannot write the checkpoint at step {step}: {write_reason(exc, run_dir)}",
+        hint=f"nothing was registered; free space for {run_dir} and the artifact store, then rerun "
+        "with --resume to continue from the last checkpoint",
     )
 
 
@@ -74,8 +93,8 @@ def save_checkpoint(
         tmp = run_dir / (POINTER + ".tmp")
         tmp.write_text(json.dumps({"step": step, "artifact": digest}))
         os.replace(tmp, run_dir / POINTER)
-    except (OSError, CorralError) as exc:
-        raise _write_failed(step, exc) from None
+    except (OSError, RuntimeError, SafetensorError, CorralError) as exc:  # WRITE_ERRORS, or the store's
+        raise _write_failed(step, exc, run_dir) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if previous and previous["artifact"] != digest:

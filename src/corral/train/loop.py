@@ -162,6 +162,8 @@ def train(
     bar = TrainProgress(total, start=start, enabled=progress and procs.is_main, console=console)
     if start:
         bar.note(f"resumed {run_dir.name} from its checkpoint at step {start}")
+    elif resume:  # a changed spec is a different run, with checkpoints of its own
+        bar.note(f"--resume: no checkpoint for {run_dir.name} (this exact spec); starting at step 0")
     if skipped:
         bar.note(f"skipped {skipped} train rows with no target tokens within max_seq_len={spec.max_seq_len}")
 
@@ -291,10 +293,11 @@ def _register(
             description=spec.description or f"{spec.method} fine-tune of {base} on {dataset}",
         )
         tracker.finish(final, {"corral.version": version.ref})
-    except OSError as exc:
+    except checkpoint.WRITE_ERRORS as exc:  # a full disk, whichever library noticed it
         raise CorralError(
-            f"cannot save the trained model: {exc.strerror or exc}",
-            hint="nothing was registered; free space and rerun with --resume",
+            f"cannot save the trained model: {checkpoint.write_reason(exc, run_dir)}",
+            hint=f"nothing was registered; free space for {run_dir} and the artifact store, "
+            "then rerun with --resume",
         ) from None
     finally:
         shutil.rmtree(final, ignore_errors=True)

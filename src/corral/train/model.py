@@ -59,13 +59,20 @@ def load_model(path: Path, spec: TrainSpec) -> tuple[Any, Any]:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    config = transformers.AutoConfig.from_pretrained(path)
-    if spec.dropout is not None:
-        for key in DROPOUT_KEYS:
-            if hasattr(config, key):
-                setattr(config, key, spec.dropout)
-    model = transformers.AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch.float32)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    try:  # no weights, no tokenizer, or not a causal LM: transformers says so in its own words
+        config = transformers.AutoConfig.from_pretrained(path)
+        if spec.dropout is not None:
+            for key in DROPOUT_KEYS:
+                if hasattr(config, key):
+                    setattr(config, key, spec.dropout)
+        model = transformers.AutoModelForCausalLM.from_pretrained(path, config=config, dtype=torch.float32)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InvalidInputError(
+            f"cannot load base model {spec.base}: {reason}",
+            hint="a base needs a Hugging Face causal LM: config.json, weights and a tokenizer",
+        ) from None
     if not tokenizer.chat_template:
         tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
     if tokenizer.pad_token_id is None:

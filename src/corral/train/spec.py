@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from corral.errors import ConfigError, NotFoundError
+from corral.errors import ConfigError, CorralError, NotFoundError
+from corral.registry.refs import check_alias, check_name, parse_ref
 
 
 class _Strict(BaseModel):
@@ -54,7 +55,7 @@ class TrainSpec(_Strict):
     dropout: float | None = Field(default=None, ge=0, lt=1, description="override the model's dropout")
     grad_checkpointing: bool = False
     bf16: bool = Field(default=True, description="bf16 autocast when on a GPU (CPU always runs fp32)")
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
 
     eval_every: int = Field(default=50, ge=1, description="validation loss every N steps (and at the end)")
     eval_rows: int | None = Field(default=None, ge=1, description="at most this many validation rows")
@@ -66,10 +67,56 @@ class TrainSpec(_Strict):
     tags: dict[str, Any] = Field(default_factory=dict)
     description: str = ""
 
+    # Names and references are checked here, before anything loads, not when the result is
+    # registered after the run: a run must not train for an hour and then fail on its output name.
+    @field_validator("output")
+    @classmethod
+    def _output_name(cls, value: str) -> str:
+        return _checked(check_name, value, "model name")
+
+    @field_validator("alias")
+    @classmethod
+    def _alias(cls, value: str | None) -> str | None:
+        return None if value is None else _checked(check_alias, value)
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_ref(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("empty dataset: give a dataset version, NAME@N")
+        ref = _checked(parse_ref, value)
+        if ref.alias is not None:
+            raise ValueError(f"datasets have no aliases; write {ref.name}@N or {ref.name}")
+        return value
+
+    @field_validator("base")
+    @classmethod
+    def _base_ref(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("empty base: give a registry reference (NAME@N) or a model directory")
+        if not (value.startswith((".", "/", "~")) or "/" in value or Path(value).expanduser().is_dir()):
+            _checked(parse_ref, value)
+        return value
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in value):
+            raise ValueError(f"AdamW betas must each be in [0, 1), got {list(value)}")
+        return value
+
     def digest(self) -> str:
         """Identifies the run: the same spec resumes the same run's checkpoints."""
         body = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(body).hexdigest()[:16]
+
+
+def _checked(check: Any, value: str, *args: str) -> Any:
+    """Run a registry name check, turning its error into a validation error for that field."""
+    try:
+        return check(value, *args)
+    except CorralError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _location(error: Any) -> str:
@@ -89,7 +136,8 @@ def parse_spec(data: Any, source: str = "training spec") -> TrainSpec:
             elif error["type"] == "missing":
                 problems.append(f"missing key '{_location(error)}'")
             else:
-                problems.append(f"'{_location(error)}': {error['msg']}")
+                message = error["msg"].removeprefix("Value error, ")
+                problems.append(f"'{_location(error)}': {message}")
         unknown = any(e["type"] == "extra_forbidden" for e in exc.errors())
         hint = f"known keys: {', '.join(sorted(TrainSpec.model_fields))}" if unknown else None
         raise ConfigError(f"{source}: " + "; ".join(problems), hint=hint) from None
@@ -102,8 +150,11 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Trai
         raise NotFoundError(f"training spec {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: malformed YAML ({exc})") from None
+    except yaml.YAMLError as exc:  # one line: where, and what the parser expected
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
     if isinstance(data, dict) and overrides:
         data = {**data, **overrides}
     return parse_spec(data, str(path))
