@@ -72,7 +72,7 @@ def test_every_field_is_checked_with_an_error_naming_it(field, value, needle):
 def test_malformed_yaml_is_one_line_with_its_position(tmp_path):
     path = tmp_path / "spec.yaml"
     path.write_text("output: o\nbase: [\n")
-    with pytest.raises(ConfigError, match=r"spec.yaml: malformed YAML at line 3, column 1") as info:
+    with pytest.raises(ConfigError, match=r"spec.yaml: line 3, column 1: malformed YAML") as info:
         load_spec(path)
     assert "\n" not in str(info.value)
 
@@ -89,7 +89,7 @@ def test_overrides_are_checked_like_the_file(tmp_path):
     ("content", "args", "needle", "code"),
     [
         (None, [], "does not exist", 3),
-        ("output: o\nbase: [\n", [], "malformed YAML at line 3", 2),
+        ("output: o\nbase: [\n", [], "line 3, column 1: malformed YAML", 2),
         ("- 1\n- 2\n", [], "expected a mapping", 2),
         ("output: o\n", [], "missing key 'base'; missing key 'dataset'", 2),
         (yaml.safe_dump(GOOD), ["--set", "output=bad name"], "invalid model name 'bad name'", 2),

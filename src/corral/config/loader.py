@@ -20,6 +20,14 @@ from corral.config.sections import ENV_PREFIX, NON_SETTING_VARS, SECRET_WORDS, S
 from corral.errors import ConfigError
 
 
+def yaml_error(path: Path, exc: yaml.YAMLError) -> ConfigError:
+    """One line for a YAML file that does not parse: the file, line and column, what the parser expected."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return ConfigError(f"{path}:{where}: malformed YAML: {problem}", hint="fix the syntax")
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -30,10 +38,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}:{where}: malformed YAML: {problem}", hint="fix the syntax") from None
+        raise yaml_error(path, exc) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from corral.config.loader import yaml_error
 from corral.errors import ConfigError, CorralError, NotFoundError
 from corral.registry.refs import check_alias, check_name, parse_ref
 
@@ -150,11 +151,8 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Trai
         raise NotFoundError(f"training spec {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:  # one line: where, and what the parser expected
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise yaml_error(path, exc) from None
     if isinstance(data, dict) and overrides:
         data = {**data, **overrides}
     return parse_spec(data, str(path))
