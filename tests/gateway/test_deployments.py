@@ -23,13 +23,14 @@ def _wait(predicate, timeout_s: float = 10.0) -> bool:  # type: ignore[no-untype
     return False
 
 
+def _even_canary(h, fake, fake_b, sticky_by: str) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    """A 50/50 canary between the two fakes, sticky by `sticky_by`."""
+    routes = [h.url_route(fake, weight=50), h.url_route(fake_b, weight=50)]
+    return {"mode": "canary", "sticky_by": sticky_by, "routes": routes}
+
+
 def test_canary_keeps_each_user_on_one_version(gateway, fake, fake_b, h):
-    spec = {
-        "mode": "canary",
-        "sticky_by": "user",
-        "routes": [h.url_route(fake, weight=50), h.url_route(fake_b, weight=50)],
-    }
-    with gateway(h.settings({"m": spec})) as gw:
+    with gateway(h.settings({"m": _even_canary(h, fake, fake_b, "user")})) as gw:
         c = h.client(gw)
         seen = {
             user: {_answered_by(h.chat(c, user=user)) for _ in range(4)}
@@ -40,12 +41,7 @@ def test_canary_keeps_each_user_on_one_version(gateway, fake, fake_b, h):
 
 
 def test_sticky_by_session_uses_the_session_header(gateway, fake, fake_b, h):
-    spec = {
-        "mode": "canary",
-        "sticky_by": "session",
-        "routes": [h.url_route(fake, weight=50), h.url_route(fake_b, weight=50)],
-    }
-    with gateway(h.settings({"m": spec})) as gw:
+    with gateway(h.settings({"m": _even_canary(h, fake, fake_b, "session")})) as gw:
         for session in ("s1", "s2", "s3"):
             c = h.client(gw, default_headers={"x-corral-session": session})
             assert len({_answered_by(h.chat(c)) for _ in range(4)}) == 1
@@ -179,12 +175,7 @@ def test_deployments_changed_through_the_admin_api_are_stored_and_served(gateway
 def test_sticky_by_key_keeps_each_api_key_on_one_version(gateway, fake, fake_b, h):
     from corral.gateway.auth import KeyStore
 
-    spec = {
-        "mode": "canary",
-        "sticky_by": "key",
-        "routes": [h.url_route(fake, weight=50), h.url_route(fake_b, weight=50)],
-    }
-    with gateway(h.settings({"m": spec})) as gw:
+    with gateway(h.settings({"m": _even_canary(h, fake, fake_b, "key")})) as gw:
         keys = KeyStore(gw.gateway.store)
         seen = []
         for i in range(8):

@@ -182,15 +182,22 @@ class ArtifactStore:
                 shutil.rmtree(tmp, ignore_errors=True)
         return dest
 
+    def materialized(self, digest: str) -> Path | None:
+        """The verified local copy `materialize` made earlier, or None; never copies anything."""
+        if self.cache_dir is None:
+            return None
+        dest = self.cache_dir / _hex(digest)
+        return dest if (dest / ".corral-verified").exists() else None
+
     def materialize(self, digest: str) -> Path:
         """A verified local copy of a directory artifact, cached by digest for workers to load."""
         if self.cache_dir is None:
             raise InvalidInputError("this artifact store has no cache directory to materialize into")
-        hexdigest = _hex(digest)
-        dest = self.cache_dir / hexdigest
+        cached = self.materialized(digest)
+        if cached is not None:
+            return cached
+        dest = self.cache_dir / _hex(digest)
         marker = dest / ".corral-verified"
-        if marker.exists():
-            return dest
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         if dest.exists():
             shutil.rmtree(dest)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -27,18 +26,16 @@ def cached_model_dir(registry: Any, version: Any) -> str | None:
 
     Only the local cache is looked at: nothing is downloaded or copied on the request path.
     """
-    cache = getattr(getattr(getattr(registry, "models", None), "artifacts", None), "cache_dir", None)
-    seen = 0
-    while version is not None and cache is not None and seen < 4:
-        digest = str(version.artifact or "")
-        directory = Path(cache) / digest.removeprefix("sha256:")
-        if digest and (directory / ".corral-verified").exists() and (directory / "tokenizer.json").is_file():
+    for _ in range(4):  # a version, its base, ... (adapters sit over one base)
+        if version is None:
+            return None
+        directory = registry.models.artifacts.materialized(version.artifact) if version.artifact else None
+        if directory is not None and (directory / "tokenizer.json").is_file():
             return str(directory)
         try:
             version = registry.models.resolve(version.base_ref) if version.base_ref else None
         except CorralError:
             return None
-        seen += 1
     return None
 
 
