@@ -41,6 +41,18 @@ class InvalidInputError(CorralError):
     error_type = "invalid_request_error"
 
 
+class BodyTooLargeError(InvalidInputError):
+    """A request body over the configured size limit."""
+
+    http_status = 413
+
+
+class MethodNotAllowedError(InvalidInputError):
+    """An HTTP method a path does not support."""
+
+    http_status = 405
+
+
 class NotFoundError(CorralError):
     """A model, version, alias, dataset, prompt or artifact that does not exist."""
 
@@ -107,3 +119,23 @@ class UpstreamError(CorralError):
 
     http_status = 502
     error_type = "upstream_error"
+
+
+INTERNAL = {"message": "internal error", "type": "server_error", "param": None, "code": None}
+
+
+def openai_error(
+    exc: BaseException, internal: str = "internal error"
+) -> tuple[int, dict[str, object], dict[str, str]]:
+    """The one translation of an error for HTTP clients: (status, OpenAI error body, headers).
+
+    The gateway and the engine worker both use it, so a client meets the same JSON and the same
+    `Retry-After` (whole seconds, at least 1) for rate limits and overload from either.
+    """
+    if not isinstance(exc, CorralError):
+        return 500, {"error": {**INTERNAL, "message": internal}}, {}
+    headers = {}
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is not None:
+        headers["retry-after"] = str(max(1, round(retry_after)))
+    return exc.http_status, exc.to_openai(), headers

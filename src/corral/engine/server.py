@@ -25,7 +25,7 @@ from corral.engine.chat_template import render_chat
 from corral.engine.llm_engine import LLMEngine, StepOutput
 from corral.engine.loader import load_tokenizer
 from corral.engine.metrics import WorkerMetrics
-from corral.errors import CorralError, InvalidInputError, NotFoundError, OverloadedError
+from corral.errors import CorralError, InvalidInputError, NotFoundError, openai_error
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -62,10 +62,9 @@ class Worker:
 
 
 def error_response(exc: CorralError) -> JSONResponse:
-    headers = {}
-    if isinstance(exc, OverloadedError):
-        headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
-    return JSONResponse(exc.to_openai(), status_code=exc.http_status, headers=headers)
+    """The same OpenAI error JSON and Retry-After as the gateway sends (corral.errors.openai_error)."""
+    status, body, headers = openai_error(exc)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def guarded(handler: Handler) -> Handler:

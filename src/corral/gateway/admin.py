@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from sqlalchemy import select
 from sqlalchemy.exc import DataError, StatementError
 
-from corral.errors import InvalidInputError, NotFoundError, PermissionDeniedError
+from corral.errors import InvalidInputError, MethodNotAllowedError, NotFoundError, PermissionDeniedError
 from corral.gateway import costs
 from corral.gateway.http import Receive, Send, header, parse_json_object, read_body, send_json
 from corral.store.models import TraceRow
 
 if TYPE_CHECKING:
-    from corral.gateway.app import Gateway
+    from corral.gateway.auth import KeyRing
+    from corral.gateway.deployments import WorkerDirectory
+    from corral.gateway.limits import Limiter
+    from corral.gateway.routes import RouteTable
+    from corral.gateway.tracing import TraceWriter
+    from corral.store import Store
 
 
 def _query(scope: dict[str, Any]) -> dict[str, str]:
@@ -37,13 +43,29 @@ def _optional_number(body: dict[str, Any], name: str, kind: type) -> Any:
 
 
 class AdminApi:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gw = gateway
+    """The /admin/* handlers; `refresh` brings the routes up to date after a deployment change."""
+
+    def __init__(
+        self,
+        keys: KeyRing,
+        routes: RouteTable,
+        store: Store,
+        limiter: Limiter,
+        tracer: TraceWriter | None,
+        workers: WorkerDirectory | None,
+        *,
+        redis_configured: bool,
+        refresh: Callable[[], None],
+    ) -> None:
+        self.keys, self.routes, self.store, self.limiter = keys, routes, store, limiter
+        self.tracer, self.workers = tracer, workers
+        self.redis_configured = redis_configured
+        self.refresh = refresh
 
     async def handle(
         self, method: str, path: str, scope: dict[str, Any], receive: Receive, send: Send, trace_id: str
     ) -> None:
-        key = await self.gw.keys.authenticate(header(scope, b"authorization"))
+        key = await self.keys.authenticate(header(scope, b"authorization"))
         if not key.is_admin:
             raise PermissionDeniedError("the admin API needs an admin key", hint="corral keys create --admin")
         parts = path.strip("/").split("/")[1:]
@@ -67,7 +89,7 @@ class AdminApi:
     async def _keys(
         self, method: str, name: str | None, body: dict[str, Any], query: dict[str, str], actor: str
     ) -> tuple[int, Any]:
-        store = self.gw.keys.keys
+        store = self.keys.keys
         if method == "GET" and name is None:
             return 200, {"data": await asyncio.to_thread(store.list, query.get("revoked") == "true")}
         if method == "POST" and name is None:
@@ -95,7 +117,7 @@ class AdminApi:
     async def _deployments(
         self, method: str, name: str | None, body: dict[str, Any], query: dict[str, str], actor: str
     ) -> tuple[int, Any]:
-        ds = self.gw.deployment_store
+        ds = self.routes.deployments
         if method == "GET":
             specs = await asyncio.to_thread(ds.specs)
             data = {
@@ -108,16 +130,16 @@ class AdminApi:
             return 200, data
         if method == "PUT" and name:
             spec = await asyncio.to_thread(ds.put, name, body, actor)
-            await asyncio.to_thread(self.gw.watcher.poll)
+            await asyncio.to_thread(self.refresh)
             return 200, spec.model_dump(mode="json")
         if method == "DELETE" and name:
             await asyncio.to_thread(ds.delete, name, actor)
-            await asyncio.to_thread(self.gw.watcher.poll)
+            await asyncio.to_thread(self.refresh)
             return 200, {"deleted": name}
         raise _bad_method(method, "deployments", name)
 
     def _live(self, name: str) -> dict[str, Any]:
-        live = self.gw.live.get(name)
+        live = self.routes.live.get(name)
         if live is None:
             return {}
         now = time.monotonic()
@@ -144,7 +166,7 @@ class AdminApi:
             raise _bad_method(method, "costs", name)
         group_by = [g for g in query.get("group_by", "day,key,model").split(",") if g]
         rows = await asyncio.to_thread(
-            costs.totals, self.gw.store, group_by, query.get("since"), query.get("until")
+            costs.totals, self.store, group_by, query.get("since"), query.get("until")
         )
         return 200, {"group_by": group_by, "data": rows}
 
@@ -164,7 +186,7 @@ class AdminApi:
                 statement = select(TraceRow).where(TraceRow.id == name)
             if query.get("deployment"):
                 statement = statement.where(TraceRow.deployment == query["deployment"])
-            with self.gw.store.session() as session:
+            with self.store.session() as session:
                 rows = session.scalars(statement).all()
                 return [{c.name: getattr(r, c.key) for c in TraceRow.__table__.columns} for r in rows]
 
@@ -178,23 +200,18 @@ class AdminApi:
     async def _status(
         self, method: str, name: str | None, body: dict[str, Any], query: dict[str, str], actor: str
     ) -> tuple[int, Any]:
-        gw = self.gw
-        tracer = gw.tracer
+        tracer, workers = self.tracer, self.workers
         return 200, {
-            "deployments": {n: self._live(n) for n in gw.live},
+            "deployments": {n: self._live(n) for n in self.routes.live},
             "redis": "shared"
-            if gw.limiter.shared
-            else ("local (Redis unreachable)" if gw.settings.redis.url else "local"),
+            if self.limiter.shared
+            else ("local (Redis unreachable)" if self.redis_configured else "local"),
             "store_up": tracer.store_up if tracer else None,
             "spool_bytes": tracer.spool.bytes if tracer else 0,
-            "workers": gw.workers.status()
-            if gw.workers is not None and hasattr(gw.workers, "status")
-            else [],
+            "workers": workers.status() if workers is not None and hasattr(workers, "status") else [],
         }
 
 
 def _bad_method(method: str, resource: str, name: str | None) -> Exception:
-    from corral.gateway.http import MethodNotAllowedError
-
     target = f"/admin/{resource}" + (f"/{name}" if name else "")
     return MethodNotAllowedError(f"{method} is not supported on {target}")

@@ -4,105 +4,85 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from typing import Any
 
 import orjson
 
 from corral.config import Settings
-from corral.errors import CorralError, InvalidInputError, NotFoundError
+from corral.errors import CorralError, InvalidInputError, MethodNotAllowedError, NotFoundError
 from corral.gateway.admin import AdminApi
-from corral.gateway.auth import KeyRing, KeyStore
-from corral.gateway.deployments import (
-    DeploymentStore,
-    LiveDeployment,
-    RouteResolver,
-    WorkerDirectory,
-    cached_model_dir,
-)
 from corral.gateway.http import (
-    MethodNotAllowedError,
     Receive,
     Send,
     header,
+    new_trace_id,
+    parse_json_object,
     read_body,
     send_bytes,
     send_error,
     send_json,
 )
-from corral.gateway.limits import Limiter
-from corral.gateway.metrics import GatewayMetrics
 from corral.gateway.openapi import openapi_spec
+from corral.gateway.parts import Parts, build_parts
 from corral.gateway.proxy import Proxy
-from corral.gateway.routing import Breaker
-from corral.gateway.tracing import TraceWriter
-from corral.gateway.upstream import UpstreamPool
+from corral.gateway.stages import Stage, build_stages
 from corral.gateway.watcher import StoreWatcher
-from corral.store import Store
 
 log = logging.getLogger("corral.gateway")
 PROXIED = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings"}
 
 
 class Gateway:
-    """One gateway process: call it as an ASGI app; `start()`/`stop()` run from the ASGI lifespan."""
+    """One gateway process: call it as an ASGI app; `start()`/`stop()` run from the ASGI lifespan.
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        store: Store | None = None,
-        registry: Any = None,
-        workers: WorkerDirectory | None = None,
-    ) -> None:
-        self.settings = settings
-        self.store = store or Store.from_settings(settings)
-        if registry is None:
-            from corral.artifacts import ArtifactStore
-            from corral.registry import Registry
+    Give it `Parts` (from `build_parts`), or settings and the keyword arguments of `build_parts`.
+    `stages` adds stages to the default request path (after the body checks, before cost and trace).
+    """
 
-            registry = Registry(self.store, ArtifactStore.from_settings(settings), actor="gateway")
-        self.registry = registry
-        self.registry.models.in_flight = lambda ref: self.version_in_flight.get(ref, 0)
-        self.metrics = GatewayMetrics()
-        self.tracer = (
-            TraceWriter(self.store, settings.tracing, self.metrics) if settings.tracing.enabled else None
+    def __init__(self, parts: Parts | Settings, *, stages: list[Stage] | None = None, **build: Any) -> None:
+        self.parts = parts if isinstance(parts, Parts) else build_parts(parts, **build)
+        p = self.parts
+        self.settings, self.store, self.registry, self.tracer = p.settings, p.store, p.registry, p.tracer
+        self.metrics, self.routes = p.metrics, p.routes
+        g = p.settings.gateway
+        self.watcher = StoreWatcher(
+            p.keys, p.routes, p.limiter, p.store, p.registry.models, g.deployments_poll_s
         )
-        admin_key = os.environ.get(settings.auth.admin_key_env) or None
-        self.keys = KeyRing(KeyStore(self.store), admin_key, settings.auth.require_keys)
-        self.limiter = Limiter(self.metrics, settings.redis.url, settings.auth.redis_prefix)
-        self.pool = UpstreamPool(settings.gateway.max_connections)
-        self.deployment_store = DeploymentStore(self.store)
-        g = settings.gateway
-        self.resolver = RouteResolver(
-            self.registry.models.resolve,
-            workers,
-            lambda: Breaker(g.breaker_failures, g.breaker_reset_s),
-            local_dir=lambda version: cached_model_dir(self.registry, version),
+        self.proxy = Proxy(build_stages(p, stages), p.pool, p.routes.in_flight, p.metrics, g)
+        self.admin = AdminApi(
+            p.keys,
+            p.routes,
+            p.store,
+            p.limiter,
+            p.tracer,
+            p.workers,
+            redis_configured=bool(p.settings.redis.url),
+            refresh=self.watcher.poll,
         )
-        self.workers = workers
-        self.live: dict[str, LiveDeployment] = {}
-        self.version_in_flight: dict[str, int] = {}
-        self.watcher = StoreWatcher(self, g.deployments_poll_s)
-        self.proxy = Proxy(self)
-        self.admin = AdminApi(self)
         self.started = False
-        self._trace_prefix = os.urandom(8).hex()
-        self._trace_seq = 0
         self._openapi = orjson.dumps(openapi_spec())
+
+    @property
+    def live(self) -> dict[str, Any]:
+        """The deployments being served now (the route table's)."""
+        return self.routes.live
+
+    @property
+    def version_in_flight(self) -> dict[str, int]:
+        return self.routes.in_flight.counts
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
         def prepare() -> None:
             self.store.ensure_ready()
-            self.deployment_store.seed(self.settings.deployments)
+            self.routes.deployments.seed(self.settings.deployments)
             self.watcher.poll()
 
         await asyncio.to_thread(prepare)
         if self.tracer is not None:
             self.tracer.start()
-        await self.limiter.start()
+        await self.parts.limiter.start()
         self.watcher.start()
         self.started = True
         log.info(
@@ -113,8 +93,8 @@ class Gateway:
         self.started = False
         self.watcher.stop()
         await self.proxy.drain()
-        await self.pool.close()
-        await self.limiter.close()
+        await self.parts.pool.close()
+        await self.parts.limiter.close()
         if self.tracer is not None:
             await asyncio.to_thread(self.tracer.close)
 
@@ -130,15 +110,6 @@ class Gateway:
         if self.tracer is None:
             return not self.proxy.busy
         return self.tracer.flush(max(0.0, deadline - time.monotonic())) and not self.proxy.busy
-
-    def count_version(self, ref: str | None, delta: int) -> None:
-        if ref is not None:
-            self.version_in_flight[ref] = self.version_in_flight.get(ref, 0) + delta
-
-    def new_trace_id(self) -> str:
-        """32 hex characters: a random per-process prefix and a counter (no syscall per request)."""
-        self._trace_seq += 1
-        return f"{self._trace_prefix}{self._trace_seq:016x}"
 
     # -- ASGI ---------------------------------------------------------------------------------------------
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -163,7 +134,7 @@ class Gateway:
                 return
 
     async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        trace_id = self.new_trace_id()
+        trace_id = new_trace_id()
         path, method = scope["path"], scope["method"]
         try:
             kind = PROXIED.get(path)
@@ -188,7 +159,7 @@ class Gateway:
         elif path == "/ready":
             _method(method, "GET")
             ready = self.started and bool(self.live) or self.started and not self.settings.deployments
-            routes = {name: sum(r is not None for r in live.routes) for name, live in self.live.items()}
+            routes = self.routes.ready_routes()
             await send_json(send, 200 if ready else 503, {"ready": ready, "routes": routes}, trace_id)
         elif path == "/metrics":
             _method(method, "GET")
@@ -206,7 +177,7 @@ class Gateway:
             await send_bytes(send, 200, self._openapi, trace_id)
         elif path == "/v1/models":
             _method(method, "GET")
-            key = await self.keys.authenticate(header(scope, b"authorization"))
+            key = await self.parts.keys.authenticate(header(scope, b"authorization"))
             data = [
                 {"id": n, "object": "model", "created": 0, "owned_by": "corral"}
                 for n in sorted(self.live)
@@ -220,9 +191,7 @@ class Gateway:
             raise NotFoundError(f"no route {path}", hint="the API is under /v1; see /openapi.json")
 
     async def _feedback(self, scope: dict[str, Any], receive: Receive, send: Send, trace_id: str) -> None:
-        from corral.gateway.http import parse_json_object
-
-        key = await self.keys.authenticate(header(scope, b"authorization"))
+        key = await self.parts.keys.authenticate(header(scope, b"authorization"))
         body = parse_json_object(await read_body(receive, 1024 * 1024))
         record = feedback_record(body, key.id)
         record["id"] = trace_id

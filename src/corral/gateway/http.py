@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 from typing import Any
 
 import orjson
 
-from corral.errors import CorralError, InvalidInputError, OverloadedError, RateLimitError
+from corral.errors import (
+    BodyTooLargeError,
+    CorralError,
+    InvalidInputError,
+    openai_error,
+)
 
 log = logging.getLogger("corral.gateway")
 JSON_TYPE = (b"content-type", b"application/json")
@@ -16,12 +23,13 @@ Send = Any
 Receive = Any
 
 
-class BodyTooLargeError(InvalidInputError):
-    http_status = 413
+_TRACE_PREFIX = os.urandom(8).hex()
+_TRACE_SEQ = itertools.count(1)
 
 
-class MethodNotAllowedError(InvalidInputError):
-    http_status = 405
+def new_trace_id() -> str:
+    """32 hex characters: a random per-process prefix and a counter (no syscall per request)."""
+    return f"{_TRACE_PREFIX}{next(_TRACE_SEQ):016x}"
 
 
 def header(scope: dict[str, Any], name: bytes) -> str | None:
@@ -72,22 +80,11 @@ async def send_json(send: Send, status: int, data: Any, trace_id: str) -> None:
 
 
 def error_body(exc: BaseException) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    """The one translation of errors into OpenAI's error JSON, status and headers."""
-    if isinstance(exc, CorralError):
-        extra = []
-        if isinstance(exc, RateLimitError | OverloadedError):
-            extra.append((b"retry-after", str(max(1, round(exc.retry_after_s))).encode()))
-        return exc.http_status, orjson.dumps(exc.to_openai()), extra
-    log.exception("internal error", exc_info=exc)
-    body = {
-        "error": {
-            "message": "internal error in the gateway",
-            "type": "server_error",
-            "param": None,
-            "code": None,
-        }
-    }
-    return 500, orjson.dumps(body), []
+    """An error as OpenAI's error JSON, status and headers (`corral.errors.openai_error`); logs the unexpected."""
+    status, body, headers = openai_error(exc, "internal error in the gateway")
+    if not isinstance(exc, CorralError):
+        log.exception("internal error", exc_info=exc)
+    return status, orjson.dumps(body), [(k.encode(), v.encode()) for k, v in headers.items()]
 
 
 async def send_error(send: Send, exc: BaseException, trace_id: str) -> int:

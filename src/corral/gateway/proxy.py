@@ -1,68 +1,58 @@
-"""One proxied request: check it, choose a route, try the plan, pass the answer through, trace it."""
+"""One proxied request: run the stages, choose a route, try the plan, pass the answer through."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 
-from corral.errors import CorralError, InvalidInputError, NotFoundError, OverloadedError, UpstreamError
+from corral.errors import CorralError, OverloadedError, UpstreamError
 from corral.gateway import checks
-from corral.gateway.auth import ApiKey
-from corral.gateway.costs import answer_text, cost_usd, estimate_tokens, prompt_text, usage_tokens
-from corral.gateway.http import TRACE_HEADER, Receive, Send, header, parse_json_object, read_body, send_bytes
+from corral.gateway.http import TRACE_HEADER, Receive, Send, new_trace_id, send_bytes
 from corral.gateway.routing import Attempt, attempt_plan, choose_route
 from corral.gateway.sse import EventSplitter, StreamSummary, event_data, is_usage_only
-from corral.gateway.upstream import Endpoint, UpstreamFailure
+from corral.gateway.stages import Answer, Call, Retry, Stage, overrides
+from corral.gateway.upstream import Endpoint, UpstreamFailure, UpstreamPool
 
 if TYPE_CHECKING:
-    from corral.gateway.app import Gateway
+    from corral.config import GatewaySettings
     from corral.gateway.deployments import LiveDeployment
+    from corral.gateway.metrics import GatewayMetrics
+    from corral.gateway.routes import VersionCounts
 
 PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 STREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
-@dataclass(slots=True)
-class Call:
-    """What one request (or one shadow copy) did, gathered for its trace."""
-
-    trace_id: str
-    kind: str
-    key: ApiKey
-    deployment: str
-    body: dict[str, Any]
-    stream: bool
-    user: str | None
-    session: str | None
-    prompt_ref: str | None = None
-    shadow_of: str | None = None
-    started: float = field(default_factory=time.perf_counter)
-    at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    endpoint: Endpoint | None = None
-    status: int = 0
-    error: str | None = None
-    response: dict[str, Any] | None = None
-    usage: Any = None
-    ttft_s: float | None = None
-    fallback: bool = False
-    attempts: int = 0
-    finished: bool = False
+class StageRetry(UpstreamFailure):
+    """A stage asked for another attempt: the next one in the plan is tried (not a breaker failure)."""
 
 
 class Proxy:
     """The request flow of /v1/chat/completions, /v1/completions and /v1/embeddings."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gw = gateway
-        self.body_limit = int(gateway.settings.gateway.max_body_mb * 1024 * 1024)
+    def __init__(
+        self,
+        stages: list[Stage],
+        pool: UpstreamPool,
+        in_flight: VersionCounts,
+        metrics: GatewayMetrics,
+        settings: GatewaySettings,
+    ) -> None:
+        self.stages = stages
+        self.pool = pool
+        self.in_flight = in_flight
+        self.metrics = metrics
+        self.shadow_max = settings.shadow_max_in_flight
+        self._before = [s for s in stages if overrides(s, "before")]
+        self._after = [s for s in reversed(stages) if overrides(s, "after")]
+        self._chunk = [s for s in reversed(stages) if overrides(s, "chunk") or overrides(s, "stream_end")]
+        self._finish = [s for s in stages if overrides(s, "finish")]
         self._shadows: set[asyncio.Task[None]] = set()
         self.active = 0  # requests inside handle(), their trace not yet submitted
 
@@ -83,34 +73,25 @@ class Proxy:
     async def _handle(
         self, kind: str, scope: dict[str, Any], receive: Receive, send: Send, trace_id: str
     ) -> None:
-        gw = self.gw
-        key = await gw.keys.authenticate(header(scope, b"authorization"))
-        body = parse_json_object(await read_body(receive, self.body_limit))
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise InvalidInputError(
-                "`model` is required: the name of a deployment (GET /v1/models lists them)"
-            )
-        live = gw.live.get(model)
-        if live is None:
-            raise NotFoundError(
-                f"model '{model}' does not exist", hint="GET /v1/models lists the models you can use"
-            )
-        key.check(model)
-        await gw.limiter.admit(key)
-        prompt_ref = await checks.render_prompt(gw.registry, kind, body)
-        stream = checks.check(kind, body)
-        call = Call(
-            trace_id, kind, key, model, body, stream, checks.user_of(body), header(scope, b"x-corral-session")
-        )
-        call.prompt_ref = prompt_ref
+        call = Call(trace_id, kind, scope, receive)
+        for stage in self._before:
+            answer = await stage.before(call)
+            if answer is not None:  # answered without routing (a guard's refusal): traced like any call
+                call.status, call.finished = answer.status, True
+                await send_bytes(send, answer.status, answer.body, trace_id)
+                self.finish(call)
+                return
+        await self._routed(call, receive, send)
+
+    async def _routed(self, call: Call, receive: Receive, send: Send) -> None:
+        assert call.live is not None
         task = asyncio.current_task()
         watcher = asyncio.ensure_future(receive())
         watcher.add_done_callback(
             lambda w: task.cancel() if task and not call.finished and _disconnected(w) else None
         )
         try:
-            await self._route(call, live, send)
+            await self._route(call, call.live, send)
         except asyncio.CancelledError:
             call.status, call.error = 499, "client disconnected; upstream call cancelled"
         except CorralError as exc:
@@ -124,6 +105,7 @@ class Proxy:
 
     async def _route(self, call: Call, live: LiveDeployment, send: Send) -> None:
         spec = live.spec
+        assert call.key is not None
         sticky = {"user": call.user, "session": call.session, "key": str(call.key.id or call.key.name)}[
             spec.sticky_by
         ]
@@ -155,11 +137,12 @@ class Proxy:
                 await self._attempt(call, endpoint, send)
             except UpstreamFailure as exc:
                 last = exc
-                self.gw.metrics.upstream_errors.labels(endpoint.label, exc.reason.split(":")[0][:40]).inc()
+                reason = "stage-retry" if isinstance(exc, StageRetry) else exc.reason.split(":")[0][:40]
+                self.metrics.upstream_errors.labels(endpoint.label, reason).inc()
                 continue
             if attempt.kind == "fallback":
                 call.fallback = True
-                self.gw.metrics.fallbacks.labels(live.name).inc()
+                self.metrics.fallbacks.labels(live.name).inc()
             return
         if last is None:
             raise OverloadedError(
@@ -178,10 +161,10 @@ class Proxy:
             }
         instance = endpoint.pick()
         endpoint.in_flight[instance] += 1
-        self.gw.count_version(endpoint.version_ref, 1)
+        self.in_flight.add(endpoint.version_ref, 1)
         call.endpoint = endpoint
         try:
-            response = await self.gw.pool.open(endpoint, instance, PATHS[call.kind], orjson.dumps(payload))
+            response = await self.pool.open(endpoint, instance, PATHS[call.kind], orjson.dumps(payload))
             try:
                 if call.stream and response.status == 200 and response.content_type == "text/event-stream":
                     endpoint.breaker.record(True, time.monotonic())
@@ -195,15 +178,23 @@ class Proxy:
                 await self._reply(call, response.status, raw, send)
             finally:
                 response.release()
+        except StageRetry:
+            raise
         except UpstreamFailure:
             endpoint.breaker.record(False, time.monotonic())
             raise
         finally:
             endpoint.in_flight[instance] -= 1
-            self.gw.count_version(endpoint.version_ref, -1)
+            self.in_flight.add(endpoint.version_ref, -1)
 
     async def _reply(self, call: Call, status: int, raw: bytes, send: Send) -> None:
-        call.status = status
+        call.status, call.answer = status, raw
+        for stage in self._after:
+            verdict = await stage.after(call)
+            if isinstance(verdict, Retry):
+                raise StageRetry(f"{type(stage).__name__} asked for another attempt: {verdict.reason}")
+            if isinstance(verdict, Answer):
+                status, raw = call.status, call.answer = verdict.status, verdict.body
         try:
             parsed = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
@@ -233,11 +224,13 @@ class Proxy:
                         call.ttft_s = time.perf_counter() - call.started
                     if wants_usage or not is_usage_only(parsed):
                         out.append(event)
+                for stage in self._chunk:
+                    out = stage.chunk(call, out)
                 if out:
                     await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
         except STREAM_ERRORS as exc:
             call.status, call.error = 502, f"upstream stream broke: {type(exc).__name__}: {exc}"
-            error = {"error": {"message": call.error, "type": "upstream_error", "param": None, "code": None}}
+            error = UpstreamError(call.error).to_openai()
             await send(
                 {
                     "type": "http.response.body",
@@ -248,13 +241,16 @@ class Proxy:
         if not summary.done and call.status == 200:
             call.error = "upstream stream ended without [DONE]"
         call.usage, call.response = summary.usage, summary.as_response(call.kind)
+        held = [event for stage in self._chunk for event in stage.stream_end(call)]
         call.finished = True
-        await send({"type": "http.response.body", "body": splitter.rest(), "more_body": False})
+        await send(
+            {"type": "http.response.body", "body": b"".join(held) + splitter.rest(), "more_body": False}
+        )
 
     def _shadow(self, call: Call, live: LiveDeployment) -> None:
         for endpoint in live.shadow:
-            if endpoint is None or len(self._shadows) >= self.gw.settings.gateway.shadow_max_in_flight:
-                self.gw.metrics.shadow.labels("skipped").inc()
+            if endpoint is None or len(self._shadows) >= self.shadow_max:
+                self.metrics.shadow.labels("skipped").inc()
                 continue
             task = asyncio.get_running_loop().create_task(self._shadow_call(call, endpoint))
             self._shadows.add(task)
@@ -265,84 +261,36 @@ class Proxy:
         body = {k: v for k, v in call.body.items() if k != "stream_options"}
         if call.stream:
             body["stream"] = False
-        copy = Call(
-            self.gw.new_trace_id(), call.kind, call.key, call.deployment, body, False, call.user, call.session
-        )
+        copy = Call(new_trace_id(), call.kind, call.scope, None, body, call.key, call.deployment, call.live)
+        copy.user, copy.session = call.user, call.session
         copy.prompt_ref, copy.shadow_of, copy.endpoint = call.prompt_ref, call.trace_id, endpoint
         payload = orjson.dumps({**body, "model": endpoint.model})
         instance = endpoint.pick()
         endpoint.in_flight[instance] += 1
-        self.gw.count_version(endpoint.version_ref, 1)  # a draining version retires after its shadows too
+        self.in_flight.add(endpoint.version_ref, 1)  # a draining version retires after its shadows too
         try:
-            response = await self.gw.pool.open(endpoint, instance, PATHS[call.kind], payload)
+            response = await self.pool.open(endpoint, instance, PATHS[call.kind], payload)
             async with response:
                 raw = await response.read()
             parsed = orjson.loads(raw) if raw else None
             copy.status = response.status
             if isinstance(parsed, dict):
                 copy.usage, copy.response = parsed.get("usage"), checks.trace_view(call.kind, parsed)
-            self.gw.metrics.shadow.labels("ok" if copy.status < 400 else "error").inc()
+            self.metrics.shadow.labels("ok" if copy.status < 400 else "error").inc()
         except (UpstreamFailure, *STREAM_ERRORS, orjson.JSONDecodeError) as exc:
             copy.status = getattr(exc, "status", None) or 502
             copy.error = f"shadow failed: {exc}"
-            self.gw.metrics.shadow.labels("error").inc()
+            self.metrics.shadow.labels("error").inc()
         finally:
             endpoint.in_flight[instance] -= 1
-            self.gw.count_version(endpoint.version_ref, -1)
+            self.in_flight.add(endpoint.version_ref, -1)
             self.finish(copy)
 
     def finish(self, call: Call) -> None:
-        """Metrics, limits and the trace record: all in memory; the writer thread does the I/O."""
-        gw = self.gw
-        latency = time.perf_counter() - call.started
-        endpoint = call.endpoint
-        label = endpoint.label if endpoint else "-"
-        tokens = usage_tokens(call.usage)
-        estimated = tokens is None
-        if tokens is None:
-            tokens = (estimate_tokens(prompt_text(call.body)), estimate_tokens(answer_text(call.response)))
-        cost = cost_usd(endpoint.price, *tokens) if endpoint and call.status < 400 else 0.0
-        gw.metrics.request_done(call.deployment, label, call.status, latency)
-        if call.ttft_s is not None:
-            gw.metrics.ttft.labels(call.deployment).observe(call.ttft_s)
-        if call.shadow_of is None:
-            gw.metrics.usage(call.deployment, tokens[0], tokens[1], cost)
-            gw.limiter.record(call.key, tokens[0] + tokens[1], cost)
-        if gw.tracer is None:
-            return
-        record: dict[str, Any] = {
-            "id": call.trace_id,
-            "at": call.at,
-            "day": call.at.strftime("%Y-%m-%d"),
-            "key_id": call.key.id,
-            "key_name": call.key.name,
-            "deployment": call.deployment,
-            "endpoint": call.kind,
-            "route": label,
-            "model_version": endpoint.version_ref if endpoint else None,
-            "shadow_of": call.shadow_of,
-            "prompt_ref": call.prompt_ref,
-            "request": call.body,
-            "response": call.response,
-            "prompt_tokens": tokens[0],
-            "completion_tokens": tokens[1],
-            "tokens_estimated": estimated,
-            "cost_usd": cost,
-            "latency_ms": latency * 1000,
-            "ttft_ms": call.ttft_s * 1000 if call.ttft_s is not None else None,
-            "status": call.status,
-            "error": call.error,
-            "stream": call.stream,
-            "user": call.user,
-            "session": call.session,
-            "meta": {"attempts": call.attempts, "fallback": call.fallback}
-            if call.attempts != 1 or call.fallback
-            else {},
-        }
-        if estimated and endpoint and endpoint.tokenizer_dir:
-            record["_tokenizer"] = endpoint.tokenizer_dir
-            record["_price"] = endpoint.price.model_dump()
-        gw.tracer.submit(record)
+        """The stages' `finish` hooks (cost, metrics, limits, the trace): in memory; the writer does I/O."""
+        call.latency_s = time.perf_counter() - call.started
+        for stage in self._finish:
+            stage.finish(call)
 
     async def drain(self) -> None:
         if self._shadows:

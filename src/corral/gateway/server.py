@@ -15,6 +15,7 @@ from typing import Any
 import uvicorn
 
 from corral.gateway.app import Gateway
+from corral.gateway.parts import build_parts, supervisor_of
 
 log = logging.getLogger("corral.gateway")
 
@@ -129,12 +130,9 @@ def serve_forever(gateway: Gateway, host: str, port: int) -> None:
 
 def serve(settings: Any, host: str | None = None, port: int | None = None) -> None:
     """`corral serve`: local workers for `target:` routes, then the gateway, until SIGTERM drains both."""
-    from corral.gateway.workers import WorkerSupervisor
-
-    supervisor = WorkerSupervisor(settings)
-    gateway = Gateway(settings, workers=supervisor)
-    supervisor.in_flight = lambda ref: gateway.version_in_flight.get(ref, 0)
-    supervisor.on_restart = lambda ref: gateway.metrics.worker_restarts.labels(ref).inc()
+    parts = build_parts(settings, local_workers=True)
+    supervisor = supervisor_of(parts)
+    gateway = Gateway(parts)
     supervisor.start()
     try:
         serve_forever(gateway, host or settings.gateway.host, port or settings.gateway.port)

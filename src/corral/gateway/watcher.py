@@ -13,7 +13,11 @@ from corral.gateway.costs import month_spend
 from corral.store.models import ModelRow, ModelVersionRow
 
 if TYPE_CHECKING:
-    from corral.gateway.app import Gateway
+    from corral.gateway.auth import KeyRing
+    from corral.gateway.limits import Limiter
+    from corral.gateway.routes import RouteTable
+    from corral.registry.models import ModelRegistry
+    from corral.store import Store
 
 log = logging.getLogger("corral.gateway.watcher")
 SPEND_EVERY = 5  # polls between budget refreshes
@@ -25,12 +29,20 @@ class StoreWatcher:
     An alias move or rollback therefore reaches the routes within one interval, with no restart.
     """
 
-    def __init__(self, gateway: Gateway, interval_s: float) -> None:
-        self.gw = gateway
+    def __init__(
+        self,
+        keys: KeyRing,
+        routes: RouteTable,
+        limiter: Limiter,
+        store: Store,
+        models: ModelRegistry | None,
+        interval_s: float,
+    ) -> None:
+        self.keys, self.routes, self.limiter = keys, routes, limiter
+        self.store, self.models = store, models
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._signature: tuple[object, ...] | None = None
         self._polls = 0
         self._failing = False
         self.on_change: list[Callable[[], None]] = []
@@ -57,23 +69,20 @@ class StoreWatcher:
                 self._failing = True
 
     def poll(self) -> None:
-        gw = self.gw
-        gw.keys.refresh()
-        signature = gw.deployment_store.signature()
-        if signature != self._signature or gw.resolver.pending:
-            gw.live = gw.resolver.build(gw.deployment_store.specs())
-            self._signature = signature
+        """Runs on the watcher thread and from admin changes; the route table locks its own rebuild."""
+        self.keys.refresh()
+        if self.routes.refresh():
             for callback in self.on_change:
                 callback()
         if self._polls % SPEND_EVERY == 0:
-            gw.limiter.set_spend(month_spend(gw.store))
+            self.limiter.set_spend(month_spend(self.store))
         self._polls += 1
-        if gw.registry is not None:
-            self._complete_retirements()
+        if self.models is not None:
+            self._complete_retirements(self.models)
 
-    def _complete_retirements(self) -> None:
+    def _complete_retirements(self, models: ModelRegistry) -> None:
         """Versions draining with nothing in flight here become retired."""
-        with self.gw.store.session() as session:
+        with self.store.session() as session:
             rows = session.execute(
                 select(ModelRow.name, ModelVersionRow.version)
                 .join(ModelRow, ModelRow.id == ModelVersionRow.model_id)
@@ -81,6 +90,6 @@ class StoreWatcher:
             ).all()
         for name, version in rows:
             ref = f"{name}@{version}"
-            if self.gw.version_in_flight.get(ref, 0) == 0:
-                self.gw.registry.models.complete_retirement(ref)
+            if self.routes.in_flight.get(ref) == 0:
+                models.complete_retirement(ref)
                 log.info("%s drained; retired", ref)

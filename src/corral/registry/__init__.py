@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from corral.artifacts import ArtifactStore
@@ -29,18 +30,26 @@ if TYPE_CHECKING:
 class Registry:
     """One handle on everything versioned: `models`, `datasets`, `prompts` and the `audit` log."""
 
-    def __init__(self, store: Store, artifacts: ArtifactStore, actor: str | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        artifacts: ArtifactStore,
+        actor: str | None = None,
+        *,
+        in_flight: Callable[[str], int] | None = None,
+    ) -> None:
         self.store = store
         self.artifacts = artifacts
         self.actor = actor or getpass.getuser()
-        self.models = ModelRegistry(store, artifacts, self.actor)
+        self.in_flight = in_flight  # a serving gateway's count of requests per version (None: none here)
+        self.models = ModelRegistry(store, artifacts, self.actor, in_flight)
         self.datasets = DatasetRegistry(store, artifacts, self.actor)
         self.prompts = PromptRegistry(store, self.actor)
         self.audit = AuditLog(store)
 
     def as_actor(self, actor: str) -> Registry:
         """The same registry, recording changes under another name (e.g. an API key's)."""
-        return Registry(self.store, self.artifacts, actor)
+        return Registry(self.store, self.artifacts, actor, in_flight=self.in_flight)
 
 
 def open_registry(settings: Settings | None = None, actor: str | None = None) -> Registry:
