@@ -43,6 +43,31 @@ def test_quickstart_walks_through_register_promote_and_rollback(capsys):
     assert code == 0 and json.loads(out)["version"] == 1
 
 
+def test_quickstart_again_changes_nothing_and_corral_serve_gets_its_deployment(capsys):
+    import yaml
+
+    from corral.config import load_settings
+
+    code, first, err = run(capsys, "quickstart")
+    assert code == 0, err
+    assert "the key above" not in first  # the key is printed on its own line, before the curl line
+    code, second, err = run(capsys, "quickstart")
+    assert code == 0, err
+    key_line = [line for line in first.splitlines() if line.startswith("Call it with this key")]
+    assert key_line and key_line == [
+        line for line in second.splitlines() if line.startswith("Call it with this key")
+    ]
+    assert run(capsys, "models", "show", "demo@2", "--json")[0] == 0
+    assert run(capsys, "models", "show", "demo@3", "--json")[0] != 0  # no new versions on a re-run
+    code, out, _ = run(capsys, "keys", "list", "--json")
+    assert sum(k["name"] == "quickstart" for k in json.loads(out)) == 1
+    text = Path("corral.yaml").read_text()
+    assert sum(line.startswith("deployments:") for line in text.splitlines()) == 1
+    if "starter@production" in first:  # a real model was served: `corral serve` serves the same
+        assert yaml.safe_load(text)["deployments"]["support"]["routes"] == [{"target": "starter@production"}]
+        assert "support" in load_settings(Path("corral.yaml")).deployments
+
+
 def test_models_lifecycle_through_the_cli(capsys, tmp_path):
     assert (
         run(capsys, "models", "register", "support", model_dir(tmp_path / "a", "a"), "--tag", "team=cx")[0]

@@ -13,6 +13,7 @@ from corral.cli.init import init
 from corral.cli.models import print_history
 from corral.config import corral_home
 from corral.data import read_jsonl
+from corral.errors import NotFoundError
 from corral.registry import Registry
 
 
@@ -27,6 +28,17 @@ def _demo_model_dir(root: Path, revision: int) -> Path:
 
 def registry_demo(reg: Registry) -> None:
     console.print(Rule("1. registry: versions, aliases, rollback"))
+    try:
+        earlier = reg.models.versions("demo")
+    except NotFoundError:
+        earlier = []
+    if earlier:  # a re-run: show what the first run made instead of making demo@3, demo@4, ...
+        production = reg.models.resolve("demo@production")
+        console.print(
+            f"demo has {len(earlier)} version(s) from an earlier quickstart; demo@production → {production.version}"
+        )
+        print_history("demo@production history", reg.models.alias_history("demo", "production")[-3:], False)
+        return
     root = corral_home() / "quickstart"
     v1 = reg.models.register(
         "demo", _demo_model_dir(root, 1), description="quickstart demo", tags={"demo": "1"}
@@ -90,7 +102,7 @@ def quickstart() -> None:
     registry_demo(reg)
     model_ref, questions = starter_demo(reg)
     console.print(Rule("3. the gateway: serve, answer, trace"))
-    from corral.gateway.quickstart import serve_demo
+    from corral.cli.quickstart_gateway import serve_demo
 
     serve_demo(settings(), reg, console, model_ref=model_ref, questions=questions)
     console.print(Rule("done"))

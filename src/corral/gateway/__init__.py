@@ -1,17 +1,48 @@
 """The OpenAI-compatible gateway: routing, keys, limits, costs, tracing, metrics."""
 
+from __future__ import annotations
+
+from typing import Any
+
+from corral.config import Settings
 from corral.gateway.app import Gateway
 from corral.gateway.auth import KeyStore
+from corral.gateway.parts import Parts, build_parts, build_stages
 from corral.gateway.routing import Breaker, attempt_plan, choose_route, least_loaded, sticky_bucket
+from corral.gateway.stages import Answer, Call, Retry, Stage
 from corral.gateway.tracing import TraceWriter
 
+
+def create_gateway(
+    settings: Settings | None = None, *, stages: list[Stage] | None = None, **build: Any
+) -> Gateway:
+    """A gateway ASGI app for these settings (default: corral.yaml and CORRAL_* variables).
+
+    Serve it with any ASGI server (`uvicorn.run(create_gateway())`) or `corral serve`; `build` takes
+    the keyword arguments of `build_parts` (store, registry, workers, local_workers).
+    """
+    if settings is None:
+        from corral.config import load_settings
+
+        settings = load_settings()
+    return Gateway(build_parts(settings, **build), stages=stages)
+
+
 __all__ = [
+    "Answer",
     "Breaker",
+    "Call",
     "Gateway",
     "KeyStore",
+    "Parts",
+    "Retry",
+    "Stage",
     "TraceWriter",
     "attempt_plan",
+    "build_parts",
+    "build_stages",
     "choose_route",
+    "create_gateway",
     "least_loaded",
     "sticky_bucket",
 ]

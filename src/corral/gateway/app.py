@@ -24,9 +24,9 @@ from corral.gateway.http import (
     send_json,
 )
 from corral.gateway.openapi import openapi_spec
-from corral.gateway.parts import Parts, build_parts
+from corral.gateway.parts import Parts, build_parts, build_stages
 from corral.gateway.proxy import Proxy
-from corral.gateway.stages import Stage, build_stages
+from corral.gateway.stages import Stage
 from corral.gateway.watcher import StoreWatcher
 
 log = logging.getLogger("corral.gateway")

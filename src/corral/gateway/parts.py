@@ -8,12 +8,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from corral.config import Settings
+from corral.gateway.accounting import Cost, Trace
 from corral.gateway.auth import KeyRing, KeyStore
 from corral.gateway.deployments import DeploymentStore, RouteResolver, WorkerDirectory, cached_model_dir
+from corral.gateway.intake import BodyChecks, Deployment, Keys, Limits, PromptTemplates
 from corral.gateway.limits import Limiter
 from corral.gateway.metrics import GatewayMetrics
 from corral.gateway.routes import RouteTable, VersionCounts
 from corral.gateway.routing import Breaker
+from corral.gateway.stages import Stage
 from corral.gateway.tracing import TraceWriter
 from corral.gateway.upstream import UpstreamPool
 from corral.store import Store
@@ -99,3 +102,19 @@ def supervisor_of(parts: Parts) -> Any:
     from corral.gateway.workers import WorkerSupervisor
 
     return parts.workers if isinstance(parts.workers, WorkerSupervisor) else None
+
+
+def build_stages(parts: Parts, extra: list[Stage] | None = None) -> list[Stage]:
+    """The default request path for these parts; `extra` stages run after the body checks."""
+    stages: list[Stage] = [
+        Keys(parts.keys),
+        Deployment(parts.routes, int(parts.settings.gateway.max_body_mb * 1024 * 1024)),
+        Limits(parts.limiter),
+        PromptTemplates(parts.registry),
+        BodyChecks(),
+        *(extra or []),
+        Cost(parts.metrics, parts.limiter),
+    ]
+    if parts.tracer is not None:
+        stages.append(Trace(parts.tracer))
+    return stages

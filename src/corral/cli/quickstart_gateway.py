@@ -1,10 +1,11 @@
-"""The gateway part of `corral quickstart`: serve a model, send a few requests, show their traces."""
+"""The gateway part of `corral quickstart`: serve a model, send a few requests, show their traces, keep it."""
 
 from __future__ import annotations
 
 import contextlib
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from corral.config import Deployment, Route, Settings
@@ -13,21 +14,12 @@ DEMO = "support"  # the deployment name clients send as `model`
 
 
 @contextlib.contextmanager
-def _upstream(
-    settings: Settings, registry: Any, model_ref: str | None, console: Any
-) -> Iterator[tuple[Route, Any]]:
+def _route(model_ref: str | None, console: Any) -> Iterator[Route]:
     """The demo route: a local worker for `model_ref` when the engine is installed, else the fake upstream."""
     import importlib.util
 
     if model_ref and importlib.util.find_spec("torch") is not None:
-        from corral.gateway.workers import WorkerSupervisor
-
-        supervisor = WorkerSupervisor(settings)
-        supervisor.start()
-        try:
-            yield Route(target=model_ref), supervisor
-        finally:
-            supervisor.stop()
+        yield Route(target=model_ref)
         return
     if model_ref:
         console.print(
@@ -36,7 +28,7 @@ def _upstream(
     from corral.testing import FakeUpstream
 
     with FakeUpstream(name="demo-endpoint").running() as fake:
-        yield Route(url=fake.url, model="fake-model"), None
+        yield Route(url=fake.url, model="fake-model")
 
 
 def _wait_ready(gateway: Any, timeout_s: float) -> bool:
@@ -118,11 +110,16 @@ def _show_traces(gateway: Any, console: Any) -> None:
 
 def _snippets(settings: Settings, key: str, console: Any, route: Route) -> None:
     url = f"http://{settings.gateway.host}:{settings.gateway.port}/v1"
-    where = f"target: {route.target}" if route.target else f"url: {route.url}\n        model: {route.model}"
+    if route.target:
+        console.print(f"\n{keep_deployment(Path('corral.yaml'), route)}", highlight=False)
+    else:
+        console.print(
+            "\n(the demo endpoint stopped with the quickstart; add a `deployments:` block to corral.yaml "
+            "for a real model and run [bold]corral serve[/bold])",
+            highlight=False,
+        )
     console.print(
-        "\nTo keep it running, put this in corral.yaml and run [bold]corral serve[/bold]:\n"
-        f"deployments:\n  {DEMO}:\n    routes:\n      - {where}\n"
-        "then call it (the key above stays valid until `corral keys revoke`):",
+        f"Call it with this key (it stays valid until `corral keys revoke quickstart`): {key}",
         highlight=False,
     )
     console.print(
@@ -139,6 +136,64 @@ def _snippets(settings: Settings, key: str, console: Any, route: Route) -> None:
     )
 
 
+@contextlib.contextmanager
+def _supervised(supervisor: Any) -> Iterator[None]:
+    if supervisor is None:
+        yield
+        return
+    supervisor.start()
+    try:
+        yield
+    finally:
+        supervisor.stop()
+
+
+def quickstart_key(store: Any) -> str:
+    """The quickstart's API key: the one a previous run saved under CORRAL_HOME while it is still valid.
+
+    Keys are stored only as hashes, so the raw key is kept in a file only the user can read.
+    """
+    from corral.config import corral_home
+    from corral.gateway.auth import KeyStore, hash_key
+
+    keys = KeyStore(store)
+    path = corral_home() / "quickstart" / "api-key"
+    if path.is_file():
+        raw = path.read_text().strip()
+        if raw and keys.find(hash_key(raw)) is not None:
+            return raw
+    raw, _ = keys.create("quickstart", [DEMO], rpm=600, actor="quickstart")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(raw + "\n")
+    return raw
+
+
+def keep_deployment(config: Path, route: Route) -> str:
+    """Write the demo deployment into corral.yaml (so `corral serve` serves it); say what was done.
+
+    Only a file with no deployments yet (`deployments: {}` or none) is changed, and the
+    `deployments:` key is replaced, never added twice; otherwise the block is shown to paste.
+    """
+    import yaml
+
+    block = f"deployments:\n  {DEMO}:\n    routes:\n      - target: {route.target}\n"
+    text = config.read_text() if config.is_file() else ""
+    try:
+        current = (yaml.safe_load(text) or {}).get("deployments")
+    except (yaml.YAMLError, AttributeError):
+        current = "unreadable"
+    if isinstance(current, dict) and DEMO in current:
+        return f"{config} already serves `{DEMO}`: run [bold]corral serve[/bold] to keep it running."
+    if current:
+        return f"To keep it running, add this to the deployments in {config} and run corral serve:\n{block}"
+    lines = [line for line in text.splitlines(keepends=True) if not line.startswith("deployments:")]
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    config.write_text("".join(lines) + block)
+    return f"wrote the `{DEMO}` deployment into {config}: run [bold]corral serve[/bold] to keep it running."
+
+
 def serve_demo(
     settings: Settings,
     registry: Any,
@@ -147,18 +202,18 @@ def serve_demo(
     questions: list[tuple[str, str | None]] | None = None,
 ) -> None:
     """Start the gateway in process (and a worker for `model_ref`), send requests, show traces, stop."""
-    from corral.gateway.app import Gateway
-    from corral.gateway.auth import KeyStore
+    from corral.gateway import Gateway, build_parts
+    from corral.gateway.parts import supervisor_of
     from corral.gateway.server import serve_in_thread
 
-    with _upstream(settings, registry, model_ref, console) as (route, workers):
+    with _route(model_ref, console) as route:
         demo = settings.model_copy(deep=True)
         demo.deployments = {**demo.deployments, DEMO: Deployment(routes=[route])}
-        gateway = Gateway(demo, store=registry.store, registry=registry, workers=workers)
-        if workers is not None:
-            workers.in_flight = lambda ref: gateway.version_in_flight.get(ref, 0)
-        key, _ = KeyStore(registry.store).create("quickstart", [DEMO], rpm=600, actor="quickstart")
-        with serve_in_thread(gateway) as running:
+        parts = build_parts(demo, store=registry.store, registry=registry, local_workers=bool(route.target))
+        key = quickstart_key(registry.store)
+        supervisor = supervisor_of(parts)
+        with _supervised(supervisor), serve_in_thread(Gateway(parts)) as running:
+            gateway = running.gateway
             console.print(
                 f"gateway listening on {running.url} (model [bold]{DEMO}[/bold] → {route.target or route.url})"
             )
