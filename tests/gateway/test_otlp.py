@@ -16,6 +16,7 @@ import pytest
 from corral.config import Settings
 from corral.errors import ConfigError
 from corral.gateway.otlp import span_of
+from corral.store.traces import TraceRecord
 
 
 class Collector:
@@ -113,12 +114,12 @@ def test_a_dead_collector_never_delays_or_fails_requests(gateway, fake, h):
 
 def test_errors_and_shadow_copies_map_to_span_status_and_parents():
     at = datetime(2026, 11, 24, tzinfo=UTC)
-    record = {"id": "a" * 32, "at": at, "endpoint": "completions", "deployment": "d", "status": 502}
-    span = span_of({**record, "error": "upstream down", "latency_ms": 12.5})
+    record = TraceRecord("a" * 32, at, "d", "completions", 502, error="upstream down", latency_ms=12.5)
+    span = span_of(record)
     assert span["status"] == {"code": 2, "message": "upstream down"} and span["name"] == "text_completion d"
     assert int(span["endTimeUnixNano"]) - int(span["startTimeUnixNano"]) == 12_500_000
     assert attrs(span)["error.type"] == "502"
-    shadow = span_of({**record, "id": "b" * 32, "status": 200, "shadow_of": "a" * 32})
+    shadow = span_of(TraceRecord("b" * 32, at, "d", "completions", 200, shadow_of="a" * 32))
     assert shadow["traceId"] == "a" * 32 and shadow["parentSpanId"] == span["spanId"]
 
 

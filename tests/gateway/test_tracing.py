@@ -9,8 +9,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
 import openai
+import orjson
 import pytest
 from sqlalchemy import text
 
@@ -18,21 +20,14 @@ from corral.config import TracingSettings
 from corral.gateway.metrics import GatewayMetrics
 from corral.gateway.tracing import TraceWriter
 from corral.store import Store
+from corral.store.traces import TraceRecord
 
 # the 30 s outage; CORRAL_TEST_OUTAGE_S shortens it for a quick local run
 OUTAGE_S = float(os.environ.get("CORRAL_TEST_OUTAGE_S", "30"))
 
 
-def _record(i: int) -> dict:  # type: ignore[type-arg]
-    now = datetime.now(UTC)
-    return {
-        "id": f"{i:032x}",
-        "at": now,
-        "day": now.strftime("%Y-%m-%d"),
-        "deployment": "m",
-        "endpoint": "chat",
-        "status": 200,
-    }
+def _record(i: int, **fields: Any) -> TraceRecord:
+    return TraceRecord(f"{i:032x}", datetime.now(UTC), "m", "chat", 200, **fields)
 
 
 def _count(store: Store, table: str = "traces") -> int:
@@ -108,7 +103,7 @@ def test_writer_spools_when_the_store_is_down_and_replays_without_duplicates(tmp
     assert writer.flush()
     assert _count(store) == 25
     # a spool file holding rows already stored (a crash after commit) and new ones
-    writer.spool.write([_record(i) | {"_kind": "trace"} for i in range(20, 40)])
+    writer.spool.write([{"kind": "trace", **_record(i).row()} for i in range(20, 40)])
     deadline = time.monotonic() + 5
     while writer.spool.pending() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -121,7 +116,7 @@ def test_privacy_setting_keeps_no_message_bodies(tmp_path, sqlite_url):
     settings = TracingSettings(flush_interval_s=0.02, spool_dir=str(tmp_path / "spool"), store_bodies=False)
     writer = TraceWriter(store, settings)
     writer.start()
-    writer.submit(_record(1) | {"request": {"messages": ["secret"]}, "response": {"x": 1}})
+    writer.submit(_record(1, request={"messages": ["secret"]}, response={"x": 1}))
     writer.close()
     from sqlalchemy import select
 
@@ -134,10 +129,12 @@ def test_privacy_setting_keeps_no_message_bodies(tmp_path, sqlite_url):
 def test_a_full_spool_drops_and_counts_instead_of_growing(tmp_path):
     from corral.gateway.spool import Spool
 
-    spool = Spool(tmp_path, max_bytes=2000, warn_fraction=0.5)
-    assert spool.write([_record(i) | {"request": "x" * 100} for i in range(5)]) == 0
+    rows = [_record(i, request={"x": "x" * 100}).row() for i in range(5)]
+    size = len(orjson.dumps(rows))
+    spool = Spool(tmp_path, max_bytes=int(size * 1.5), warn_fraction=0.5)
+    assert spool.write(rows) == 0
     assert spool.near_cap
-    assert spool.write([_record(9) | {"request": "x" * 2000}]) == 1 and spool.dropped == 1
+    assert spool.write([_record(9, request={"x": "x" * size}).row()]) == 1 and spool.dropped == 1
 
 
 @pytest.mark.postgres
@@ -197,8 +194,7 @@ def test_a_record_the_store_refuses_does_not_block_the_others(store, tmp_path):
     writer = TraceWriter(store, settings)
     writer.start()
     writer.submit(
-        _record(1)
-        | {"request": {"messages": [{"role": "user", "content": "nul \x00 byte"}]}, "user": "a\x00b"}
+        _record(1, request={"messages": [{"role": "user", "content": "nul \x00 byte"}]}, user="a\x00b")
     )
     writer.submit(_record(2))
     writer.close()
@@ -225,7 +221,7 @@ def test_a_spool_nearing_its_cap_shows_in_metrics_and_logs(tmp_path, sqlite_url,
     writer._write = down  # type: ignore[method-assign]
     writer.start()
     for i in range(40):
-        writer.submit(_record(i) | {"request": {"messages": [{"role": "user", "content": "x" * 200}]}})
+        writer.submit(_record(i, request={"messages": [{"role": "user", "content": "x" * 200}]}))
     assert writer.flush()
     rendered = metrics.render().decode()
     assert "corral_trace_spool_near_cap 1.0" in rendered and "corral_store_up 0.0" in rendered

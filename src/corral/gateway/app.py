@@ -28,6 +28,7 @@ from corral.gateway.parts import Parts, build_parts, build_stages
 from corral.gateway.proxy import Proxy
 from corral.gateway.stages import Stage
 from corral.gateway.watcher import StoreWatcher
+from corral.store.traces import FeedbackRecord
 
 log = logging.getLogger("corral.gateway")
 PROXIED = {"/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings"}
@@ -193,22 +194,19 @@ class Gateway:
     async def _feedback(self, scope: dict[str, Any], receive: Receive, send: Send, trace_id: str) -> None:
         key = await self.parts.keys.authenticate(header(scope, b"authorization"))
         body = parse_json_object(await read_body(receive, 1024 * 1024))
-        record = feedback_record(body, key.id)
-        record["id"] = trace_id
+        record = feedback_record(body, key.id, trace_id)
         if self.tracer is not None:
-            self.tracer.submit(record, kind="feedback")
+            self.tracer.submit(record)
         await send_json(
             send,
             200,
-            {"id": trace_id, "object": "feedback", "trace_id": record["trace_id"], "score": record["score"]},
+            {"id": trace_id, "object": "feedback", "trace_id": record.trace_id, "score": record.score},
             trace_id,
         )
 
 
-def feedback_record(body: dict[str, Any], key_id: int | None) -> dict[str, Any]:
+def feedback_record(body: dict[str, Any], key_id: int | None, feedback_id: str) -> FeedbackRecord:
     """Check a feedback body: a trace id and a score in [0, 1] (or thumbs up/down), label, comment."""
-    from datetime import UTC, datetime
-
     trace = body.get("trace_id")
     if not isinstance(trace, str) or not (1 <= len(trace) <= 32):
         raise InvalidInputError("`trace_id` must be the x-corral-trace-id of a response")
@@ -225,14 +223,7 @@ def feedback_record(body: dict[str, Any], key_id: int | None) -> dict[str, Any]:
         raise InvalidInputError("`label` must be a string of at most 128 characters")
     if comment is not None and not isinstance(comment, str):
         raise InvalidInputError("`comment` must be a string")
-    return {
-        "trace_id": trace,
-        "score": float(score),
-        "label": label,
-        "comment": comment,
-        "key_id": key_id,
-        "at": datetime.now(UTC),
-    }
+    return FeedbackRecord(feedback_id, trace, float(score), label, comment, key_id)
 
 
 def _method(method: str, allowed: str) -> None:

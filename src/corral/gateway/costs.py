@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 
-from corral.config import Price
 from corral.errors import InvalidInputError
 from corral.store import Store
 from corral.store.models import TraceRow
 
 GROUPS = {"day": TraceRow.day, "key": TraceRow.key_name, "model": TraceRow.deployment}
-
-
-def cost_usd(price: Price, prompt_tokens: int, completion_tokens: int) -> float:
-    return (prompt_tokens * price.prompt_per_1k + completion_tokens * price.completion_per_1k) / 1000
 
 
 def estimate_tokens(text: str) -> int:
@@ -78,20 +74,19 @@ def _tokenizer(directory: str) -> Any:
     return Tokenizer.from_file(str(path))  # a local file only: nothing is downloaded
 
 
-def refine_tokens(record: dict[str, Any]) -> None:
-    """Off the request path: recount estimated tokens with the local model's tokenizer when there is one."""
-    directory, price = record.pop("_tokenizer", None), record.pop("_price", None)
-    if not directory or not record.get("tokens_estimated"):
-        return
+def exact_counter(
+    directory: str,
+) -> Callable[[dict[str, Any] | None, dict[str, Any] | None], tuple[int, int]] | None:
+    """(prompt, completion) token counts of an exchange with the local model's tokenizer, if it has one."""
     tokenizer = _tokenizer(directory)
     if tokenizer is None:
-        return
-    request, response = record.get("request") or {}, record.get("response") or {}
-    record["prompt_tokens"] = len(tokenizer.encode(prompt_text(request)).ids)
-    record["completion_tokens"] = len(tokenizer.encode(answer_text(response)).ids)
-    record["tokens_estimated"] = False
-    if price:
-        record["cost_usd"] = cost_usd(Price(**price), record["prompt_tokens"], record["completion_tokens"])
+        return None
+
+    def count(request: dict[str, Any] | None, response: dict[str, Any] | None) -> tuple[int, int]:
+        prompt = len(tokenizer.encode(prompt_text(request or {})).ids)
+        return prompt, len(tokenizer.encode(answer_text(response)).ids)
+
+    return count
 
 
 def month_start(now: datetime | None = None) -> str:

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import queue
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ import orjson
 
 import corral
 from corral.gateway.metrics import GatewayMetrics
+from corral.store.traces import Record, TraceRecord
 
 log = logging.getLogger("corral.gateway.otlp")
 
@@ -62,58 +64,58 @@ def _nanos(when: datetime) -> int:
     return int(when.timestamp() * 1e9)
 
 
-def span_of(record: dict[str, Any]) -> dict[str, Any]:
+def span_of(record: TraceRecord) -> dict[str, Any]:
     """One trace record as an OTLP span (JSON mapping: hex ids, int64 as strings)."""
-    operation = OPERATION.get(record.get("endpoint") or "", record.get("endpoint") or "request")
-    request = record.get("request") or {}
-    response = record.get("response") or {}
+    operation = OPERATION.get(record.endpoint, record.endpoint or "request")
+    request = record.request or {}
+    response = record.response or {}
     choices = response.get("choices") if isinstance(response, dict) else None
     finish = [c.get("finish_reason") for c in choices or [] if isinstance(c, dict) and c.get("finish_reason")]
-    status = int(record.get("status") or 0)
+    status = int(record.status or 0)
     attrs: dict[str, Any] = {
         "gen_ai.operation.name": operation,
         "gen_ai.provider.name": "corral",
-        "gen_ai.request.model": record.get("deployment"),
-        "gen_ai.response.model": record.get("model_version") or record.get("route"),
+        "gen_ai.request.model": record.deployment,
+        "gen_ai.response.model": record.model_version or record.route,
         "gen_ai.response.id": response.get("id") if isinstance(response, dict) else None,
         "gen_ai.response.finish_reasons": finish or None,
-        "gen_ai.usage.input_tokens": record.get("prompt_tokens"),
-        "gen_ai.usage.output_tokens": record.get("completion_tokens"),
+        "gen_ai.usage.input_tokens": record.prompt_tokens,
+        "gen_ai.usage.output_tokens": record.completion_tokens,
         "http.response.status_code": status,
         "error.type": str(status) if status >= 400 else None,
-        "user.id": record.get("user"),
-        "session.id": record.get("session"),
-        "corral.route": record.get("route"),
-        "corral.key": record.get("key_name"),
-        "corral.cost_usd": float(record.get("cost_usd") or 0.0),
-        "corral.tokens_estimated": bool(record.get("tokens_estimated")),
-        "corral.ttft_ms": record.get("ttft_ms"),
-        "corral.stream": bool(record.get("stream")),
-        "corral.prompt": record.get("prompt_ref"),
-        "corral.shadow_of": record.get("shadow_of"),
+        "user.id": record.user,
+        "session.id": record.session,
+        "corral.route": record.route,
+        "corral.key": record.key_name,
+        "corral.cost_usd": float(record.cost_usd or 0.0),
+        "corral.tokens_estimated": bool(record.tokens_estimated),
+        "corral.ttft_ms": record.ttft_ms,
+        "corral.stream": bool(record.stream),
+        "corral.prompt": record.prompt_ref,
+        "corral.shadow_of": record.shadow_of,
     }
     if isinstance(request, dict):
         for field, name in REQUEST_PARAMS.items():
             if isinstance(request.get(field), int | float) and not isinstance(request.get(field), bool):
                 attrs[name] = request[field]
-    start = _nanos(record["at"]) if isinstance(record.get("at"), datetime) else 0
-    end = start + int(float(record.get("latency_ms") or 0.0) * 1e6)
-    trace_id = str(record["id"])
+    start = _nanos(record.at) if isinstance(record.at, datetime) else 0
+    end = start + int(float(record.latency_ms or 0.0) * 1e6)
+    trace_id = str(record.id)
     span = {
         "traceId": trace_id,
         "spanId": hashlib.blake2b(trace_id.encode(), digest_size=8).hexdigest(),
-        "name": f"{operation} {record.get('deployment')}",
+        "name": f"{operation} {record.deployment}",
         "kind": SPAN_KIND_CLIENT,
         "startTimeUnixNano": str(start),
         "endTimeUnixNano": str(end),
         "attributes": _attributes(attrs),
-        "status": {"code": STATUS_ERROR, "message": str(record.get("error") or "")[:500]}
+        "status": {"code": STATUS_ERROR, "message": str(record.error or "")[:500]}
         if status >= 400
         else {"code": STATUS_OK},
     }
-    if record.get("shadow_of"):  # a shadow copy is a child of the request it copied
-        span["traceId"] = record["shadow_of"]
-        span["parentSpanId"] = hashlib.blake2b(record["shadow_of"].encode(), digest_size=8).hexdigest()
+    if record.shadow_of:  # a shadow copy is a child of the request it copied
+        span["traceId"] = record.shadow_of
+        span["parentSpanId"] = hashlib.blake2b(record.shadow_of.encode(), digest_size=8).hexdigest()
     return span
 
 
@@ -146,13 +148,13 @@ class OtlpExporter:
         self._client = httpx.Client(
             timeout=timeout_s, headers={"Content-Type": "application/json", **(headers or {})}
         )
-        self._queue: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(maxsize=max_queued_batches)
+        self._queue: queue.Queue[list[TraceRecord] | None] = queue.Queue(maxsize=max_queued_batches)
         self._thread: threading.Thread | None = None
         self._failing = False
 
-    def offer(self, records: list[dict[str, Any]]) -> None:
-        """Hand over a batch of trace records; never blocks (a full queue drops and counts them)."""
-        traces = [r for r in records if r.get("_kind", "trace") == "trace"]
+    def offer(self, records: Sequence[Record]) -> None:
+        """Hand over a batch of records (feedback is skipped); never blocks (a full queue drops and counts them)."""
+        traces = [r for r in records if isinstance(r, TraceRecord)]
         if not traces:
             return
         try:

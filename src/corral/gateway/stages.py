@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from corral.gateway.auth import ApiKey
     from corral.gateway.deployments import LiveDeployment
     from corral.gateway.upstream import Endpoint
+    from corral.store.traces import TraceRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +71,7 @@ class Call:
     fallback: bool = False
     attempts: int = 0
     finished: bool = False
-    tokens: tuple[int, int] = (0, 0)
-    tokens_estimated: bool = False
-    cost_usd: float = 0.0
+    record: TraceRecord | None = None  # filled once by the Cost stage in `finish`; read by later stages
     latency_s: float = 0.0  # set by the proxy when the exchange ends, before `finish`
     state: dict[str, Any] = field(default_factory=dict)  # per-stage scratch space, keyed by stage
 

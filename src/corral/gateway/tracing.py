@@ -30,29 +30,18 @@ from sqlalchemy.exc import (
 )
 
 from corral.config import TracingSettings, corral_home
-from corral.gateway.costs import refine_tokens
+from corral.gateway.costs import exact_counter
 from corral.gateway.metrics import GatewayMetrics
 from corral.gateway.otlp import OtlpExporter
 from corral.gateway.spool import Spool
 from corral.store import Store
 from corral.store.models import FeedbackRow, TraceRow
+from corral.store.traces import Record, TraceRecord, record_from_dict
 
 log = logging.getLogger("corral.gateway.tracing")
 TABLES: dict[str, Table] = {"trace": TraceRow.__table__, "feedback": FeedbackRow.__table__}  # type: ignore[dict-item]
 
 
-def _defaults(table: Table) -> dict[str, Any]:
-    """Each column's plain default; callables (timestamps, fresh dicts) are filled in by the submitter."""
-    out = {}
-    for column in table.columns:
-        value = getattr(column.default, "arg", None)
-        out[column.name] = None if callable(value) else value
-    return out
-
-
-DEFAULTS = {kind: _defaults(table) for kind, table in TABLES.items()}
-
-DEFAULTS["trace"]["meta"] = {}
 RETRY_S = 1.0
 
 
@@ -111,8 +100,8 @@ class TraceWriter:
         self.metrics = metrics or GatewayMetrics()
         spool_dir = Path(settings.spool_dir) if settings.spool_dir else corral_home() / "spool"
         self.spool = Spool(spool_dir, int(settings.spool_max_mb * 1024 * 1024), settings.spool_warn_fraction)
-        self._records: deque[dict[str, Any]] = deque()
-        self._batches: queue.Queue[list[dict[str, Any]]] = queue.Queue(
+        self._records: deque[Record] = deque()
+        self._batches: queue.Queue[list[Record]] = queue.Queue(
             maxsize=max(2, settings.queue_size // settings.batch_size)
         )
         self._wake = threading.Event()
@@ -133,9 +122,8 @@ class TraceWriter:
             )
 
     # -- request path ------------------------------------------------------------------------------
-    def submit(self, record: dict[str, Any], kind: str = "trace") -> None:
-        """Queue one record (never blocks, never touches disk or network)."""
-        record["_kind"] = kind
+    def submit(self, record: Record) -> None:
+        """Queue one trace or feedback record (never blocks, never touches disk or network)."""
         self.submitted += 1
         self._records.append(record)
         if len(self._records) >= self.settings.batch_size:
@@ -187,17 +175,20 @@ class TraceWriter:
         return self._store_up
 
     # -- threads -------------------------------------------------------------------------------------
-    def _take(self, limit: int) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+    def _take(self, limit: int) -> list[Record]:
+        out: list[Record] = []
         while self._records and len(out) < limit:
             out.append(self._prepare(self._records.popleft()))
         return out
 
-    def _prepare(self, record: dict[str, Any]) -> dict[str, Any]:
-        refine_tokens(record)  # before bodies are dropped: the tokenizer counts their text
-        if not self.settings.store_bodies and record.get("_kind") == "trace":
-            record["request"] = None
-            record["response"] = None
+    def _prepare(self, record: Record) -> Record:
+        if isinstance(record, TraceRecord):
+            if record.tokens_estimated and record.tokenizer_dir:
+                count = exact_counter(record.tokenizer_dir)
+                if count is not None:  # before bodies are dropped: the tokenizer counts their text
+                    record.recount(count)
+            if not self.settings.store_bodies:
+                record.drop_bodies()
         return record
 
     def _pump(self) -> None:
@@ -219,7 +210,7 @@ class TraceWriter:
                 len(self._records) + self._batches.qsize() * self.settings.batch_size
             )
 
-    def _export(self, batch: list[dict[str, Any]]) -> None:
+    def _export(self, batch: list[Record]) -> None:
         if self.exporter is not None:
             self.exporter.offer(batch)
 
@@ -233,7 +224,7 @@ class TraceWriter:
                 continue
             self._deliver(batch)
 
-    def _deliver(self, batch: list[dict[str, Any]]) -> None:
+    def _deliver(self, batch: list[Record]) -> None:
         try:
             self._write(batch)
             self._settle(len(batch))
@@ -242,12 +233,10 @@ class TraceWriter:
             self._mark(False, exc)
             self._to_spool(batch)
 
-    def _write(self, batch: list[dict[str, Any]]) -> None:
+    def _write(self, batch: list[Record]) -> None:
         by_kind: dict[str, list[dict[str, Any]]] = {}
         for record in batch:
-            kind = record.get("_kind", "trace")
-            defaults = DEFAULTS[kind]
-            by_kind.setdefault(kind, []).append({k: record.get(k, v) for k, v in defaults.items()})
+            by_kind.setdefault(record.KIND, []).append(record.row())
         for kind, rows in by_kind.items():
             try:
                 _insert(self.store, TABLES[kind], rows)
@@ -277,7 +266,7 @@ class TraceWriter:
         path = self.spool.oldest()
         if path is None:
             return
-        records = list(self.spool.read(path))
+        records = [record_from_dict(line) for line in self.spool.read(path)]
         try:
             for start in range(0, len(records), 1000):
                 self._write(records[start : start + 1000])
@@ -289,8 +278,8 @@ class TraceWriter:
         log.info("replayed %d spooled records from %s", len(records), path.name)
         self._spool_metrics()
 
-    def _to_spool(self, batch: list[dict[str, Any]]) -> None:
-        dropped = self.spool.write(batch)
+    def _to_spool(self, batch: list[Record]) -> None:
+        dropped = self.spool.write([{"kind": r.KIND, **r.row()} for r in batch])
         self._settle(len(batch))
         self.metrics.traces_spooled.inc(len(batch) - dropped)
         if dropped:
