@@ -1,6 +1,8 @@
 """corral gateway vs LiteLLM proxy vs a bare aiohttp pass-through, over one fake OpenAI upstream.
 
-    python benchmarks/gateway_vs_litellm.py [--duration 20] [--skip-litellm]
+    python benchmarks/gateway_vs_litellm.py [--duration 20] [--runs 3] [--skip-litellm]
+
+(for a quick look at direction: --duration 3 --runs 1 --skip-litellm)
 
 Each proxy runs alone (one process each, uvloop where it can) in front of the same fake upstream
 (`corral.testing.FakeUpstream`, in its own process). A closed-loop load generator, also its own
@@ -187,6 +189,16 @@ def _measure(url: str, key: str, model: str, concurrency: int, duration: float) 
     return dict(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
 
 
+def _cell(url: str, key: str, model: str, concurrency: int, args: argparse.Namespace) -> dict[str, float]:
+    """The median of `--runs` measurements of one cell, metric by metric; `answered` adds up every run."""
+    import statistics
+
+    runs = [_measure(url, key, model, concurrency, args.duration) for _ in range(args.runs)]
+    out = {name: statistics.median(r[name] for r in runs) for name in runs[0]}
+    out["answered"] = sum(r["answered"] for r in runs)
+    return out
+
+
 def _ensure_litellm() -> Path:
     binary = LITELLM_VENV / "bin" / "litellm"
     if not binary.exists():
@@ -313,40 +325,41 @@ def main() -> None:
     results: dict[str, dict[int, dict[str, float]]] = {}
     try:
         results["upstream (direct)"] = {
-            c: _measure(upstream + "/chat/completions", "x", "fake-model", c, args.duration) for c in levels
+            c: _cell(upstream + "/chat/completions", "x", "fake-model", c, args) for c in levels
         }
         port = _free_port()
         bare = _start([sys.executable, __file__, "--bare-proxy", "--port", str(port), "--upstream", upstream])
         _wait_http(f"http://127.0.0.1:{port}/health", timeout_s=30)
         results["bare aiohttp proxy"] = {
-            c: _measure(f"http://127.0.0.1:{port}/v1/chat/completions", "x", "fake-model", c, args.duration)
+            c: _cell(f"http://127.0.0.1:{port}/v1/chat/completions", "x", "fake-model", c, args)
             for c in levels
         }
         _stop(bare)
         gw, url, key, db = _corral(work, upstream)
-        results["corral gateway"] = {c: _measure(url, key, "bench", c, args.duration) for c in levels}
+        results["corral gateway"] = {c: _cell(url, key, "bench", c, args) for c in levels}
         _stop(gw)  # SIGTERM: drains and flushes the trace writer
         answered = sum(int(r["answered"]) for r in results["corral gateway"].values())
         with sqlite3.connect(db) as conn:
             traced = conn.execute("SELECT COUNT(*) FROM traces WHERE status = 200").fetchone()[0]
         if not args.skip_litellm:
             lp, lurl, lkey = _litellm(work, upstream)
-            results["LiteLLM proxy"] = {c: _measure(lurl, lkey, "bench", c, args.duration) for c in levels}
+            results["LiteLLM proxy"] = {c: _cell(lurl, lkey, "bench", c, args) for c in levels}
             _stop(lp)
     finally:
         _stop(fake)
-    _print(results, answered, traced, args.duration)
+    _print(results, answered, traced, args.duration, args.runs)
 
 
 def _print(
-    results: dict[str, dict[int, dict[str, float]]], answered: int, traced: int, duration: float
+    results: dict[str, dict[int, dict[str, float]]], answered: int, traced: int, duration: float, runs: int
 ) -> None:
     direct = results["upstream (direct)"]
     header = ["target", "concurrency", "RPS", "p50 ms", "p99 ms", "added p50 ms", "errors"]
     rows = [_row(name, c, r, direct) for name, by_c in results.items() for c, r in by_c.items()]
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
     print(
-        f"\nclosed loop, {duration:.0f} s per cell, {os.cpu_count()} CPU cores, non-streaming chat completions"
+        f"\nclosed loop, {duration:g} s per cell, median of {runs} run(s), {os.cpu_count()} CPU cores, "
+        "non-streaming chat completions"
     )
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -360,6 +373,10 @@ def _print(
         print(
             f"corral / LiteLLM at c=32: {ours / max(results['LiteLLM proxy'][32]['rps'], 1e-9):.1f}x (target >= 20x)"
         )
+    bare = results["bare aiohttp proxy"]
+    for c in (1, 32):
+        ratio = results["corral gateway"][c]["p99_ms"] / max(bare[c]["p99_ms"], 1e-9)
+        print(f"corral p99 / bare aiohttp proxy p99 at c={c}: {ratio:.2f}x (target <= 2x)")
     added = results["corral gateway"][1]["p50_ms"] - direct[1]["p50_ms"]
     print(f"corral added p50 at c=1: {added:.2f} ms (target <= 1.5 ms)")
     print(
@@ -371,6 +388,7 @@ def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--duration", type=float, default=20.0, help="seconds of measurement per cell")
     p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--runs", type=int, default=3, help="runs per cell; the table shows their median")
     p.add_argument("--skip-litellm", action="store_true")
     p.add_argument("--load", help=argparse.SUPPRESS)
     p.add_argument("--key", default="x", help=argparse.SUPPRESS)

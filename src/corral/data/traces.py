@@ -17,6 +17,7 @@ from corral.data.build import BuildOptions, build_rows
 from corral.errors import InvalidInputError, NotFoundError
 from corral.registry import DatasetVersion, Registry
 from corral.store.models import FeedbackRow, TraceRow
+from corral.store.traces import TraceRecord
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def select_trace_rows(registry: Registry, query: TraceQuery) -> TraceRows:
     score = func.avg(FeedbackRow.score).label("score")
     scores = select(FeedbackRow.trace_id, score).group_by(FeedbackRow.trace_id).subquery()
     stmt = (
-        select(TraceRow.id, TraceRow.endpoint, TraceRow.request, TraceRow.response)
+        select(TraceRow)
         .outerjoin(scores, scores.c.trace_id == TraceRow.id)
         .where(TraceRow.status < 400, TraceRow.shadow_of.is_(None), TraceRow.endpoint != "embeddings")
         .order_by(TraceRow.at.desc())
@@ -120,13 +121,14 @@ def select_trace_rows(registry: Registry, query: TraceQuery) -> TraceRows:
         stmt = stmt.limit(query.limit)
     out = TraceRows([], [])
     with registry.store.session() as session:
-        for trace_id, endpoint, request, response in session.execute(stmt):
-            row = trace_to_row(endpoint, request, response)
+        for stored in session.scalars(stmt):
+            record = TraceRecord.from_row(stored)
+            row = trace_to_row(record.endpoint, record.request, record.response)
             if isinstance(row, str):
                 out.skipped[row] += 1
             else:
                 out.rows.append(row)
-                out.trace_ids.append(trace_id)
+                out.trace_ids.append(record.id)
     return out
 
 

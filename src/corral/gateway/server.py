@@ -132,7 +132,7 @@ def serve(settings: Any, host: str | None = None, port: int | None = None) -> No
     """`corral serve`: local workers for `target:` routes, then the gateway, until SIGTERM drains both."""
     parts = build_parts(settings, local_workers=True)
     supervisor = supervisor_of(parts)
-    gateway = Gateway(parts)
+    gateway = Gateway(parts, tune_gc=True)
     supervisor.start()
     try:
         serve_forever(gateway, host or settings.gateway.host, port or settings.gateway.port)

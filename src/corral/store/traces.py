@@ -81,6 +81,11 @@ class TraceRecord:
         return out
 
     @classmethod
+    def from_row(cls, row: Any) -> TraceRecord:
+        """A record from a stored `TraceRow` (what `corral.data.traces`, monitoring and evaluation read)."""
+        return cls(**{name: getattr(row, name) for name in ROW_FIELDS})
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TraceRecord:
         """A record from a stored row or a spooled line (unknown keys, such as `day`, are ignored)."""
         known = {k: v for k, v in data.items() if k in ALL_FIELDS[cls.KIND]}
