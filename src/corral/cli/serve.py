@@ -15,7 +15,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="port (default: gateway.port)")] = None,
 ) -> None:
     """Serve the OpenAI-compatible gateway; SIGTERM drains requests, flushes traces and stops workers."""
-    from corral.gateway.server import serve as run
+    from corral.gateway import serve as run
 
     settings = common.settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -28,6 +28,24 @@ def create_gateway(
     return Gateway(build_parts(settings, **build), stages=stages)
 
 
+def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    """`corral serve`: local workers for `target:` routes, then the gateway, until SIGTERM drains both."""
+    import logging
+
+    from corral.gateway.parts import supervisor_of
+    from corral.gateway.server import serve_forever
+
+    parts = build_parts(settings, local_workers=True)
+    supervisor = supervisor_of(parts)
+    gateway = Gateway(parts, tune_gc=True)
+    supervisor.start()
+    try:
+        serve_forever(gateway, host or settings.gateway.host, port or settings.gateway.port)
+    finally:
+        supervisor.stop()
+        logging.getLogger("corral.gateway").info("gateway stopped; traces flushed, workers stopped")
+
+
 __all__ = [
     "Answer",
     "Breaker",
@@ -44,5 +62,6 @@ __all__ = [
     "choose_route",
     "create_gateway",
     "least_loaded",
+    "serve",
     "sticky_bucket",
 ]

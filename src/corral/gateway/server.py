@@ -14,9 +14,6 @@ from typing import Any
 
 import uvicorn
 
-from corral.gateway.app import Gateway
-from corral.gateway.parts import build_parts, supervisor_of
-
 log = logging.getLogger("corral.gateway")
 
 
@@ -70,7 +67,7 @@ def _has(module: str) -> bool:
 
 @dataclass
 class RunningGateway:
-    gateway: Gateway
+    gateway: Any  # a corral.gateway.Gateway (not imported: app.py imports nothing that imports it)
     server: QuietServer
     host: str
     port: int
@@ -86,7 +83,7 @@ class RunningGateway:
 
 
 @contextmanager
-def serve_in_thread(gateway: Gateway, host: str = "127.0.0.1", port: int = 0) -> Iterator[RunningGateway]:
+def serve_in_thread(gateway: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[RunningGateway]:
     """Serve on a background thread until the block ends; the gateway is started and stopped with it."""
     sock = bind(host, port)
     server = QuietServer(uvicorn_config(gateway, gateway.settings.gateway.drain_timeout_s))
@@ -113,7 +110,7 @@ def serve_in_thread(gateway: Gateway, host: str = "127.0.0.1", port: int = 0) ->
         sock.close()
 
 
-def serve_forever(gateway: Gateway, host: str, port: int) -> None:
+def serve_forever(gateway: Any, host: str, port: int) -> None:
     """Serve in the foreground until SIGINT/SIGTERM; then drain, flush traces and return."""
     sock = bind(host, port)
     server = QuietServer(uvicorn_config(gateway, gateway.settings.gateway.drain_timeout_s, "info"))
@@ -126,16 +123,3 @@ def serve_forever(gateway: Gateway, host: str, port: int) -> None:
             uvloop.run(server.serve(sockets=[sock]))
     finally:
         sock.close()
-
-
-def serve(settings: Any, host: str | None = None, port: int | None = None) -> None:
-    """`corral serve`: local workers for `target:` routes, then the gateway, until SIGTERM drains both."""
-    parts = build_parts(settings, local_workers=True)
-    supervisor = supervisor_of(parts)
-    gateway = Gateway(parts, tune_gc=True)
-    supervisor.start()
-    try:
-        serve_forever(gateway, host or settings.gateway.host, port or settings.gateway.port)
-    finally:
-        supervisor.stop()
-        log.info("gateway stopped; traces flushed, workers stopped")
