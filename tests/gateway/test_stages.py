@@ -150,3 +150,36 @@ def test_gateway_modules_import_each_other_without_a_cycle():
         visit(name, [name])
     for name in sorted(names):  # and each really imports on its own
         importlib.import_module(f"corral.gateway.{name}" if name != "__init__" else "corral.gateway")
+
+
+def test_route_rebuilds_from_the_watcher_and_the_admin_api_never_interleave():
+    import threading
+    import time
+
+    from corral.gateway.routes import RouteTable, VersionCounts
+
+    class SlowResolver:
+        pending, inside, most = True, 0, 0
+
+        def build(self, specs: dict[str, Any]) -> dict[str, Any]:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+            time.sleep(0.02)  # long enough for another thread to arrive
+            self.inside -= 1
+            return {}
+
+    class Specs:
+        def signature(self) -> tuple[int]:
+            return (1,)
+
+        def specs(self) -> dict[str, Any]:
+            return {}
+
+    resolver = SlowResolver()
+    table = RouteTable(Specs(), resolver, VersionCounts())  # type: ignore[arg-type]
+    threads = [threading.Thread(target=table.refresh) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert resolver.most == 1
