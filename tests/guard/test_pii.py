@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from corral.guard import redact
+from corral.guard.pii import KINDS, find_pii
+from corral.guard.scoring import load_corpus, score
+
+CORPUS = Path(__file__).parent / "corpus" / "pii.jsonl"
 
 
 @pytest.mark.parametrize(
@@ -15,7 +21,7 @@ from corral.guard import redact
         ("or 06 12 34 56 78", "or [PHONE]"),
         ("card 4111 1111 1111 1111 please", "card [CARD] please"),
         ("iban GB82 WEST 1234 5698 7654 32", "iban [IBAN]"),
-        ("from 192.168.1.20 and 2001:db8::1:0:0:1", "from [IP] and 2001:db8::1:0:0:1"),
+        ("from 192.168.1.20 and 2001:db8::1:0:0:1", "from [IP] and [IP]"),
         ("ssn 123-45-6789", "ssn [SSN]"),
     ],
 )
@@ -42,3 +48,55 @@ def test_redaction_reports_each_finding():
     result = redact("a@b.io and c@d.io, card 5555 5555 5555 4444")
     assert [f.kind for f in result.findings] == ["email", "email", "card"]
     assert result.kinds == {"email", "card"}
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("amex 3714 496353 98431", "card"),
+        ("mc 5555-5555-5555-4444", "card"),
+        ("DE89 3704 0044 0532 0130 00", "iban"),
+        ("FR1420041010050500013M02606", "iban"),
+        ("ssn 536-22-8791", "ssn"),
+        ("NINO AB 12 34 56 C", "nino"),
+        ("DNI 12345678Z", "es_nif"),
+        ("NIE X1234567L", "es_nif"),
+        ("host 10.0.0.255", "ip"),
+        ("v6 fe80::1ff:fe23:4567:890a", "ip"),
+        ("+33 1 42 68 53 00", "phone"),
+        ("+49 30 901820", "phone"),
+        ("+1 415-555-0132", "phone"),
+    ],
+)
+def test_each_recognizer_finds_its_kind(text, kind):
+    assert [f.kind for f in find_pii(text)] == [kind]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "amex 3714 496353 98432",  # Luhn fails
+        "DE89 3704 0044 0532 0130 01",  # mod 97 fails
+        "ssn 000-22-8791 and 666-22-8791 and 900-22-8791",  # areas never issued
+        "NINO BG 12 34 56 C and QQ123456C",  # prefixes never used
+        "DNI 12345678A",  # wrong control letter
+        "ip 256.1.1.1 or 1.2.3",
+        "call 123456789",  # a bare run of digits
+        "build 4.12.9.1770 shipped",
+    ],
+)
+def test_near_misses_are_not_pii(text):
+    assert find_pii(text) == []
+
+
+def test_unknown_kind_is_refused():
+    with pytest.raises(ValueError, match="unknown PII kinds"):
+        find_pii("x", ["passport"])
+
+
+def test_fast_path_on_the_shared_corpus_reaches_the_floor():
+    corpus = load_corpus(CORPUS)
+    scores = score(corpus, find_pii)
+    assert set(scores) == set(KINDS)
+    for s in scores.values():
+        assert s.recall >= 0.95 and s.precision >= 0.9, s

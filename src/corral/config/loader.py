@@ -105,7 +105,10 @@ def _describe(error: Any, source: str, origin: dict[tuple[str, ...], str]) -> st
         fix = f"remove it or use one of: {', '.join(known)}" if known else "remove it"
         return f"{where}: unknown key '{key}' ({fix})"
     message = error["msg"].removeprefix("Value error, ")
-    return f"{where}: key '{key}': {message} (got {error.get('input')!r})"
+    got = error.get("input")
+    if isinstance(got, dict):  # a whole section: the message names what is wrong in it
+        return f"{where}: key '{key}': {message}"
+    return f"{where}: key '{key}': {message} (got {got!r})"
 
 
 def _model_of(annotation: Any) -> Any:

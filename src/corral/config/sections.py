@@ -144,7 +144,14 @@ class GatewaySettings(Section):
 
 class TracingSettings(Section):
     enabled: bool = True
-    store_bodies: bool = Field(default=True, description="false keeps no message bodies, for privacy")
+    store_bodies: bool | Literal["redacted"] = Field(
+        default=True,
+        description="false keeps no message bodies; redacted keeps them with PII and secrets replaced",
+    )
+    retention_days: float | None = Field(
+        default=None, gt=0, description="traces and feedback older than this are purged in the background"
+    )
+    retention_batch: int = Field(default=500, ge=1, description="rows deleted per purge transaction")
     batch_size: int = Field(default=256, ge=1)
     flush_interval_s: float = Field(default=0.5, gt=0)
     queue_size: int = Field(default=10_000, ge=1)
@@ -232,6 +239,7 @@ class Deployment(Section):
     retries: int = Field(
         default=1, ge=0, le=10, description="extra attempts on the chosen route before falling back"
     )
+    guard: str | None = Field(default=None, description="a guard policy name; none: `default`; `off`: none")
 
     @model_validator(mode="after")
     def _check_canary(self) -> Deployment:
@@ -250,10 +258,95 @@ class Deployment(Section):
         return self
 
 
-class GuardSettings(Section):
-    pii: Literal["off", "redact", "block"] = "off"
+class Classifier(Section):
+    """An OpenAI-compatible moderation endpoint consulted besides the built-in checks."""
+
+    url: str = Field(description="base URL, e.g. http://127.0.0.1:9000/v1 (POST {url}/moderations)")
+    model: str | None = None
+    api_key_env: str | None = None
+    timeout_s: float = Field(default=2.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"url '{value}' must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class GuardPolicy(Section):
+    """What one deployment's requests and answers are checked for, and what a finding does."""
+
+    pii: Literal["off", "redact", "pseudonymize", "block", "flag"] = "off"
+    pii_engine: Literal["fast", "presidio"] = Field(
+        default="fast", description="fast: one compiled pattern set; presidio: the thorough mode (guard extra)"
+    )
+    pii_kinds: list[str] = Field(default_factory=list, description="empty: every kind the engine knows")
+    secrets: Literal["off", "redact", "block", "flag"] = "off"
     moderation: Literal["off", "flag", "block"] = "off"
+    moderation_terms: dict[str, list[str]] = Field(
+        default_factory=dict, description="extra patterns per category, matched as whole words"
+    )
+    moderation_classifier: Classifier | None = None
     injection: Literal["off", "flag", "block"] = "off"
+    injection_classifier: Classifier | None = None
+    output_schema: str | None = Field(default=None, description="JSON schema file the answer must satisfy")
+    output_schema_action: Literal["flag", "block"] = "block"
+    output_schema_retry: bool = Field(default=True, description="one more attempt with the validation error")
+    max_input_chars: int | None = Field(default=None, ge=1)
+    max_input_tokens: int | None = Field(default=None, ge=1)
+
+    @field_validator("pii_kinds")
+    @classmethod
+    def _check_kinds(cls, value: list[str]) -> list[str]:
+        from corral.guard.pii import KINDS
+
+        unknown = sorted(set(value) - set(KINDS))
+        if unknown:
+            raise ValueError(f"unknown PII kinds {unknown}; known: {', '.join(KINDS)}")
+        return value
+
+    @field_validator("moderation_terms")
+    @classmethod
+    def _check_terms(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        import re
+
+        for category, terms in value.items():
+            for term in terms:
+                try:
+                    re.compile(term)
+                except re.error as exc:
+                    raise ValueError(f"moderation_terms.{category}: '{term}' is not a pattern ({exc})") from None
+        return value
+
+
+OLD_GUARD_FORM = """guard:
+  policies:
+    default: {pii: redact, secrets: block, injection: flag, moderation: flag}
+deployments:
+  NAME: {guard: default, routes: [...]}"""
+
+
+class GuardSettings(Section):
+    """Named policies; `default` applies to every deployment that names none (`guard: off` opts out)."""
+
+    policies: dict[str, GuardPolicy] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_flat_keys(cls, data: object) -> object:
+        if isinstance(data, dict):
+            flat = sorted(set(data) & set(GuardPolicy.model_fields))
+            if flat:
+                raise ValueError(
+                    f"guard.{', guard.'.join(flat)}: the flat form is gone; settings now live in named "
+                    f"policies, chosen per deployment:\n{OLD_GUARD_FORM}"
+                )
+        return data
+
+    def policy_for(self, deployment: Deployment) -> GuardPolicy | None:
+        name = deployment.guard or "default"
+        return None if name == "off" else self.policies.get(name)
 
 
 class MonitorSettings(Section):
@@ -282,3 +375,14 @@ class Settings(Section):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
 
     source: str | None = Field(default=None, exclude=True, description="the file these came from")
+
+    @model_validator(mode="after")
+    def _check_guard_names(self) -> Settings:
+        for name, deployment in self.deployments.items():
+            policy = deployment.guard
+            if policy and policy != "off" and policy not in self.guard.policies:
+                known = ", ".join(sorted(self.guard.policies)) or "none defined"
+                raise ValueError(
+                    f"deployments.{name}.guard: no policy '{policy}' under guard.policies (known: {known})"
+                )
+        return self

@@ -1,0 +1,73 @@
+"""Prompt-injection heuristics for the known attack families, including payloads hidden in base64 or hex."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "instruction_override": (
+        r"(?:ignore|disregard|forget|override|bypass) (?:all |any |the |your |my )*(?:previous|prior|above|earlier|preceding|original|system) (?:instructions|prompts?|rules|directions|guidelines|messages)",
+        r"(?:ignore|disregard|forget) (?:everything|all) (?:you were told|above|before this)",
+        r"new (?:instructions|rules): (?:you|from now)",
+        r"from now on,? you (?:will|must) (?:ignore|disregard|answer without)",
+    ),
+    "role_play_jailbreak": (
+        r"you are (?:now )?(?:DAN|STAN|DUDE|an? (?:unfiltered|uncensored|unrestricted) (?:AI|model|assistant))",
+        r"\bdo anything now\b",
+        r"(?:pretend|act|imagine) (?:that )?(?:you are|you're|to be|as) (?:an? )?(?:AI|assistant|model|chatbot)? ?(?:with(?:out)? (?:no )?(?:restrictions|filters|rules|limits|guidelines)|that (?:has no|ignores) (?:rules|restrictions|filters))",
+        r"(?:enable|enter|activate) (?:developer|god|jailbreak|sudo) mode",
+        r"no (?:ethical|moral) (?:guidelines|restrictions|constraints) apply",
+    ),
+    "system_prompt_extraction": (
+        r"(?:reveal|print|show|repeat|output|tell me|display|leak|dump) (?:me )?(?:your|the) (?:full |entire |original |hidden |initial )*(?:system prompt|system message|initial instructions|hidden instructions|instructions above|prompt above)",
+        r"what (?:is|was|are|were) (?:your|the) (?:system prompt|initial instructions|hidden instructions)",
+        r"repeat (?:the|all) (?:text|words) above (?:starting|beginning) with",
+    ),
+}
+_HEURISTICS = re.compile(
+    "|".join(f"(?P<{family}>{'|'.join(p)})" for family, p in FAMILIES.items()), re.IGNORECASE
+)
+_BASE64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{24,}={0,2}(?![A-Za-z0-9+/=])")
+_HEX = re.compile(r"\b(?:[0-9a-fA-F]{2}){16,}\b")
+_DECODE_REQUEST = re.compile(
+    r"(?:decode|base64|hex|rot13)[^.\n]{0,60}(?:then|and) (?:follow|execute|obey|do|run) (?:it|them|the instructions)",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class InjectionResult:
+    detected: bool
+    families: tuple[str, ...]
+
+
+def _decoded_payloads(text: str) -> list[str]:
+    out = []
+    for match in _BASE64.finditer(text):
+        raw = match.group()
+        try:
+            out.append(base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True).decode("utf-8"))
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            continue
+    for match in _HEX.finditer(text):
+        try:
+            out.append(bytes.fromhex(match.group()).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            continue
+    return out
+
+
+def detect_injection(text: str) -> InjectionResult:
+    """The attack families `text` shows; `encoded_payload` when one hides inside base64 or hex."""
+    families = {m.lastgroup for m in _HEURISTICS.finditer(text) if m.lastgroup}
+    if _DECODE_REQUEST.search(text):
+        families.add("encoded_payload")
+    for payload in _decoded_payloads(text):
+        if _HEURISTICS.search(payload):
+            families.add("encoded_payload")
+            break
+    ordered = tuple(f for f in (*FAMILIES, "encoded_payload") if f in families)
+    return InjectionResult(bool(ordered), ordered)
