@@ -74,6 +74,8 @@ def test_bad_policy_values_name_the_key(tmp_path, policy, fragment):
 
 
 def test_store_bodies_takes_redacted(tmp_path):
-    settings = load_settings(_write(tmp_path, "tracing: {store_bodies: redacted, retention_days: 30}\n"), environ={})
+    settings = load_settings(
+        _write(tmp_path, "tracing: {store_bodies: redacted, retention_days: 30}\n"), environ={}
+    )
     assert settings.tracing.store_bodies == "redacted"
     assert settings.tracing.retention_days == 30

@@ -33,7 +33,12 @@ def test_injection_heuristics_catch_attacks_and_spare_look_alikes():
 
 def test_every_injection_family_is_in_the_set():
     families = {f for d in _load("injection.jsonl") for f in detect_injection(d["text"]).families}
-    assert families == {"instruction_override", "role_play_jailbreak", "system_prompt_extraction", "encoded_payload"}
+    assert families == {
+        "instruction_override",
+        "role_play_jailbreak",
+        "system_prompt_extraction",
+        "encoded_payload",
+    }
 
 
 def test_moderation_flags_the_right_category_and_spares_look_alikes():

@@ -83,7 +83,9 @@ def test_schema_error_explains_what_is_wrong(tmp_path):
     from corral.guard.schema import load_schema
 
     path = tmp_path / "answer.json"
-    path.write_text('{"type": "object", "required": ["answer"], "properties": {"answer": {"type": "string"}}}')
+    path.write_text(
+        '{"type": "object", "required": ["answer"], "properties": {"answer": {"type": "string"}}}'
+    )
     validator = load_schema(str(path))
     assert schema_error('{"answer": "yes"}', validator) is None
     assert schema_error('```json\n{"answer": "yes"}\n```', validator) is None

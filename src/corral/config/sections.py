@@ -279,7 +279,8 @@ class GuardPolicy(Section):
 
     pii: Literal["off", "redact", "pseudonymize", "block", "flag"] = "off"
     pii_engine: Literal["fast", "presidio"] = Field(
-        default="fast", description="fast: one compiled pattern set; presidio: the thorough mode (guard extra)"
+        default="fast",
+        description="fast: one compiled pattern set; presidio: the thorough mode (guard extra)",
     )
     pii_kinds: list[str] = Field(default_factory=list, description="empty: every kind the engine knows")
     secrets: Literal["off", "redact", "block", "flag"] = "off"
@@ -316,7 +317,9 @@ class GuardPolicy(Section):
                 try:
                     re.compile(term)
                 except re.error as exc:
-                    raise ValueError(f"moderation_terms.{category}: '{term}' is not a pattern ({exc})") from None
+                    raise ValueError(
+                        f"moderation_terms.{category}: '{term}' is not a pattern ({exc})"
+                    ) from None
         return value
 
 

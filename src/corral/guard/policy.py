@@ -107,7 +107,9 @@ def check_output(text: str, policy: GuardPolicy, pseudonyms: Pseudonyms | None =
     """An answer: secrets never leave, PII redacted (or pseudonyms restored), moderation on the answer."""
     result = GuardResult([text])
     if policy.secrets != "off":
-        _transform(result, "secrets", "flag" if policy.secrets == "flag" else "redact", find_secrets, "SECRET")
+        _transform(
+            result, "secrets", "flag" if policy.secrets == "flag" else "redact", find_secrets, "SECRET"
+        )
     if policy.pii == "pseudonymize" and pseudonyms is not None:
         restored = pseudonyms.restore(result.texts[0])
         if restored != result.texts[0]:

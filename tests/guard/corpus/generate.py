@@ -97,7 +97,9 @@ def ip() -> str:
 
 def email() -> str:
     user = R.choice(["jane.doe", "m.rossi", "kim+orders", "li_wei", "o.smith42", "support-team"])
-    domain = R.choice(["example.com", "mail.example.co.uk", "corp.example.de", "example.org", "uni.example.edu"])
+    domain = R.choice(
+        ["example.com", "mail.example.co.uk", "corp.example.de", "example.org", "uni.example.edu"]
+    )
     return f"{user}@{domain}"
 
 
@@ -147,10 +149,14 @@ TEMPLATES = {
     "phone": ["Call me on {} after 5pm.", "my mobile is {}", "phone: {} (office)"],
 }
 DISTRACTORS = [
-    lambda: f"Order #{R.randint(100000, 9999999)} shipped on 2024-{R.randint(1, 12):02d}-{R.randint(1, 28):02d}.",
+    lambda: (
+        f"Order #{R.randint(100000, 9999999)} shipped on 2024-{R.randint(1, 12):02d}-{R.randint(1, 28):02d}."
+    ),
     lambda: f"The total was ${R.randint(10, 999)}.{R.randint(0, 99):02d} including tax.",
     lambda: f"Upgrade to version {R.randint(1, 9)}.{R.randint(0, 20)}.{R.randint(0, 9)} before Friday.",
-    lambda: f"Meeting at {R.randint(8, 18)}:{R.choice(['00', '15', '30', '45'])} in room {R.randint(100, 999)}.",
+    lambda: (
+        f"Meeting at {R.randint(8, 18)}:{R.choice(['00', '15', '30', '45'])} in room {R.randint(100, 999)}."
+    ),
     lambda: f"This card {bad_card()} was declined.",
     lambda: f"Invalid IBAN {iban(valid=False)} was rejected.",
     lambda: f"Tracking code {R.randint(10**11, 10**12 - 1)} is not found.",
