@@ -27,11 +27,18 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         r"repeat (?:the|all) (?:text|words) above (?:starting|beginning) with",
     ),
 }
+# Every heuristic contains one of these (lower case); text with none skips the regular expressions.
+TRIGGERS = (
+    "ignore", "disregard", "forget", "override", "bypass", "new instructions", "new rules",
+    "from now on", "dan", "stan", "dude", "unfiltered", "uncensored", "unrestricted",
+    "do anything now", "pretend", "act", "imagine", "mode", "ethical", "moral", "system prompt",
+    "system message", "instructions", "prompt", "repeat", "decode", "base64", "hex", "rot13",
+)  # fmt: skip
 _HEURISTICS = re.compile(
     "|".join(f"(?P<{family}>{'|'.join(p)})" for family, p in FAMILIES.items()), re.IGNORECASE
 )
 _BASE64 = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{24,}={0,2}(?![A-Za-z0-9+/=])")
-_HEX = re.compile(r"\b(?:[0-9a-fA-F]{2}){16,}\b")
+_HEX = re.compile(r"[0-9a-fA-F]{32,}")
 _DECODE_REQUEST = re.compile(
     r"(?:decode|base64|hex|rot13)[^.\n]{0,60}(?:then|and) (?:follow|execute|obey|do|run) (?:it|them|the instructions)",
     re.IGNORECASE,
@@ -53,8 +60,9 @@ def _decoded_payloads(text: str) -> list[str]:
         except (binascii.Error, UnicodeDecodeError, ValueError):
             continue
     for match in _HEX.finditer(text):
+        raw = match.group()
         try:
-            out.append(bytes.fromhex(match.group()).decode("utf-8"))
+            out.append(bytes.fromhex(raw[: len(raw) // 2 * 2]).decode("utf-8"))
         except (ValueError, UnicodeDecodeError):
             continue
     return out
@@ -62,9 +70,12 @@ def _decoded_payloads(text: str) -> list[str]:
 
 def detect_injection(text: str) -> InjectionResult:
     """The attack families `text` shows; `encoded_payload` when one hides inside base64 or hex."""
-    families = {m.lastgroup for m in _HEURISTICS.finditer(text) if m.lastgroup}
-    if _DECODE_REQUEST.search(text):
-        families.add("encoded_payload")
+    lowered = text.lower()
+    families: set[str] = set()
+    if any(t in lowered for t in TRIGGERS):
+        families = {m.lastgroup for m in _HEURISTICS.finditer(text) if m.lastgroup}
+        if _DECODE_REQUEST.search(text):
+            families.add("encoded_payload")
     for payload in _decoded_payloads(text):
         if _HEURISTICS.search(payload):
             families.add("encoded_payload")

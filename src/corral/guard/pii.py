@@ -106,7 +106,8 @@ _PATTERNS = {
     "es_nif": r"\b(?:\d{8}|[XYZxyz]\d{7})-?[A-Za-z]\b",
     "ip": r"\b(?:\d{1,3}\.){3}\d{1,3}\b|(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){1,7}(?::?[0-9A-Fa-f]{1,4}){1,7}(?![\w:])",
     # An optional +country code, then 9+ digits that may be grouped by spaces, dots, dashes or ().
-    "phone": r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){2,5}(?!\w)",
+    # Possessive repeats: a long run of digits is split one way only, never backtracked into.
+    "phone": r"(?<![\w+])(?:\+\d{1,3}+[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}+(?:[ .-]?\d{2,4}+){1,5}+(?!\w)",
 }
 _CHECKS: dict[str, Callable[[str], bool]] = {
     "email": lambda s: True,
@@ -120,14 +121,75 @@ _CHECKS: dict[str, Callable[[str], bool]] = {
 }
 
 
+_EMAIL = re.compile(_PATTERNS["email"])
+_IPV6 = re.compile(_PATTERNS["ip"].split("|", 1)[1])
+# The first digit of each run of digits: every other kind's span starts there or at most 3
+# characters before it ("GB82", "AB 12", "X123", "+44", "(415)", "fe80::"), so the scanner is
+# tried only at those few places instead of at every character.
+_DIGIT_RUN = re.compile(r"\d(?<!\d\d)")
+_BACK = 3
+
+
+def _prefix_start(text: str, p: int, done: int) -> int:
+    """Where a span ending in the digit run at `p` may start: over letters, `+` and `(` just before it."""
+    q = p
+    while q > done and p - q < _BACK and (text[q - 1].isalpha() or text[q - 1] in "+("):
+        q -= 1
+    if q == p and p - 3 >= done and text[p - 1] == " " and text[p - 3 : p - 1].isalpha():
+        q = p - 3  # "AB 12 34 56 C": a national insurance number's letters, then a space
+    return q
+
+
 @lru_cache(maxsize=16)
 def _scanner(kinds: tuple[str, ...]) -> re.Pattern[str]:
-    """One pattern for the wanted kinds, in priority order: one scan finds every candidate.
-
-    A candidate whose check fails is skipped whole: a number shaped like a card or an SSN that
-    fails its checksum is an order number, not someone's phone.
-    """
+    """One pattern for the wanted kinds, in priority order."""
     return re.compile("|".join(f"(?P<{kind}>{_PATTERNS[kind]})" for kind in kinds))
+
+
+def _numeric(text: str, kinds: tuple[str, ...]) -> list[PIIFinding]:
+    scanner = _scanner(kinds)
+    found: list[PIIFinding] = []
+    done = 0  # nothing before this can start a new span
+    for run in _DIGIT_RUN.finditer(text):
+        p = run.start()
+        if p < done:
+            continue
+        for q in range(_prefix_start(text, p, done), p + 1):
+            match = scanner.match(text, q)
+            if match is None:
+                continue
+            kind = match.lastgroup or ""
+            # A candidate whose check fails is skipped whole: a number shaped like a card or
+            # an SSN that fails its checksum is an order number, not someone's phone.
+            done = match.end()
+            if _CHECKS[kind](match.group()):
+                found.append(PIIFinding(kind, match.start(), match.end(), match.group()))
+            break
+    return found
+
+
+def _emails(text: str) -> list[PIIFinding]:
+    found = []
+    at = text.find("@")
+    while at != -1:
+        start = at
+        while start > 0 and (text[start - 1].isalnum() or text[start - 1] in "._+-"):
+            start -= 1
+        match = _EMAIL.match(text, start)
+        if match is not None:
+            found.append(PIIFinding("email", match.start(), match.end(), match.group()))
+            at = text.find("@", match.end())
+        else:
+            at = text.find("@", at + 1)
+    return found
+
+
+def _merge(first: list[PIIFinding], second: list[PIIFinding]) -> list[PIIFinding]:
+    """Both lists' spans in order; where they overlap, the one from `first` wins."""
+    if not first or not second:
+        return first or second
+    kept = [f for f in second if not any(f.start < e.end and e.start < f.end for e in first)]
+    return sorted(first + kept, key=lambda f: f.start)
 
 
 def find_pii(text: str, kinds: Iterable[str] = KINDS) -> list[PIIFinding]:
@@ -136,12 +198,15 @@ def find_pii(text: str, kinds: Iterable[str] = KINDS) -> list[PIIFinding]:
     unknown = wanted - set(KINDS)
     if unknown:
         raise ValueError(f"unknown PII kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
-    found: list[PIIFinding] = []
-    for match in _scanner(tuple(k for k in KINDS if k in wanted)).finditer(text):
-        kind = match.lastgroup or ""
-        if _CHECKS[kind](match.group()):
-            found.append(PIIFinding(kind, match.start(), match.end(), match.group()))
-    return found
+    emails = _emails(text) if "email" in wanted and "@" in text else []
+    numeric_kinds = tuple(k for k in KINDS if k in wanted and k != "email")
+    found = _numeric(text, numeric_kinds) if numeric_kinds else []
+    if "ip" in wanted and "::" in text:  # v6 addresses may start with hex letters, far from a digit
+        v6 = [
+            PIIFinding("ip", m.start(), m.end(), m.group()) for m in _IPV6.finditer(text) if _ip_ok(m.group())
+        ]
+        found = _merge(found, v6)
+    return _merge(emails, found)
 
 
 def replace_spans(text: str, findings: Iterable[PIIFinding], label: Callable[[PIIFinding], str]) -> str:

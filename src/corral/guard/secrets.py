@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from corral.guard.pii import PIIFinding, replace_spans
 
@@ -22,19 +23,50 @@ _PATTERNS = {
     "url_password": r"\b[a-z][a-z0-9+.-]*://[^\s:/@]+:([^\s@/]+)@",
 }
 KINDS = tuple(_PATTERNS)
-_COMBINED = re.compile("|".join(f"(?P<{kind}>{pattern})" for kind, pattern in _PATTERNS.items()))
+# What each kind's text always contains: only the kinds whose marker is present are scanned for.
+_MARKERS = {
+    "private_key": "PRIVATE KEY-----",
+    "anthropic_key": "sk-ant-",
+    "openai_key": "sk-",
+    "aws_access_key": ("AKIA", "ASIA"),
+    "github_token": ("gh", "github_pat_"),
+    "slack_token": "xox",
+    "google_api_key": "AIza",
+    "stripe_key": ("_live_", "_test_"),
+    "huggingface_token": "hf_",
+    "jwt": "eyJ",
+    "bearer_token": ("bearer", "Bearer", "BEARER"),
+    "url_password": "://",
+}
 _GROUPED = {"bearer_token", "url_password"}
+
+
+@lru_cache(maxsize=64)
+def _scanner(kinds: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?P<{kind}>{_PATTERNS[kind]})" for kind in kinds))
+
+
+def _present(text: str) -> tuple[str, ...]:
+    out = []
+    for kind, marker in _MARKERS.items():
+        markers = (marker,) if isinstance(marker, str) else marker
+        if any(m in text for m in markers):
+            out.append(kind)
+    return tuple(out)
 
 
 def find_secrets(text: str) -> list[PIIFinding]:
     """Secret spans in `text`, in order (for a password in a URL, only the password)."""
+    kinds = _present(text)
+    if not kinds:
+        return []
+    scanner = _scanner(kinds)
     out = []
-    for match in _COMBINED.finditer(text):
+    for match in scanner.finditer(text):
         kind = match.lastgroup or ""
         if kind in _GROUPED:
-            # the secret is the pattern's first inner group: find it among the match's groups
-            inner = _COMBINED.groupindex[kind] + 1
-            start, end = match.span(inner)
+            # the secret is the pattern's first inner group, numbered right after the kind's group
+            start, end = match.span(scanner.groupindex[kind] + 1)
         else:
             start, end = match.span()
         out.append(PIIFinding(kind, start, end, text[start:end]))
