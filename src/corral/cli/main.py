@@ -38,13 +38,14 @@ def _register_commands() -> None:
         return
     _registered = True
     # Imported here so `corral --help` stays fast and a broken optional stage cannot break the rest.
-    from corral.cli import audit, config_cmd, datasets, db, init, models, prompts, quickstart
+    from corral.cli import audit, config_cmd, datasets, db, init, models, privacy, prompts, quickstart
 
     app.add_typer(models.app, name="models")
     app.add_typer(datasets.app, name="datasets")
     app.add_typer(prompts.app, name="prompts")
     app.add_typer(db.app, name="db")
     app.add_typer(config_cmd.app, name="config")
+    app.add_typer(privacy.app, name="privacy")
     app.command("audit")(audit.audit)
     app.command("init")(init.init)
     app.command("quickstart")(quickstart.quickstart)

@@ -176,6 +176,9 @@ class TracingSettings(Section):
 
     mlflow_tracking_uri: str | None = None
 
+    def resolved_spool_dir(self) -> Path:
+        return Path(self.spool_dir) if self.spool_dir else corral_home() / "spool"
+
 
 class EngineSettings(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"

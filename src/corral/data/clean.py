@@ -123,7 +123,7 @@ def dedupe_rows(
     unique: list[dict[str, Any]] = []
     exact = 0
     for row in rows:
-        content = canonical({k: v for k, v in row.items() if k != "split"})
+        content = canonical({k: v for k, v in row.items() if k not in ("split", "source_trace")})
         if content in seen:
             exact += 1
             continue

@@ -19,6 +19,8 @@ from corral.registry import DatasetVersion, Registry
 from corral.store.models import FeedbackRow, TraceRow
 from corral.store.traces import TraceRecord
 
+SOURCE_TRACE = "source_trace"  # the key under which a dataset row built from a trace keeps its id
+
 
 @dataclass(frozen=True)
 class TraceQuery:
@@ -158,7 +160,9 @@ def dataset_from_traces(
             f"no trace matches {_describe(query)}{skipped}",
             hint="widen the query; traces need stored bodies (tracing.store_bodies) to become rows",
         )
-    result = build_rows(selected.rows, options or BuildOptions(redact=True), "chat")
+    # Each row keeps the id of the trace it came from, so deleting a user can find it again.
+    rows = [{**row, SOURCE_TRACE: tid} for row, tid in zip(selected.rows, selected.trace_ids, strict=True)]
+    result = build_rows(rows, options or BuildOptions(redact=True), "chat")
     report = {"traces": len(selected.rows), "skipped": dict(selected.skipped), **result.report}
     lineage = {
         "source": "traces",

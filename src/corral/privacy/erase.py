@@ -1,0 +1,244 @@
+"""Forget one user: their traces and shadow copies, feedback, trace-derived dataset rows, spool lines.
+
+Every table in the store's metadata is either purged by a rule here (a `user` column, or a
+`trace_id` column pointing at the user's traces) or listed in `EXEMPT_TABLES` with the reason;
+a test walks the metadata so a table added later cannot be forgotten. Datasets that held the
+user's rows get a new version without them, the older versions' artifacts are deleted, and model
+versions trained on any of them are tagged `trained_on_deleted_data` so a retrain is due.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import Table, delete, func, select
+from sqlalchemy.orm import Session
+
+from corral.data.traces import SOURCE_TRACE
+from corral.errors import InvalidInputError
+from corral.registry import Registry
+from corral.registry import audit as audit_log
+from corral.store.models import Base, DatasetRow, DatasetVersionRow, ModelVersionRow, TraceRow
+
+DELETED_TAG = "trained_on_deleted_data"
+EXEMPT_TABLES = {
+    "models": "model names and descriptions, written by operators",
+    "model_versions": "weights and lineage; versions trained on deleted rows are tagged instead",
+    "aliases": "names of versions",
+    "alias_events": "who moved an alias (operators, not end users)",
+    "datasets": "dataset names; their rows are handled through the artifacts",
+    "dataset_versions": "row counts and lineage; the rows live in artifacts, rewritten here",
+    "prompts": "prompt template names",
+    "prompt_versions": "templates written by operators",
+    "audit_log": "records that a deletion happened (subject user:ID, counts), never the content",
+    "api_keys": "key hashes and limits, no end-user data",
+    "deployments": "routing specs",
+    "alembic_version": "the schema revision",
+}
+_BATCH = 500
+
+
+def purge_rule(table: Table) -> str | None:
+    """How a table's rows of one user are found: "user", "trace_id", "id" (the traces), or None."""
+    if table.name == TraceRow.__tablename__:
+        return "id"
+    if "user" in table.c:
+        return "user"
+    if "trace_id" in table.c:
+        return "trace_id"
+    return None
+
+
+@dataclass
+class ErasureReport:
+    user: str
+    dry_run: bool
+    tables: dict[str, int] = field(default_factory=dict)
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+    models_flagged: list[str] = field(default_factory=list)
+    spool_lines: int = 0
+    unruled_tables: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _chunks(items: list[str]) -> Iterator[list[str]]:
+    for i in range(0, len(items), _BATCH):
+        yield items[i : i + _BATCH]
+
+
+def _trace_ids(session: Session, user: str) -> list[str]:
+    """The user's traces and, transitively, the shadow copies made of them."""
+    ids = list(session.scalars(select(TraceRow.id).where(TraceRow.user == user)))
+    frontier = ids
+    while frontier:
+        found: list[str] = []
+        for chunk in _chunks(frontier):
+            found += session.scalars(select(TraceRow.id).where(TraceRow.shadow_of.in_(chunk)))
+        frontier = [i for i in found if i not in set(ids)]
+        ids += frontier
+    return ids
+
+
+def _purge_tables(session: Session, user: str, ids: list[str], report: ErasureReport) -> None:
+    for table in Base.metadata.sorted_tables:
+        rule = purge_rule(table)
+        if rule is None:
+            if table.name not in EXEMPT_TABLES:
+                report.unruled_tables.append(table.name)
+            continue
+        count = 0
+        if rule == "user":
+            where = [table.c.user == user]
+        else:
+            column = table.c.id if rule == "id" else table.c.trace_id
+            where = [column.in_(chunk) for chunk in _chunks(ids)]
+        for clause in where:
+            if report.dry_run:
+                count += session.scalar(select(func.count()).select_from(table).where(clause)) or 0
+            else:
+                count += session.execute(delete(table).where(clause)).rowcount or 0  # type: ignore[attr-defined]
+        report.tables[table.name] = report.tables.get(table.name, 0) + count
+
+
+def _dataset_versions(registry: Registry) -> list[tuple[str, DatasetVersionRow]]:
+    with registry.store.session() as session:
+        rows = session.execute(
+            select(DatasetRow.name, DatasetVersionRow)
+            .join(DatasetRow, DatasetRow.id == DatasetVersionRow.dataset_id)
+            .order_by(DatasetRow.name, DatasetVersionRow.version)
+        ).all()
+        session.expunge_all()
+        return [(name, row) for name, row in rows]
+
+
+def _rows(registry: Registry, digest: str) -> list[dict[str, Any]]:
+    if not registry.artifacts.exists(digest):
+        return []
+    return [orjson.loads(line) for line in registry.artifacts.get_bytes(digest).splitlines() if line]
+
+
+def _rewrite_datasets(registry: Registry, ids: set[str], report: ErasureReport) -> list[str]:
+    """New versions without the user's rows; older versions holding them lose their artifacts."""
+    affected: list[str] = []
+    versions = _dataset_versions(registry)
+    latest = {name: row.version for name, row in versions}
+    all_digests = {row.digest for _, row in versions}
+    for name, row in versions:
+        rows = _rows(registry, row.digest)
+        kept = [r for r in rows if r.get(SOURCE_TRACE) not in ids]
+        removed = len(rows) - len(kept)
+        if not removed:
+            continue
+        ref = f"{name}@{row.version}"
+        affected.append(ref)
+        entry: dict[str, Any] = {"version": ref, "rows_removed": removed, "artifact_deleted": True}
+        if not report.dry_run:
+            if row.version == latest[name] and kept:
+                new = registry.datasets.register(
+                    name,
+                    kept,
+                    kind=row.schema_kind,
+                    lineage={"source": "erasure", "from": ref, "rows_removed": removed},
+                    tags={**row.tags, "erasure_of": ref},
+                )
+                entry["new_version"] = new.ref
+            registry.artifacts.delete(row.digest, keep=all_digests - {row.digest})
+            _mark_purged(registry, row.id)
+        report.datasets.append(entry)
+    return affected
+
+
+def _mark_purged(registry: Registry, version_id: int) -> None:
+    with registry.store.session() as session:
+        version = session.get(DatasetVersionRow, version_id)
+        if version is not None:
+            version.tags = {**version.tags, "artifact_purged": "erasure"}
+
+
+def _flag_models(registry: Registry, datasets: Iterable[str], report: ErasureReport) -> None:
+    wanted = set(datasets)
+    if not wanted:
+        return
+    with registry.store.session() as session:
+        for version in session.scalars(select(ModelVersionRow)):
+            if (version.lineage or {}).get("dataset") not in wanted:
+                continue
+            model = version.model_id
+            report.models_flagged.append(f"{_model_name(session, model)}@{version.version}")
+            if not report.dry_run:
+                version.tags = {**(version.tags or {}), DELETED_TAG: True}
+
+
+def _model_name(session: Session, model_id: int) -> str:
+    from corral.store.models import ModelRow
+
+    return session.scalar(select(ModelRow.name).where(ModelRow.id == model_id)) or str(model_id)
+
+
+def _spooled_by(record: dict[str, Any], user: str, ids: set[str]) -> bool:
+    nested = record.get("row")
+    row: dict[str, Any] = nested if isinstance(nested, dict) else record
+    return row.get("user") == user or row.get("id") in ids or row.get("trace_id") in ids
+
+
+def purge_spool(directory: Path | None, user: str, ids: set[str], *, dry_run: bool) -> int:
+    """Drop the user's lines from every spool file (rewritten atomically); returns how many."""
+    if directory is None or not directory.is_dir():
+        return 0
+    removed = 0
+    for path in sorted(directory.glob("spool-*.jsonl")):
+        kept, dropped = [], 0
+        for line in path.read_bytes().splitlines():
+            try:
+                record = orjson.loads(line) if line.strip() else None
+            except orjson.JSONDecodeError:
+                record = None
+            if isinstance(record, dict) and _spooled_by(record, user, ids):
+                dropped += 1
+            elif line.strip():
+                kept.append(line)
+        removed += dropped
+        if dropped and not dry_run:
+            tmp = path.with_suffix(".rewrite")
+            tmp.write_bytes(b"".join(line + b"\n" for line in kept))
+            os.replace(tmp, path)
+    return removed
+
+
+def erase_user(
+    registry: Registry, user: str, *, dry_run: bool = False, spool_dir: Path | None = None
+) -> ErasureReport:
+    """Remove everything of `user` (or, with dry_run, count it) and write an audit entry."""
+    if not user or not user.strip():
+        raise InvalidInputError("a user id is required")
+    report = ErasureReport(user, dry_run)
+    with registry.store.session() as session:
+        ids = _trace_ids(session, user)
+    affected = _rewrite_datasets(registry, set(ids), report)
+    _flag_models(registry, affected, report)
+    report.spool_lines = purge_spool(spool_dir, user, set(ids), dry_run=dry_run)
+    with registry.store.session() as session:
+        _purge_tables(session, user, ids, report)
+        if not dry_run:
+            counts = {k: v for k, v in report.tables.items() if v}
+            audit_log.record(
+                session,
+                registry.actor,
+                "privacy.delete",
+                f"user:{user}",
+                None,
+                {
+                    "tables": counts,
+                    "datasets": report.datasets,
+                    "models_flagged": report.models_flagged,
+                    "spool_lines": report.spool_lines,
+                },
+            )
+    return report
