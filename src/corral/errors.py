@@ -53,6 +53,19 @@ class MethodNotAllowedError(InvalidInputError):
     http_status = 405
 
 
+class ContentPolicyViolation(InvalidInputError):
+    """A guard check blocked the request or its answer; `check` names it (pii, secrets, injection...)."""
+
+    def __init__(self, check: str, message: str) -> None:
+        super().__init__(message)
+        self.check = check
+
+    def to_openai(self) -> dict[str, object]:
+        body = super().to_openai()
+        body["error"] = {**body["error"], "code": "content_policy_violation", "param": self.check}  # type: ignore[dict-item]
+        return body
+
+
 class NotFoundError(CorralError):
     """A model, version, alias, dataset, prompt or artifact that does not exist."""
 

@@ -152,6 +152,7 @@ class TracingSettings(Section):
         default=None, gt=0, description="traces and feedback older than this are purged in the background"
     )
     retention_batch: int = Field(default=500, ge=1, description="rows deleted per purge transaction")
+    retention_interval_s: float = Field(default=3600.0, gt=0, description="how often the purge runs")
     batch_size: int = Field(default=256, ge=1)
     flush_interval_s: float = Field(default=0.5, gt=0)
     queue_size: int = Field(default=10_000, ge=1)

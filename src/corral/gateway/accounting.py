@@ -71,9 +71,12 @@ def trace_record(call: Call) -> TraceRecord:
         stream=call.stream,
         user=call.user,
         session=call.session,
-        meta={"attempts": call.attempts, "fallback": call.fallback}
-        if call.attempts != 1 or call.fallback
-        else {},
+        meta=(
+            {"attempts": call.attempts, "fallback": call.fallback}
+            if call.attempts != 1 or call.fallback
+            else {}
+        )
+        | call.notes,
         price_per_1k=(endpoint.price.prompt_per_1k, endpoint.price.completion_per_1k) if endpoint else None,
         tokenizer_dir=endpoint.tokenizer_dir if endpoint else None,
     )

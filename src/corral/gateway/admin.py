@@ -56,11 +56,13 @@ class AdminApi:
         *,
         redis_configured: bool,
         refresh: Callable[[], None],
+        registry: Any = None,
     ) -> None:
         self.keys, self.routes, self.store, self.limiter = keys, routes, store, limiter
         self.tracer, self.workers = tracer, workers
         self.redis_configured = redis_configured
         self.refresh = refresh
+        self.registry = registry
 
     async def handle(
         self, method: str, path: str, scope: dict[str, Any], receive: Receive, send: Send, trace_id: str
@@ -76,7 +78,8 @@ class AdminApi:
         handler = getattr(self, f"_{resource}", None)
         if handler is None:
             raise NotFoundError(
-                f"no admin resource '{resource}'", hint="use keys, deployments, costs, traces or status"
+                f"no admin resource '{resource}'",
+                hint="use keys, deployments, costs, traces, users or status",
             )
         try:
             status, data = await handler(method, name, body, _query(scope), key.name)
@@ -196,6 +199,31 @@ class AdminApi:
         if name and not rows:
             raise NotFoundError(f"no trace '{name}' (yet)")
         return 200, {"data": rows}
+
+    async def _users(
+        self, method: str, name: str | None, body: dict[str, Any], query: dict[str, str], actor: str
+    ) -> tuple[int, Any]:
+        """DELETE /admin/users/ID[?dry_run=true]: the same erasure as `corral privacy delete`."""
+        if method != "DELETE" or not name:
+            raise _bad_method(method, "users", name)
+        if self.registry is None:
+            raise InvalidInputError("this gateway has no registry, so it cannot delete a user's data")
+        from corral.privacy import erase_user
+
+        tracer = self.tracer
+
+        def erase() -> dict[str, Any]:
+            if tracer is not None:
+                tracer.flush()  # traces still in memory are stored first, then deleted with the rest
+            report = erase_user(
+                self.registry.as_actor(actor),
+                name,
+                dry_run=query.get("dry_run") == "true",
+                spool_dir=tracer.spool.directory if tracer is not None else None,
+            )
+            return report.as_dict()
+
+        return 200, await asyncio.to_thread(erase)
 
     async def _status(
         self, method: str, name: str | None, body: dict[str, Any], query: dict[str, str], actor: str

@@ -13,6 +13,7 @@ import orjson
 from corral.config import Settings
 from corral.errors import CorralError, InvalidInputError, MethodNotAllowedError, NotFoundError
 from corral.gateway.admin import AdminApi
+from corral.gateway.guardrails import moderations
 from corral.gateway.http import (
     Receive,
     Send,
@@ -69,9 +70,11 @@ class Gateway:
             p.workers,
             redis_configured=bool(p.settings.redis.url),
             refresh=self.watcher.poll,
+            registry=p.registry,
         )
         self.started = False
         self._openapi = orjson.dumps(openapi_spec())
+        self._retention: asyncio.Task[None] | None = None
 
     @property
     def live(self) -> dict[str, Any]:
@@ -94,6 +97,8 @@ class Gateway:
             self.tracer.start()
         await self.parts.limiter.start()
         self.watcher.start()
+        if self.settings.tracing.retention_days:
+            self._retention = asyncio.create_task(self._purge_expired())
         if self.tune_gc:
             quiet_gc()
         self.started = True
@@ -101,8 +106,27 @@ class Gateway:
             "gateway ready: %d deployment(s): %s", len(self.live), ", ".join(sorted(self.live)) or "none"
         )
 
+    async def _purge_expired(self) -> None:
+        """`tracing.retention_days`: purge old traces and feedback now and every interval, in batches."""
+        from corral.privacy import purge_expired
+
+        tracing = self.settings.tracing
+        assert tracing.retention_days is not None
+        while True:
+            try:
+                counts = await asyncio.to_thread(
+                    purge_expired, self.store, tracing.retention_days, batch=tracing.retention_batch
+                )
+                if any(counts.values()):
+                    log.info("retention purged %(traces)d traces and %(feedback)d feedback rows", counts)
+            except Exception as exc:  # noqa: BLE001 - a store outage must not end the loop
+                log.warning("retention purge failed (will retry): %s", exc)
+            await asyncio.sleep(tracing.retention_interval_s)
+
     async def stop(self) -> None:
         self.started = False
+        if self._retention is not None:
+            self._retention.cancel()
         self.watcher.stop()
         await self.proxy.drain()
         await self.parts.pool.close()
@@ -196,6 +220,13 @@ class Gateway:
                 if key.reaches(n)
             ]
             await send_json(send, 200, {"object": "list", "data": data}, trace_id)
+        elif path == "/v1/moderations":
+            _method(method, "POST")
+            await self.parts.keys.authenticate(header(scope, b"authorization"))
+            request = parse_json_object(
+                await read_body(receive, int(self.settings.gateway.max_body_mb * 1024 * 1024))
+            )
+            await send_json(send, 200, moderations(self.settings, request), trace_id)
         elif path == "/v1/feedback":
             _method(method, "POST")
             await self._feedback(scope, receive, send, trace_id)

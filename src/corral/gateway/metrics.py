@@ -43,6 +43,12 @@ class GatewayMetrics:
             "corral_breaker_open", "1 while a route's breaker is open", ["route"], registry=r
         )
         self.shadow = Counter("corral_shadow_requests", "Shadow copies by outcome", ["outcome"], registry=r)
+        self.guard_verdicts = Counter(
+            "corral_guard_verdicts",
+            "Guard verdicts by deployment, check and action",
+            ["deployment", "check", "action"],
+            registry=r,
+        )
         self.rate_limited = Counter(
             "corral_rate_limited", "Requests refused by limits", ["reason"], registry=r
         )

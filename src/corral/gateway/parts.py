@@ -11,6 +11,7 @@ from corral.config import Settings
 from corral.gateway.accounting import Cost, Trace
 from corral.gateway.auth import KeyRing, KeyStore
 from corral.gateway.deployments import DeploymentStore, RouteResolver, WorkerDirectory, cached_model_dir
+from corral.gateway.guardrails import Guard
 from corral.gateway.intake import BodyChecks, Deployment, Keys, Limits, PromptTemplates
 from corral.gateway.limits import Limiter
 from corral.gateway.metrics import GatewayMetrics
@@ -112,6 +113,7 @@ def build_stages(parts: Parts, extra: list[Stage] | None = None) -> list[Stage]:
         Limits(parts.limiter),
         PromptTemplates(parts.registry),
         BodyChecks(),
+        *([Guard(parts.settings, parts.metrics)] if parts.settings.guard.policies else []),
         *(extra or []),
         Cost(parts.metrics, parts.limiter),
     ]

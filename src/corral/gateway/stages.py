@@ -74,6 +74,7 @@ class Call:
     record: TraceRecord | None = None  # filled once by the Cost stage in `finish`; read by later stages
     latency_s: float = 0.0  # set by the proxy when the exchange ends, before `finish`
     state: dict[str, Any] = field(default_factory=dict)  # per-stage scratch space, keyed by stage
+    notes: dict[str, Any] = field(default_factory=dict)  # what stages add to the trace's meta (e.g. guard)
 
 
 class Stage:

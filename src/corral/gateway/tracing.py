@@ -15,7 +15,6 @@ import queue
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -29,11 +28,12 @@ from sqlalchemy.exc import (
     StatementError,
 )
 
-from corral.config import TracingSettings, corral_home
+from corral.config import TracingSettings
 from corral.gateway.costs import exact_counter
 from corral.gateway.metrics import GatewayMetrics
 from corral.gateway.otlp import OtlpExporter
 from corral.gateway.spool import Spool
+from corral.guard.policy import redacted_copy
 from corral.store import Store
 from corral.store.models import FeedbackRow, TraceRow
 from corral.store.traces import Record, TraceRecord, record_from_dict
@@ -98,8 +98,11 @@ class TraceWriter:
         self.store = store
         self.settings = settings
         self.metrics = metrics or GatewayMetrics()
-        spool_dir = Path(settings.spool_dir) if settings.spool_dir else corral_home() / "spool"
-        self.spool = Spool(spool_dir, int(settings.spool_max_mb * 1024 * 1024), settings.spool_warn_fraction)
+        self.spool = Spool(
+            settings.resolved_spool_dir(),
+            int(settings.spool_max_mb * 1024 * 1024),
+            settings.spool_warn_fraction,
+        )
         self._records: deque[Record] = deque()
         self._batches: queue.Queue[list[Record]] = queue.Queue(
             maxsize=max(2, settings.queue_size // settings.batch_size)
@@ -187,8 +190,13 @@ class TraceWriter:
                 count = exact_counter(record.tokenizer_dir)
                 if count is not None:  # before bodies are dropped: the tokenizer counts their text
                     record.recount(count)
-            if not self.settings.store_bodies:
+            if self.settings.store_bodies is False:
                 record.drop_bodies()
+            elif self.settings.store_bodies == "redacted":
+                record.request, record.response = (
+                    redacted_copy(record.request),
+                    redacted_copy(record.response),
+                )
         return record
 
     def _pump(self) -> None:

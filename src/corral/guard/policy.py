@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from corral.config.sections import GuardPolicy
 from corral.guard.injection import detect_injection
@@ -121,3 +122,15 @@ def check_output(text: str, policy: GuardPolicy, pseudonyms: Pseudonyms | None =
         _transform(result, "pii", "flag", _pii_finder(policy), "")
     _detect(result, policy, injection=False)
     return result
+
+
+def redacted_copy(value: Any) -> Any:
+    """A JSON value with every string's secrets and PII replaced by placeholders (for stored bodies)."""
+    if isinstance(value, str):
+        text = replace_spans(value, find_secrets(value), lambda f: "[SECRET]")
+        return replace_spans(text, find_pii(text), lambda f: f"[{f.kind.upper()}]")
+    if isinstance(value, dict):
+        return {k: redacted_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redacted_copy(v) for v in value]
+    return value

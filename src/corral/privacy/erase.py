@@ -91,7 +91,7 @@ def _purge_tables(session: Session, user: str, ids: list[str], report: ErasureRe
         rule = purge_rule(table)
         if rule is None:
             if table.name not in EXEMPT_TABLES:
-                report.unruled_tables.append(table.name)
+                report.unruled_tables.append(str(table.name))
             continue
         count = 0
         if rule == "user":
@@ -104,7 +104,8 @@ def _purge_tables(session: Session, user: str, ids: list[str], report: ErasureRe
                 count += session.scalar(select(func.count()).select_from(table).where(clause)) or 0
             else:
                 count += session.execute(delete(table).where(clause)).rowcount or 0  # type: ignore[attr-defined]
-        report.tables[table.name] = report.tables.get(table.name, 0) + count
+        name = str(table.name)  # a plain str: SQLAlchemy's quoted_name is not a JSON key for orjson
+        report.tables[name] = report.tables.get(name, 0) + count
 
 
 def _dataset_versions(registry: Registry) -> list[tuple[str, DatasetVersionRow]]:

@@ -38,10 +38,23 @@ class FakeSettings:
     fail_next: int = 0  # the next N requests fail with `fault` (or status when fault is none), then it heals
     record: bool = True
     models: list[str] = field(default_factory=lambda: ["fake-model"])
+    answer: str | None = None  # a fixed answer instead of words; "{prompt}" becomes the last user text
+    chunk_chars: int = 0  # stream a fixed answer in pieces of this many characters (0: by word)
 
 
-def _answer_words(settings: FakeSettings, body: dict[str, Any]) -> list[str]:
-    return [f"{settings.name}:"] + [f"w{i}" for i in range(max(0, settings.tokens - 1))]
+def _answer_pieces(settings: FakeSettings, body: dict[str, Any]) -> list[str]:
+    """The answer as the pieces a stream sends (joined, the whole answer)."""
+    if settings.answer is None:
+        words = [f"{settings.name}:"] + [f"w{i}" for i in range(max(0, settings.tokens - 1))]
+    else:
+        given = body.get("messages")
+        messages: list[Any] = given if isinstance(given, list) else []
+        last = next((m.get("content") for m in reversed(messages) if isinstance(m, dict)), body.get("prompt"))
+        text = settings.answer.replace("{prompt}", last if isinstance(last, str) else "")
+        if settings.chunk_chars:
+            return [text[i : i + settings.chunk_chars] for i in range(0, len(text), settings.chunk_chars)]
+        words = text.split(" ")
+    return [w if i == 0 else " " + w for i, w in enumerate(words)]
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:
@@ -166,14 +179,14 @@ class FakeUpstream:
         body, failure = await self._receive(request)
         if failure is not None:
             return failure
-        words = _answer_words(self.settings, body)
+        words = _answer_pieces(self.settings, body)
         usage = {"prompt_tokens": _prompt_tokens(body), "completion_tokens": len(words), "total_tokens": 0}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         model = body.get("model", "fake-model")
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{self.count}"
         if body.get("stream"):
             return await self._stream(request, kind, rid, model, words, usage, body)
-        text = " ".join(words)
+        text = "".join(words)
         choice: dict[str, Any] = (
             {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
             if kind == "chat"
@@ -209,8 +222,7 @@ class FakeUpstream:
         )
         await response.prepare(request)
         obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
-        for index, word in enumerate(words):
-            piece = word if index == 0 else " " + word
+        for index, piece in enumerate(words):
             choice: dict[str, Any] = (
                 {
                     "index": 0,

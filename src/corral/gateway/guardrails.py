@@ -1,0 +1,336 @@
+"""The guard as one gateway stage: a deployment's policy on the request, the answer and its SSE stream.
+
+Input checks run before routing (a block answers 400 `content_policy_violation` and never reaches
+an upstream); answers are checked before they are sent (pseudonyms restored, secrets and PII
+redacted, a JSON schema checked with one retry); streamed answers get their pseudonyms restored
+chunk by chunk, a placeholder split across chunks held back until it is whole. Verdicts go on the
+trace (`meta.guard`) and into `corral_guard_verdicts`; no raw value is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from corral.config.sections import Classifier, GuardPolicy, Settings
+from corral.errors import ContentPolicyViolation
+from corral.gateway.costs import estimate_tokens
+from corral.gateway.sse import event_data
+from corral.gateway.stages import Answer, Call, Retry, Stage
+from corral.guard.policy import Verdict, check_input, check_output
+from corral.guard.pseudonyms import Pseudonyms, StreamRestorer
+from corral.guard.schema import load_schema, retry_message, schema_error
+
+log = logging.getLogger("corral.gateway")
+Slot = tuple[Any, Any]  # (container, key) holding one text of a request or an answer
+
+
+def request_slots(kind: str, body: dict[str, Any]) -> list[Slot]:
+    """Where a request's texts are: chat message contents (and text parts), a prompt, an input."""
+    slots: list[Slot] = []
+    if kind == "chat":
+        for message in body.get("messages") or []:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                slots.append((message, "content"))
+            elif isinstance(content, list):
+                slots += [
+                    (p, "text") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+                ]
+        return slots
+    field_name = "prompt" if kind == "completions" else "input"
+    value = body.get(field_name)
+    if isinstance(value, str):
+        return [(body, field_name)]
+    if isinstance(value, list):
+        return [(value, i) for i, item in enumerate(value) if isinstance(item, str)]
+    return []
+
+
+def answer_slots(kind: str, answer: dict[str, Any]) -> list[Slot]:
+    """Where an answer's texts are: each choice's message content (chat) or text (completions)."""
+    slots: list[Slot] = []
+    for choice in answer.get("choices") or []:
+        if not isinstance(choice, dict):
+            continue
+        holder = choice.get("message") if kind == "chat" else choice
+        if isinstance(holder, dict) and isinstance(holder.get("content" if kind == "chat" else "text"), str):
+            slots.append((holder, "content" if kind == "chat" else "text"))
+    return slots
+
+
+def refusal(verdict: Verdict, where: str) -> tuple[str, bytes]:
+    found = f" ({', '.join(verdict.found)})" if verdict.found else ""
+    error = ContentPolicyViolation(
+        verdict.check, f"the {where} was blocked by the guard's {verdict.check} check{found}"
+    )
+    return str(error), orjson.dumps(error.to_openai())
+
+
+@dataclass
+class GuardState:
+    policy: GuardPolicy
+    pseudonyms: Pseudonyms | None
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    retried: bool = False
+    restorers: dict[int, StreamRestorer] = field(default_factory=dict)
+    streamed: dict[int, list[str]] = field(default_factory=dict)
+    template: dict[str, Any] | None = None
+
+
+class Guard(Stage):
+    """Applies the deployment's guard policy (`guard.policies`, `deployments.NAME.guard`)."""
+
+    def __init__(self, settings: Settings, metrics: Any = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.base = Path(settings.source).parent if settings.source else Path.cwd()
+        self._session: aiohttp.ClientSession | None = None
+
+    def _policy(self, call: Call) -> GuardPolicy | None:
+        if call.live is None or not self.settings.guard.policies:
+            return None
+        return self.settings.guard.policy_for(call.live.spec)
+
+    def _note(self, call: Call, state: GuardState, verdicts: list[Verdict]) -> None:
+        for verdict in verdicts:
+            state.verdicts.append(verdict.as_dict())
+            if self.metrics is not None:
+                self.metrics.guard_verdicts.labels(call.deployment, verdict.check, verdict.action).inc()
+        if state.verdicts:
+            call.notes["guard"] = state.verdicts
+
+    async def before(self, call: Call) -> Answer | None:
+        policy = self._policy(call)
+        if policy is None:
+            return None
+        slots = request_slots(call.kind, call.body)
+        texts = [container[key] for container, key in slots]
+        tokens = sum(estimate_tokens(t) for t in texts)
+        if policy.pii_engine == "presidio":  # ~10 ms or more: off the event loop
+            result = await asyncio.to_thread(check_input, texts, policy, tokens)
+        else:
+            result = check_input(texts, policy, tokens)
+        verdicts = result.verdicts
+        if not result.blocked:
+            verdicts += await self._classify(policy, "\n".join(result.texts))
+        state = GuardState(policy, result.pseudonyms)
+        call.state["guard"] = state
+        self._note(call, state, verdicts)
+        blocked = next((v for v in verdicts if v.action == "block"), None)
+        if blocked is not None:
+            call.error, body = refusal(blocked, "request")
+            return Answer(400, body)
+        for (container, key), text in zip(slots, result.texts, strict=True):
+            container[key] = text
+        return None
+
+    async def _classify(self, policy: GuardPolicy, text: str) -> list[Verdict]:
+        out = []
+        for check, classifier, action in (
+            ("moderation", policy.moderation_classifier, policy.moderation),
+            ("injection", policy.injection_classifier, policy.injection),
+        ):
+            if classifier is None or action == "off":
+                continue
+            flagged = await self._ask(classifier, text)
+            if flagged:
+                out.append(Verdict(check, action, ("classifier", *flagged)))
+        return out
+
+    async def _ask(self, classifier: Classifier, text: str) -> tuple[str, ...]:
+        """Categories an OpenAI-compatible /moderations endpoint flags; a failure flags nothing (logged)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        headers = {}
+        if classifier.api_key_env and os.environ.get(classifier.api_key_env):
+            headers["authorization"] = f"Bearer {os.environ[classifier.api_key_env]}"
+        body: dict[str, Any] = {"input": text, **({"model": classifier.model} if classifier.model else {})}
+        try:
+            async with self._session.post(
+                f"{classifier.url}/moderations",
+                json=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=classifier.timeout_s),
+            ) as response:
+                answer = await response.json(content_type=None)
+            results = answer.get("results") or []
+            categories = results[0].get("categories") or {} if results else {}
+            return tuple(sorted(c for c, on in categories.items() if on))
+        except (TimeoutError, aiohttp.ClientError, ValueError, AttributeError, TypeError) as exc:
+            log.warning("guard classifier %s failed: %s", classifier.url, exc)
+            return ()
+
+    async def after(self, call: Call) -> Answer | Retry | None:
+        state: GuardState | None = call.state.get("guard")
+        if state is None or call.status >= 400 or call.kind == "embeddings" or not call.answer:
+            return None
+        try:
+            answer = orjson.loads(call.answer)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(answer, dict):
+            return None
+        slots = answer_slots(call.kind, answer)
+        if state.policy.output_schema and slots:
+            verdict = self._schema(call, state, slots[0][0][slots[0][1]])
+            if isinstance(verdict, Retry | Answer):
+                return verdict
+        verdicts, changed = [], False
+        for container, key in slots:
+            result = check_output(container[key], state.policy, state.pseudonyms)
+            verdicts += result.verdicts
+            if result.texts[0] != container[key]:
+                container[key], changed = result.texts[0], True
+        self._note(call, state, verdicts)
+        blocked = next((v for v in verdicts if v.action == "block"), None)
+        if blocked is not None:
+            call.error, body = refusal(blocked, "answer")
+            return Answer(400, body)
+        return Answer(call.status, orjson.dumps(answer)) if changed else None
+
+    def _schema(self, call: Call, state: GuardState, text: str) -> Answer | Retry | None:
+        policy = state.policy
+        assert policy.output_schema is not None
+        path = Path(policy.output_schema)
+        error = schema_error(text, load_schema(str(path if path.is_absolute() else self.base / path)))
+        if error is None:
+            return None
+        messages = call.body.get("messages")
+        if policy.output_schema_retry and not state.retried and isinstance(messages, list):
+            state.retried = True
+            messages.append(retry_message(error))
+            self._note(call, state, [Verdict("output_schema", "retry")])
+            return Retry(f"answer does not match the schema: {error}")
+        verdict = Verdict("output_schema", policy.output_schema_action, (error[:120],))
+        self._note(call, state, [verdict])
+        if verdict.action == "block":
+            call.error, body = refusal(verdict, "answer")
+            return Answer(400, body)
+        return None
+
+    def chunk(self, call: Call, events: list[bytes]) -> list[bytes]:
+        state: GuardState | None = call.state.get("guard")
+        if state is None:
+            return events
+        out: list[bytes] = []
+        for event in events:
+            payload = event_data(event)
+            if payload is None:
+                out.append(event)
+            elif payload.strip() == b"[DONE]":
+                out += self._release(call, state)
+                out.append(event)
+            else:
+                out.append(self._rewrite(call, state, event, payload))
+        return out
+
+    def _rewrite(self, call: Call, state: GuardState, event: bytes, payload: bytes) -> bytes:
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return event
+        changed = False
+        for choice in chunk.get("choices") or [] if isinstance(chunk, dict) else []:
+            holder, key = _delta_slot(call.kind, choice)
+            finishing = isinstance(choice, dict) and choice.get("finish_reason") is not None
+            if holder is None and not finishing:
+                continue
+            index = choice.get("index", 0) if isinstance(choice.get("index"), int) else 0
+            text = holder[key] if holder is not None else ""
+            new = text
+            if state.pseudonyms is not None:
+                restorer = state.restorers.setdefault(index, state.pseudonyms.restorer())
+                # the last piece of a choice also releases what was held back for it
+                new = restorer.feed(text) + (restorer.flush() if finishing else "")
+            if new != text:
+                changed = True
+                if holder is None:
+                    holder, key = _make_slot(call.kind, choice)
+                holder[key] = new
+            state.streamed.setdefault(index, []).append(new)
+            state.template = chunk
+        return b"data: " + orjson.dumps(chunk) + b"\n\n" if changed else event
+
+    def _release(self, call: Call, state: GuardState) -> list[bytes]:
+        """Events carrying the text the restorers still hold, then the end-of-stream checks' verdicts."""
+        out = []
+        for index, restorer in state.restorers.items():
+            rest = restorer.flush()
+            if rest and state.template is not None:
+                state.streamed.setdefault(index, []).append(rest)
+                out.append(
+                    b"data: " + orjson.dumps(_text_event(call.kind, state.template, index, rest)) + b"\n\n"
+                )
+        state.restorers.clear()
+        if state.streamed:
+            verdicts = []
+            for pieces in state.streamed.values():
+                result = check_output("".join(pieces), state.policy)
+                # Already sent: what the checks found is recorded, not changed.
+                verdicts += [
+                    Verdict(v.check, "flag", v.found) for v in result.verdicts if v.action != "restore"
+                ]
+            state.streamed.clear()
+            self._note(call, state, verdicts)
+        return out
+
+    def stream_end(self, call: Call) -> list[bytes]:
+        state: GuardState | None = call.state.get("guard")
+        return self._release(call, state) if state is not None else []
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def _delta_slot(kind: str, choice: Any) -> tuple[dict[str, Any] | None, str]:
+    if not isinstance(choice, dict):
+        return None, ""
+    holder = choice.get("delta") if kind == "chat" else choice
+    key = "content" if kind == "chat" else "text"
+    if isinstance(holder, dict) and isinstance(holder.get(key), str):
+        return holder, key
+    return None, ""
+
+
+def _make_slot(kind: str, choice: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    if kind == "chat":
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            delta = choice["delta"] = {}
+        return delta, "content"
+    return choice, "text"
+
+
+def _text_event(kind: str, template: dict[str, Any], index: int, text: str) -> dict[str, Any]:
+    piece: dict[str, Any] = {"delta": {"content": text}} if kind == "chat" else {"text": text}
+    return {
+        **{k: template[k] for k in ("id", "object", "created", "model") if k in template},
+        "choices": [{"index": index, **piece, "finish_reason": None}],
+    }
+
+
+def moderations(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's POST /v1/moderations answered by the default policy's term lists (the same checks)."""
+    from corral.errors import InvalidInputError
+    from corral.guard.moderation import freeze_terms, moderate
+
+    given = body.get("input")
+    inputs = [given] if isinstance(given, str) else given
+    if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs) or not inputs:
+        raise InvalidInputError("`input` must be a string or a non-empty list of strings")
+    policy = settings.guard.policies.get("default") or GuardPolicy()
+    extra = freeze_terms(policy.moderation_terms)
+    return {
+        "id": f"modr-{os.urandom(12).hex()}",
+        "model": body.get("model") if isinstance(body.get("model"), str) else "corral-guard",
+        "results": [moderate(text, extra).as_openai() for text in inputs],
+    }
