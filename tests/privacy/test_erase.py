@@ -21,24 +21,17 @@ MARK = "zebra-7731"  # a word only alice's requests contain
 
 
 def add_trace(registry: Any, n: int, user: str, question: str, *, shadow_of: str | None = None) -> str:
-    trace_id = f"{n:032x}"
-    at = T0 + timedelta(minutes=n)
+    """One stored exchange of `user` (and a thumbs-up on it)."""
+    trace_id, at = f"{n:032x}", T0 + timedelta(minutes=n)
+    exchange = {
+        "request": {"messages": [{"role": "user", "content": question}]},
+        "response": {"choices": [{"message": {"role": "assistant", "content": f"re: {question}"}}]},
+    }
+    row = TraceRow(id=trace_id, at=at, day=at.strftime("%Y-%m-%d"), deployment="support", endpoint="chat")
+    row.model_version, row.status, row.user, row.shadow_of = "support@1", 200, user, shadow_of
+    row.request, row.response = exchange["request"], exchange["response"]
     with registry.store.session() as s:
-        s.add(
-            TraceRow(
-                id=trace_id,
-                at=at,
-                day=at.strftime("%Y-%m-%d"),
-                deployment="support",
-                endpoint="chat",
-                model_version="support@1",
-                request={"messages": [{"role": "user", "content": question}]},
-                response={"choices": [{"message": {"role": "assistant", "content": f"re: {question}"}}]},
-                status=200,
-                user=user,
-                shadow_of=shadow_of,
-            )
-        )
+        s.add(row)
         s.add(FeedbackRow(id=f"f{n:031x}", trace_id=trace_id, score=1.0))
     return trace_id
 
