@@ -108,14 +108,18 @@ def test_a_new_intent_is_found_with_examples_and_no_shift_is_not(embed):
     known = [p for ps in INTENTS.values() for p in ps]
     ref = _prompts(rng, 120, known)
     answers = [rng.choice(ANSWERS_EN) for _ in range(120)]
-    same = _text_report(embed, ref, _prompts(rng, 100, known), answers, [rng.choice(ANSWERS_EN) for _ in range(100)])
+    same = _text_report(
+        embed, ref, _prompts(rng, 100, known), answers, [rng.choice(ANSWERS_EN) for _ in range(100)]
+    )
     assert not same.drifted, same.to_json()
     assert same.new_topics is not None and same.new_topics["share"] < 0.1
     shifted = _prompts(rng, 70, known) + _prompts(rng, 30, NEW_INTENT)
     new = _text_report(embed, ref, shifted, answers, [rng.choice(ANSWERS_EN) for _ in range(100)])
     assert new.drifted and "prompt" in new.drifted_features
     assert new.new_topics is not None and new.new_topics["share"] >= 0.2
-    assert all(any(w in ex for w in ("weather", "rain", "forecast", "snow")) for ex in new.new_topics["examples"])
+    assert all(
+        any(w in ex for w in ("weather", "rain", "forecast", "snow")) for ex in new.new_topics["examples"]
+    )
 
 
 @pytest.mark.slow
@@ -124,7 +128,11 @@ def test_outputs_changing_language_is_output_drift(embed):
     known = [p for ps in INTENTS.values() for p in ps]
     ref_p, cur_p = _prompts(rng, 100, known), _prompts(rng, 100, known)
     report = _text_report(
-        embed, ref_p, cur_p, [rng.choice(ANSWERS_EN) for _ in range(100)], [rng.choice(ANSWERS_FR) for _ in range(100)]
+        embed,
+        ref_p,
+        cur_p,
+        [rng.choice(ANSWERS_EN) for _ in range(100)],
+        [rng.choice(ANSWERS_FR) for _ in range(100)],
     )
     assert report.drifted_features == ["output"]
 

@@ -39,9 +39,17 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     supervisor = supervisor_of(parts)
     gateway = Gateway(parts, tune_gc=True)
     supervisor.start()
+    monitor = None
+    if settings.monitor.enabled:
+        from corral.monitor import MonitorService
+
+        monitor = MonitorService(parts.store, settings.monitor)
+        monitor.start()  # rollups, drift and alerts, on whichever replica holds the lease
     try:
         serve_forever(gateway, host or settings.gateway.host, port or settings.gateway.port)
     finally:
+        if monitor is not None:
+            monitor.stop()
         supervisor.stop()
         logging.getLogger("corral.gateway").info("gateway stopped; traces flushed, workers stopped")
 

@@ -20,7 +20,9 @@ PSI_MIN = 0.1  # a PSI under 0.1 is conventionally "no significant change", what
 class DriftPolicy:
     alpha: float = 0.05  # family-wise: split over the features tested (Bonferroni)
     psi_min: float = PSI_MIN
-    new_topic_share: float = 0.10  # drift when more than this share of current prompts is far from the reference
+    new_topic_share: float = (
+        0.10  # drift when more than this share of current prompts is far from the reference
+    )
     permutations: int = 200
     min_samples: int = 20
 

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select
 
 from corral.gateway.costs import prompt_text
+from corral.monitor.search import SearchIndex
 from corral.monitor.sketch import LogHistogram
 from corral.store import Store
 from corral.store.models import FeedbackRow, MonitorStateRow, RollupRow, TraceRow
@@ -156,6 +157,7 @@ class RollupJob:
         self.store = store
         self.lookback = timedelta(seconds=lookback_s)
         self.regeneration_window = timedelta(seconds=regeneration_window_s)
+        self.search = SearchIndex(store)
 
     # -- which minutes need rebuilding ------------------------------------------------------------------
     def _trunc(self, column: Any, grain: str) -> Any:
@@ -305,6 +307,8 @@ class RollupJob:
         """Rebuild every disagreeing minute in [since, until) and the hours and days around them."""
         minutes = self.dirty_minutes(since, until)
         self.rebuild_minutes(minutes)
+        for chunk in _chunks(minutes, CHUNK, MINUTE):
+            self.search.index_range(chunk[0], chunk[-1] + MINUTE)
         hours = sorted({floor(m, "h") for m in minutes})
         self.rebuild_coarse("h", hours)
         self.rebuild_coarse("d", sorted({floor(h, "d") for h in hours}))

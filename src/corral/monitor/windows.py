@@ -56,7 +56,9 @@ class TextEmbedder:
         """Unit vectors for `texts`; `keys` (trace id, field) say which are cached already."""
         missing = [i for i, key in enumerate(keys) if key not in self._cache]
         if missing:
-            vectors = self._load().encode([texts[i] for i in missing], batch_size=64, normalize_embeddings=True)
+            vectors = self._load().encode(
+                [texts[i] for i in missing], batch_size=64, normalize_embeddings=True
+            )
             for i, vector in zip(missing, vectors, strict=True):
                 self._cache[keys[i]] = np.asarray(vector, dtype=np.float64)
         out = []
@@ -165,6 +167,12 @@ def latest_reports(store: Store, deployment: str | None = None, limit: int = 20)
         query = query.where(DriftReportRow.deployment == deployment)
     with store.session() as session:
         return [
-            {"id": r.id, "at": utc(r.at).isoformat(), "deployment": r.deployment, "drifted": r.drifted, **r.report}
+            {
+                "id": r.id,
+                "at": utc(r.at).isoformat(),
+                "deployment": r.deployment,
+                "drifted": r.drifted,
+                **r.report,
+            }
             for r in session.scalars(query).all()
         ]
