@@ -68,11 +68,11 @@ def _rows(
     where = or_(
         *(and_(RollupRow.grain == g, RollupRow.bucket >= s, RollupRow.bucket < e) for g, s, e in pieces)
     )
-    query = select(RollupRow).where(where)
+    query = select(*RollupRow.__table__.columns).where(where)
     if deployment is not None:
         query = query.where(RollupRow.deployment == deployment)
     with store.session() as session:
-        return list(session.scalars(query).all())
+        return list(session.execute(query).all())
 
 
 def _check_groups(by: Sequence[str]) -> None:

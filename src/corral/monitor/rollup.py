@@ -26,7 +26,8 @@ from corral.store.models import FeedbackRow, MonitorStateRow, RollupRow, TraceRo
 MINUTE, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
 GRAIN_SIZE = {"m": MINUTE, "h": HOUR, "d": DAY}
 STATE_NAME = "rollups"
-CHUNK = 360  # buckets rebuilt per query: bounds memory during a backfill
+CHUNK = 1440  # buckets rebuilt per query (a day of minutes): bounds memory during a backfill
+ROLLUP = RollupRow.__table__
 Key = tuple[str, str, str]  # deployment, route, model version
 
 
@@ -76,7 +77,7 @@ class Aggregate:
         self.cost_usd += row.cost_usd or 0.0
         self.turns += row.session is not None
 
-    def add_row(self, row: RollupRow) -> None:
+    def add_row(self, row: Any) -> None:
         for name in ("requests", "errors", "prompt_tokens", "completion_tokens", "feedback_count", "turns"):
             setattr(self, name, getattr(self, name) + getattr(row, name))
         for name in ("latency_ms_sum", "cost_usd", "feedback_sum", "regenerations"):
@@ -259,8 +260,8 @@ class RollupJob:
             start, end = chunk[0], chunk[-1] + GRAIN_SIZE[grain]
             trunc = self._trunc(TraceRow.at, grain)
             with self.store.session() as session:
-                parts = session.scalars(
-                    select(RollupRow).where(
+                parts = session.execute(
+                    select(*ROLLUP.columns).where(
                         RollupRow.grain == finer, RollupRow.bucket >= start, RollupRow.bucket < end
                     )
                 ).all()
@@ -297,10 +298,10 @@ class RollupJob:
             for (bucket, (d, r, v)), agg in groups.items()
             if bucket in wanted
         ]
-        with self.store.session() as session:
-            session.execute(delete(RollupRow).where(RollupRow.grain == grain, RollupRow.bucket.in_(buckets)))
+        with self.store.engine.begin() as conn:
+            conn.execute(delete(ROLLUP).where(ROLLUP.c.grain == grain, ROLLUP.c.bucket.in_(buckets)))
             if values:
-                session.execute(insert(RollupRow), values)
+                conn.execute(insert(ROLLUP), values)
 
     # -- the job -------------------------------------------------------------------------------------------
     def refresh(self, since: datetime, until: datetime) -> int:
