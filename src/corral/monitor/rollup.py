@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Table, delete, func, insert, select
 
 from corral.gateway.costs import prompt_text
 from corral.monitor.search import SearchIndex
@@ -27,7 +27,7 @@ MINUTE, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
 GRAIN_SIZE = {"m": MINUTE, "h": HOUR, "d": DAY}
 STATE_NAME = "rollups"
 CHUNK = 1440  # buckets rebuilt per query (a day of minutes): bounds memory during a backfill
-ROLLUP = RollupRow.__table__
+ROLLUP: Table = RollupRow.__table__  # type: ignore[assignment]
 Key = tuple[str, str, str]  # deployment, route, model version
 
 
