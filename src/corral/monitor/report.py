@@ -62,7 +62,7 @@ def summarize(agg: Aggregate) -> dict[str, Any]:
 
 def _rows(
     store: Store, pieces: list[tuple[str, datetime, datetime]], deployment: str | None
-) -> list[RollupRow]:
+) -> list[Any]:
     if not pieces:
         return []
     where = or_(

@@ -74,12 +74,12 @@ class MonitorService:
         return made
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        # The first round waits one interval, so it never competes with the gateway's own start-up.
+        while not self._stop.wait(self.settings.interval_s):
             try:
                 self.run_once()
             except Exception:  # noqa: BLE001 - the loop outlives a failed round (e.g. the store is down)
                 log.exception("monitor round failed; retrying in %.0f s", self.settings.interval_s)
-            self._stop.wait(self.settings.interval_s)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="corral-monitor", daemon=True)
