@@ -15,6 +15,7 @@ from corral.store import Store
 from corral.store.models import RollupRow
 
 GROUPS = ("deployment", "route", "model_version")
+QUANTILES = (0.5, 0.95, 0.99)
 
 
 def _ceil(when: datetime, grain: str) -> datetime:
@@ -40,14 +41,15 @@ def cover(since: datetime, until: datetime) -> list[tuple[str, datetime, datetim
 def summarize(agg: Aggregate) -> dict[str, Any]:
     """Plain numbers for one group: what the CLI prints, the dashboard charts and alerts compare."""
     n = agg.requests
+    latency, ttft = agg.latency.quantiles(QUANTILES), agg.ttft.quantiles(QUANTILES)
     return {
         "requests": n,
         "errors": agg.errors,
         "error_rate": agg.errors / n if n else 0.0,
         "statuses": dict(sorted(agg.statuses.items())),
-        "latency_ms": {f"p{q}": agg.latency.quantile(q / 100) for q in (50, 95, 99)},
+        "latency_ms": dict(zip(("p50", "p95", "p99"), latency, strict=True)),
         "latency_ms_mean": agg.latency_ms_sum / n if n else None,
-        "ttft_ms": {f"p{q}": agg.ttft.quantile(q / 100) for q in (50, 95, 99)},
+        "ttft_ms": dict(zip(("p50", "p95", "p99"), ttft, strict=True)),
         "prompt_tokens": agg.prompt_tokens,
         "completion_tokens": agg.completion_tokens,
         "cost_usd": round(agg.cost_usd, 6),
@@ -60,9 +62,7 @@ def summarize(agg: Aggregate) -> dict[str, Any]:
     }
 
 
-def _rows(
-    store: Store, pieces: list[tuple[str, datetime, datetime]], deployment: str | None
-) -> list[Any]:
+def _rows(store: Store, pieces: list[tuple[str, datetime, datetime]], deployment: str | None) -> list[Any]:
     if not pieces:
         return []
     where = or_(

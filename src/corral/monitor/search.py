@@ -31,6 +31,7 @@ POSTGRES_DDL = [
     "CREATE INDEX IF NOT EXISTS ix_trace_search_body ON trace_search USING gin (to_tsvector('simple', body))",
 ]
 PAGE = 50
+FEW = 2000
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -86,6 +87,14 @@ class SearchIndex:
                 "SELECT trace_id FROM trace_search WHERE to_tsvector('simple', body) @@ "
                 "plainto_tsquery('simple', :q)"
             ).bindparams(q=" ".join(words))
+        # Few matches (the usual search for a known trace): look them up by primary key. Many: let the
+        # database scan traces newest first and stop at a page, checking membership as it goes.
+        with self.store.engine.connect() as conn:
+            ids = list(
+                conn.execute(text(f"{sub.text} LIMIT {FEW + 1}").bindparams(**sub.compile().params)).scalars()
+            )
+        if len(ids) <= FEW:
+            return TraceRow.id.in_(ids)
         return TraceRow.id.in_(sub.columns(column("trace_id", String)))
 
 

@@ -18,6 +18,10 @@ def bucket_of(value: float) -> str:
     return str(math.ceil(math.log(value) / _LOG_GAMMA - 1e-12))
 
 
+def _order(bucket: str) -> float:
+    return -math.inf if bucket == ZERO else int(bucket)
+
+
 def representative(bucket: str) -> float:
     """The value reported for a bucket: within RELATIVE_ERROR of anything that falls in it."""
     if bucket == ZERO:
@@ -57,16 +61,23 @@ class LogHistogram:
 
     def quantile(self, q: float) -> float | None:
         """The value at nearest rank ceil(q·n), to within RELATIVE_ERROR; None when empty."""
+        return self.quantiles((q,))[0]
+
+    def quantiles(self, qs: tuple[float, ...]) -> list[float | None]:
+        """Several quantiles in one pass over the buckets (qs ascending)."""
         n = self.total
         if n == 0:
-            return None
-        rank = max(1, math.ceil(q * n))
+            return [None] * len(qs)
+        ranks = [max(1, math.ceil(q * n)) for q in qs]
+        out: list[float | None] = []
         seen = 0
-        for key in sorted(self.counts, key=lambda k: -math.inf if k == ZERO else int(k)):
+        for key in sorted(self.counts, key=_order):
             seen += self.counts[key]
-            if seen >= rank:
-                return representative(key)
-        return None  # unreachable: seen reaches n
+            while len(out) < len(ranks) and seen >= ranks[len(out)]:
+                out.append(representative(key))
+            if len(out) == len(ranks):
+                break
+        return out
 
     def to_json(self) -> dict[str, int]:
         return dict(self.counts)
