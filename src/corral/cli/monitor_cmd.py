@@ -22,15 +22,9 @@ def _store():  # type: ignore[no-untyped-def]
 
 
 def _when(value: str | None, default: datetime) -> datetime:
-    if value is None:
-        return default
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInputError(
-            f"'{value}' is not a date or time", hint="use YYYY-MM-DD or YYYY-MM-DDTHH:MM"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    from corral.monitor.report import parse_time
+
+    return parse_time(value) or default
 
 
 def _ms(value: Any) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select
@@ -126,6 +126,19 @@ def series(
         {"bucket": key[0].isoformat(), **dict(zip(by, key[1:], strict=True)), **summarize(agg)}
         for key, agg in sorted(groups.items())
     ]
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """A date or time from a user (YYYY-MM-DD[THH:MM], UTC unless it says otherwise); None for empty."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInputError(
+            f"'{value}' is not a date or time", hint="use YYYY-MM-DD or YYYY-MM-DDTHH:MM"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def today(now: datetime) -> tuple[datetime, datetime]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -13,7 +13,7 @@ from corral.config import MonitorSettings
 from corral.errors import InvalidInputError, NotFoundError
 from corral.gateway.costs import answer_text
 from corral.monitor.alerts import history
-from corral.monitor.report import report, series, today
+from corral.monitor.report import parse_time, report, series, today
 from corral.monitor.search import SearchIndex, TraceFilter, search
 from corral.monitor.windows import latest_reports
 from corral.store import Store
@@ -98,21 +98,9 @@ def deployment(store: Store, name: str, now: datetime, hours: float, grain: str)
     }
 
 
-def _date(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidInputError(
-            f"'{value}' is not a date", hint="use YYYY-MM-DD or YYYY-MM-DDTHH:MM"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def traces(index: SearchIndex, query: dict[str, str]) -> dict[str, Any]:
     names = ("q", "deployment", "version", "status", "user", "session", "feedback", "after")
-    f = TraceFilter(since=_date(query.get("since")), until=_date(query.get("until")))
+    f = TraceFilter(since=parse_time(query.get("since")), until=parse_time(query.get("until")))
     for name in names:
         setattr(f, name, query.get(name) or None)
     rows, cursor = search(index, f)
