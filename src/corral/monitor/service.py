@@ -38,8 +38,6 @@ class MonitorService:
         self.lease = Lease(store, LEASE_NAME, ttl_s=max(3 * settings.interval_s, 10.0), holder=holder)
         self.rollups = RollupJob(store, lookback_s=settings.lookback_s)
         self.alerts = AlertEngine(store, settings, lambda: known_deployments(store))
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def run_once(self, now: datetime | None = None) -> dict[str, Any] | None:
         """One round: None when another replica holds the lease."""
@@ -73,22 +71,14 @@ class MonitorService:
             made += 1
         return made
 
-    def _loop(self) -> None:
-        # The first round waits one interval, so it never competes with the gateway's own start-up.
-        while not self._stop.wait(self.settings.interval_s):
+    def run_until(self, stop: threading.Event) -> None:
+        """Run a round every interval until `stop` is set; then give the lease up."""
+        while not stop.is_set():
             try:
                 self.run_once()
             except Exception:  # noqa: BLE001 - the loop outlives a failed round (e.g. the store is down)
                 log.exception("monitor round failed; retrying in %.0f s", self.settings.interval_s)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="corral-monitor", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
+            stop.wait(self.settings.interval_s)
         try:
             self.lease.release()
         except Exception:  # noqa: BLE001 - best effort: the lease expires anyway
