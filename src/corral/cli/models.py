@@ -184,4 +184,13 @@ def retire(
     if "@" not in ref:
         raise InvalidInputError(f"name the version to retire, e.g. {ref}@1")
     v = registry().models.retire(ref, purge=purge)
-    console.print(f"{v.ref} is {v.stage}" + (" (files purged)" if v.artifact_purged else ""))
+    console.print(f"{v.ref} is {v.stage}{_retire_note(v)}")
+
+
+def _retire_note(v: ModelVersion) -> str:
+    if v.artifact_purged:
+        return " (files purged)"
+    if v.stage == "draining":
+        then = "retires and its files are purged" if v.purge_requested else "retires"
+        return f": a gateway still has requests on it; it {then} once they finish"
+    return ""

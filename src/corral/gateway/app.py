@@ -96,6 +96,7 @@ class Gateway:
             self.store.ensure_ready()
             self.routes.deployments.seed(self.settings.deployments)
             self.watcher.poll()
+            self.parts.heartbeat.start()
 
         await asyncio.to_thread(prepare)
         if self.tracer is not None:
@@ -134,6 +135,7 @@ class Gateway:
             self._retention.cancel()
         self.watcher.stop()
         await self.proxy.drain()
+        await asyncio.to_thread(self.parts.heartbeat.stop)
         await self.parts.pool.close()
         await self.parts.limiter.close()
         if self.tracer is not None:

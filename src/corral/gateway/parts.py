@@ -12,6 +12,7 @@ from corral.gateway.accounting import Cost, Trace
 from corral.gateway.auth import KeyRing, KeyStore
 from corral.gateway.deployments import DeploymentStore, RouteResolver, WorkerDirectory, cached_model_dir
 from corral.gateway.guardrails import Guard
+from corral.gateway.heartbeat import Heartbeat
 from corral.gateway.intake import BodyChecks, Deployment, Keys, Limits, PromptTemplates
 from corral.gateway.limits import Limiter
 from corral.gateway.metrics import GatewayMetrics
@@ -40,6 +41,7 @@ class Parts:
     tracer: TraceWriter | None
     metrics: GatewayMetrics
     workers: WorkerDirectory | None
+    heartbeat: Heartbeat  # this replica's in-flight counts, for retirements decided in other processes
 
 
 WorkersFactory = Callable[[Callable[[str], int], Callable[[str], None]], WorkerDirectory]
@@ -95,6 +97,7 @@ def build_parts(
         tracer=TraceWriter(store, settings.tracing, metrics) if settings.tracing.enabled else None,
         metrics=metrics,
         workers=workers,
+        heartbeat=Heartbeat(store, lambda: in_flight.counts, g.deployments_poll_s),
     )
 
 

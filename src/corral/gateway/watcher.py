@@ -81,7 +81,7 @@ class StoreWatcher:
             self._complete_retirements(self.models)
 
     def _complete_retirements(self, models: ModelRegistry) -> None:
-        """Versions draining with nothing in flight here become retired."""
+        """Versions draining with nothing in flight here, nor on any live replica, become retired."""
         with self.store.session() as session:
             rows = session.execute(
                 select(ModelRow.name, ModelVersionRow.version)
@@ -91,5 +91,6 @@ class StoreWatcher:
         for name, version in rows:
             ref = f"{name}@{version}"
             if self.routes.in_flight.get(ref) == 0:
-                models.complete_retirement(ref)
-                log.info("%s drained; retired", ref)
+                version = models.complete_retirement(ref)
+                if version.stage == "retired":
+                    log.info("%s drained; retired%s", ref, " and purged" if version.artifact_purged else "")

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from corral.artifacts import ArtifactStore
 from corral.errors import ConflictError, InvalidInputError, NotFoundError
-from corral.registry import aliases, audit, owners, sources
+from corral.registry import aliases, audit, drain, owners, sources
 from corral.registry.refs import check_name, parse_ref
 from corral.registry.types import Model, ModelVersion
 from corral.registry.versioned import Versioned
@@ -78,6 +78,7 @@ class ModelRegistry(Versioned[ModelVersion]):
             created_at=row.created_at,
             retired_at=row.retired_at,
             artifact_purged=row.artifact_purged,
+            purge_requested=row.purge_requested,
         )
 
     def resolve(self, ref: str) -> ModelVersion:
@@ -250,28 +251,37 @@ class ModelRegistry(Versioned[ModelVersion]):
                     f"cannot purge {label}: {dependants} live adapter version(s) use it as their base"
                 )
             before = row.lifecycle
-            row.lifecycle = "draining"
+            if before != "draining":
+                row.lifecycle, row.draining_since = "draining", utcnow()
+            row.purge_requested = row.purge_requested or purge
             audit.record(
                 session,
                 self.actor,
                 "version.drain",
                 f"model:{label}",
                 {"lifecycle": before},
-                {"lifecycle": "draining"},
+                {"lifecycle": "draining", "purge": row.purge_requested},
             )
-        return self.complete_retirement(label, purge=purge)
+        return self.complete_retirement(label)
 
     def complete_retirement(self, ref: str, *, purge: bool = False) -> ModelVersion:
-        """Finish retiring a draining version if nothing is in flight; otherwise leave it draining."""
+        """Finish retiring a draining version once no gateway has it in flight; else leave it draining.
+
+        Any process may call this: it reads this process's count (`in_flight`) and every live gateway
+        replica's heartbeat. A purge asked for at `retire` is stored and carried out here.
+        """
         parsed = parse_ref(ref)
         with self.store.session() as session:
             model = self._owner(session, parsed.name, lock=True)
             row = self._version_row(session, model, parsed)
             label = f"{model.name}@{row.version}"
-            if row.lifecycle == "draining" and self.in_flight(label) == 0:
+            since = drain.as_utc(row.draining_since) if row.draining_since else None
+            if row.lifecycle == "draining" and drain.drained(
+                label, self.in_flight(label), drain.beats(session), since, utcnow()
+            ):
                 row.lifecycle = "retired"
                 row.retired_at = utcnow()
-                if purge and row.artifact and not row.artifact_purged:
+                if (purge or row.purge_requested) and row.artifact and not row.artifact_purged:
                     keep = session.scalars(
                         select(ModelVersionRow.artifact).where(
                             ModelVersionRow.artifact.is_not(None),

@@ -40,6 +40,7 @@ class ModelVersion:
     created_at: datetime
     retired_at: datetime | None = None
     artifact_purged: bool = False
+    purge_requested: bool = False  # `retire --purge` asked; the files go once the version has drained
 
     @property
     def ref(self) -> str:
