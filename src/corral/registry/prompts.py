@@ -1,71 +1,21 @@
-"""Prompt templates: versioned and aliased like models, rendered with sandboxed Jinja2."""
+"""Prompt templates: versioned and aliased like models, rendered with bounded, sandboxed Jinja2."""
 
 from __future__ import annotations
 
 import builtins
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, meta
-from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from corral.errors import InvalidInputError
 from corral.registry import audit, owners
 from corral.registry.refs import Ref, check_name
+from corral.registry.templates import check_template, render_template
 from corral.registry.types import PromptVersion
 from corral.registry.versioned import Versioned
 from corral.store.models import PromptRow, PromptVersionRow
 
 KIND = "prompt"
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
-
-
-def _sources(template: dict[str, Any]) -> list[str]:
-    if "text" in template:
-        return [template["text"]]
-    return [m["content"] for m in template["messages"]]
-
-
-def check_template(template: dict[str, Any]) -> list[str]:
-    """Validate a template's shape and syntax; return the variables it uses, sorted."""
-    if not isinstance(template, dict) or ("text" in template) == ("messages" in template):
-        raise InvalidInputError("a prompt template is either {'text': ...} or {'messages': [...]}")
-    if "text" in template and not isinstance(template["text"], str):
-        raise InvalidInputError("prompt 'text' must be a string")
-    if "messages" in template:
-        messages = template["messages"]
-        if not isinstance(messages, list) or not messages:
-            raise InvalidInputError("prompt 'messages' must be a non-empty list")
-        for i, m in enumerate(messages):
-            if (
-                not isinstance(m, dict)
-                or not isinstance(m.get("role"), str)
-                or not isinstance(m.get("content"), str)
-            ):
-                raise InvalidInputError(f"prompt messages[{i}] needs string 'role' and 'content'")
-    names: set[str] = set()
-    for source in _sources(template):
-        try:
-            names |= meta.find_undeclared_variables(_ENV.parse(source))
-        except TemplateError as exc:
-            raise InvalidInputError(f"prompt template has a syntax error: {exc}") from None
-    return sorted(names)
-
-
-def render_template(template: dict[str, Any], variables: dict[str, Any], label: str = "prompt") -> Any:
-    """Render text (a string) or messages (a list); missing variables are one error naming them all."""
-    missing = sorted(set(check_template(template)) - set(variables))
-    if missing:
-        raise InvalidInputError(f"{label} needs variables it was not given: {', '.join(missing)}")
-    try:
-        if "text" in template:
-            return _ENV.from_string(template["text"]).render(**variables)
-        return [
-            {**m, "content": _ENV.from_string(m["content"]).render(**variables)} for m in template["messages"]
-        ]
-    except TemplateError as exc:  # includes sandbox violations
-        raise InvalidInputError(f"{label} failed to render: {exc}") from None
 
 
 class PromptRegistry(Versioned[PromptVersion]):
