@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -151,15 +152,20 @@ class ModelRegistry(Versioned[ModelVersion]):
         metrics: dict[str, Any] | None = None,
         tags: dict[str, Any] | None = None,
         description: str = "",
+        tokenizer_required: bool = True,
     ) -> ModelVersion:
-        """Add the next version of `name`: a weights directory, an adapter over `base`, or an endpoint."""
+        """Add the next version of `name`: a weights directory, an adapter over `base`, or an endpoint.
+
+        A directory no worker could load is refused (see `sources.check_model_dir`). Files identical
+        to a live version of `name` (same base) return that version with `created=False`.
+        """
         check_name(name, "model name")
         kind = sources.kind_of(path, base=base, endpoint=endpoint, upstream_model=upstream_model)
-        digest = None
+        digest, warnings = None, []
         if kind != "endpoint":
             if base is not None:
                 self.resolve(base)  # fail on an unknown base before copying any files
-            sources.check_model_dir(Path(str(path)), kind)
+            warnings = sources.check_model_dir(Path(str(path)), kind, tokenizer_required=tokenizer_required)
             digest = self.artifacts.put_dir(str(path))
         lineage = dict(lineage or {})
         if path is not None:
@@ -167,16 +173,12 @@ class ModelRegistry(Versioned[ModelVersion]):
         with self.store.session() as session:
             base_id = None
             if base is not None:
-                base_ref = parse_ref(base)
-                base_model = self._owner(session, base_ref.name)
-                base_row = self._version_row(session, base_model, base_ref)
-                if base_row.kind != "weights":
-                    raise InvalidInputError(
-                        f"base {base} is an {base_row.kind} version; an adapter needs full weights"
-                    )
-                base_id = base_row.id
-                lineage.setdefault("base", f"{base_model.name}@{base_row.version}")
+                base_id, base_label = self._base(session, base)
+                lineage.setdefault("base", base_label)
             model = self._get_or_create_model(session, name, description, tags or {})
+            same = self._same_content(session, model, digest, base_id)
+            if same is not None:
+                return replace(self._to_version(session, model, same), created=False, warnings=warnings)
             number = self._next_number(session, model)
             row = ModelVersionRow(
                 model_id=model.id,
@@ -203,7 +205,36 @@ class ModelRegistry(Versioned[ModelVersion]):
                 None,
                 {"kind": kind, "artifact": digest, "endpoint": endpoint, "base": lineage.get("base")},
             )
-            return self._to_version(session, model, row)
+            return replace(self._to_version(session, model, row), warnings=warnings)
+
+    def _base(self, session: Session, base: str) -> tuple[int, str]:
+        """The row id and `name@N` of an adapter's base, which must be a full-weights version."""
+        ref = parse_ref(base)
+        model = self._owner(session, ref.name)
+        row = self._version_row(session, model, ref)
+        if row.kind != "weights":
+            raise InvalidInputError(f"base {base} is an {row.kind} version; an adapter needs full weights")
+        return row.id, f"{model.name}@{row.version}"
+
+    def _same_content(
+        self, session: Session, model: ModelRow, digest: str | None, base_id: int | None
+    ) -> ModelVersionRow | None:
+        """A live version of `model` with exactly these files (and base), if there is one."""
+        if digest is None:
+            return None
+        return session.scalar(
+            select(ModelVersionRow)
+            .where(
+                ModelVersionRow.model_id == model.id,
+                ModelVersionRow.artifact == digest,
+                ModelVersionRow.base_version_id.is_(None)
+                if base_id is None
+                else ModelVersionRow.base_version_id == base_id,
+                ModelVersionRow.lifecycle.is_(None),
+            )
+            .order_by(ModelVersionRow.version)
+            .limit(1)
+        )
 
     def add_metrics(self, ref: str, metrics: dict[str, Any]) -> ModelVersion:
         """Attach evaluation results to a version (new keys only: recorded results never change)."""
