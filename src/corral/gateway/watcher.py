@@ -88,9 +88,9 @@ class StoreWatcher:
                 .join(ModelRow, ModelRow.id == ModelVersionRow.model_id)
                 .where(ModelVersionRow.lifecycle == "draining")
             ).all()
-        for name, version in rows:
-            ref = f"{name}@{version}"
+        for name, number in rows:
+            ref = f"{name}@{number}"
             if self.routes.in_flight.get(ref) == 0:
-                version = models.complete_retirement(ref)
-                if version.stage == "retired":
-                    log.info("%s drained; retired%s", ref, " and purged" if version.artifact_purged else "")
+                done = models.complete_retirement(ref)
+                if done.stage == "retired":
+                    log.info("%s drained; retired%s", ref, " and purged" if done.artifact_purged else "")
