@@ -230,6 +230,7 @@ def test_without_usage_tokens_are_counted_with_the_local_models_tokenizer(gatewa
     src = tmp_path / "tok-model"
     src.mkdir()
     (src / "config.json").write_text('{"model_type": "llama"}')
+    (src / "model.safetensors").write_bytes(b"weights")  # the registry checks there are weights
     tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.save(str(src / "tokenizer.json"))

@@ -44,7 +44,7 @@ def test_diff_shows_rows_added_and_removed(registry):
 
 def test_bad_rows_are_rejected_with_their_number(registry):
     rows = [
-        {"messages": [{"role": "user", "content": "hi"}]},
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
         {"messages": [{"role": "robot", "content": "x"}]},
     ]
     with pytest.raises(InvalidInputError, match="row 2: messages\\[0\\] needs a role"):
