@@ -47,7 +47,8 @@ def encodable(record: dict[str, Any], error: BaseException) -> dict[str, Any]:
         except TypeError:  # orjson.JSONEncodeError is one
             out[name] = clip_depth(value if isinstance(value, dict | list | tuple) else str(value)[:2000])
             refused.append(name)
-    meta = out.get("meta") if isinstance(out.get("meta"), dict) else {}
+    meta = out.get("meta")
+    meta = meta if isinstance(meta, dict) else {}
     out["meta"] = {**meta, "encoding_error": f"{', '.join(refused) or 'record'}: {error}"[:500]}
     return out
 
