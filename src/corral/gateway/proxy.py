@@ -183,6 +183,9 @@ class Proxy:
         except UpstreamFailure:
             endpoint.breaker.record(False, time.monotonic())
             raise
+        except asyncio.CancelledError:
+            endpoint.breaker.abandon()  # a cancelled probe says nothing about the upstream
+            raise
         finally:
             endpoint.in_flight[instance] -= 1
             self.in_flight.add(endpoint.version_ref, -1)
