@@ -25,3 +25,73 @@ def test_a_cancelled_half_open_probe_does_not_leave_the_breaker_open(gateway, fa
         time.sleep(0.2)
         answer = api.post("/v1/chat/completions", json=body)
         assert answer.status_code == 200, answer.text
+
+
+def _raw_request(port: int, head: bytes, pause_s: float = 0.0) -> bytes:
+    """Send `head` over a raw socket (pausing after it if asked) and return what the gateway answers."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        if pause_s:
+            time.sleep(pause_s)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except (ConnectionResetError, TimeoutError):
+            pass
+        return b"".join(chunks)
+
+
+def test_huge_headers_get_431_and_unknown_tokens_are_not_kept_in_memory(gateway, fake, h):
+    settings = h.settings({"m": {"routes": [h.url_route(fake)]}}, gateway={"max_header_kb": 16})
+    with gateway(settings) as gw:
+        token = "x" * (1024 * 1024)
+        try:
+            answer = httpx.get(f"{gw.base_url}/v1/models", headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == 431
+        except httpx.RemoteProtocolError:  # the gateway may close before the client finished sending
+            pass
+        for i in range(50):  # tokens under the cap: 401, and none of them stays in the key cache
+            bogus = {"Authorization": f"Bearer sk-{i}-" + "y" * 8000}
+            assert httpx.get(f"{gw.base_url}/v1/models", headers=bogus).status_code == 401
+        assert gw.gateway.keys._digest_bytes == 0 and not gw.gateway.keys._digests
+        admin = {"Authorization": f"Bearer {h.ADMIN_KEY}"}
+        assert httpx.get(f"{gw.base_url}/v1/models", headers=admin).status_code == 200
+        assert len(gw.gateway.keys._digests) == 1
+
+
+def test_slow_headers_and_slow_bodies_time_out_with_408(gateway, fake, h):
+    settings = h.settings(
+        {"m": {"routes": [h.url_route(fake)]}},
+        gateway={"client_header_timeout_s": 0.5, "client_body_timeout_s": 0.5},
+    )
+    with gateway(settings) as gw:
+        partial_head = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: "
+        assert _raw_request(gw.port, partial_head).startswith(b"HTTP/1.1 408")
+        partial_body = (
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer " + h.ADMIN_KEY.encode() + b'\r\nContent-Length: 1000\r\n\r\n{"model"'
+        )
+        assert _raw_request(gw.port, partial_body).startswith(b"HTTP/1.1 408")
+        assert httpx.get(f"{gw.base_url}/health").status_code == 200  # kept-alive and quick ones are fine
+
+
+def test_connections_past_the_cap_are_closed_on_arrival_and_service_goes_on(gateway, fake, h):
+    import socket
+
+    settings = h.settings(
+        {"m": {"routes": [h.url_route(fake)]}},
+        gateway={"max_client_connections": 20, "client_header_timeout_s": 1.0},
+    )
+    with gateway(settings) as gw:
+        idle = [socket.create_connection(("127.0.0.1", gw.port)) for _ in range(40)]  # say nothing
+        try:
+            time.sleep(0.3)
+            assert len(gw.server.server_state.connections) <= 20
+            time.sleep(1.5)  # the header timeout frees the held ones
+            assert httpx.get(f"{gw.base_url}/health").status_code == 200
+        finally:
+            for sock in idle:
+                sock.close()

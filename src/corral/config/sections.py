@@ -116,6 +116,14 @@ class GatewaySettings(Section):
     )
     breaker_reset_s: float = Field(default=10.0, gt=0, description="how long an open breaker stays open")
     shadow_max_in_flight: int = Field(default=64, ge=0, description="shadow copies beyond this are skipped")
+    max_header_kb: float = Field(default=64.0, gt=0, description="request headers past this get a 431")
+    client_header_timeout_s: float = Field(
+        default=10.0, gt=0, description="time a client has to send its headers"
+    )
+    client_body_timeout_s: float = Field(default=60.0, gt=0, description="time a client has to send its body")
+    max_client_connections: int = Field(
+        default=4096, ge=1, description="client connections held at once; more are closed on arrival"
+    )
     worker_command: list[str] = Field(
         default_factory=lambda: [
             "{python}",

@@ -17,6 +17,8 @@ from corral.store.models import ApiKeyRow, utcnow
 
 KEY_PREFIX = "sk-corral-"
 NEGATIVE_TTL_S = 2.0
+DIGEST_CACHE_BYTES = 1 << 20  # the key → hash cache is cleared past this
+MAX_CACHED_KEY_CHARS = 256  # real keys are ~53 characters; longer ones are hashed each time
 
 
 def hash_key(raw: str) -> str:
@@ -176,7 +178,10 @@ class KeyRing:
         self._admin_hash = hash_key(admin_key) if admin_key else None
         self._by_hash: dict[str, ApiKey] = {}
         self._unknown: dict[str, float] = {}
-        self._digests: dict[str, str] = {}  # key → its hash, so each key is hashed once
+        # a key that authenticated → its hash, so each real key is hashed once; bounded by bytes, and
+        # never holding what a stranger sent (a flood of made-up tokens must not stay in memory)
+        self._digests: dict[str, str] = {}
+        self._digest_bytes = 0
         self.signature: tuple[Any, ...] | None = None
 
     def refresh(self) -> None:
@@ -186,6 +191,15 @@ class KeyRing:
             self._by_hash = self.keys.active()
             self._unknown = {}
             self.signature = signature
+
+    def _remember(self, raw: str, digest: str) -> None:
+        if raw in self._digests or len(raw) > MAX_CACHED_KEY_CHARS:
+            return
+        if self._digest_bytes > DIGEST_CACHE_BYTES:
+            self._digests.clear()
+            self._digest_bytes = 0
+        self._digests[raw] = digest
+        self._digest_bytes += len(raw) + len(digest)
 
     async def authenticate(self, authorization: str | None) -> ApiKey:
         raw = _bearer(authorization)
@@ -198,13 +212,13 @@ class KeyRing:
             )
         digest = self._digests.get(raw)
         if digest is None:
-            if len(self._digests) > 10_000:
-                self._digests.clear()
-            digest = self._digests[raw] = hash_key(raw)
+            digest = hash_key(raw)
         if digest == self._admin_hash:
+            self._remember(raw, digest)
             return ApiKey(id=None, name="admin", models=frozenset({"*"}), is_admin=True)
         key = self._by_hash.get(digest)
         if key is not None:
+            self._remember(raw, digest)
             return key
         if self._unknown.get(digest, 0.0) > time.monotonic():
             raise AuthenticationError("invalid API key")
@@ -215,6 +229,7 @@ class KeyRing:
             self._unknown[digest] = time.monotonic() + NEGATIVE_TTL_S
             raise AuthenticationError("invalid API key")
         self._by_hash[digest] = key
+        self._remember(raw, digest)
         return key
 
 
