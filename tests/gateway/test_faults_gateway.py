@@ -95,3 +95,31 @@ def test_connections_past_the_cap_are_closed_on_arrival_and_service_goes_on(gate
         finally:
             for sock in idle:
                 sock.close()
+
+
+def test_routes_may_not_send_corrals_own_secrets_upstream(gateway, fake, h, monkeypatch):
+    from corral.errors import ConfigError
+    from corral.gateway import Gateway
+
+    monkeypatch.setenv("CORRAL_UPSTREAM_FAKE", "sk-upstream")
+    monkeypatch.setenv("DECLARED_KEY", "sk-declared")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "cloud-secret")
+    settings = h.settings({"m": {"routes": [h.url_route(fake, api_key_env="DECLARED_KEY")]}})
+    with gateway(settings) as gw, h.admin(gw) as api:
+        for name in ("CORRAL_ADMIN_KEY", "CORRAL_DATABASE_URL", "AWS_SECRET_ACCESS_KEY"):
+            spec = {"routes": [h.url_route(fake, api_key_env=name)]}
+            answer = api.put("/admin/deployments/x", json=spec)
+            assert answer.status_code == 403 and name in answer.json()["error"]["message"]
+        spec = {"routes": [h.url_route(fake, api_key_env="CORRAL_UPSTREAM_FAKE")]}
+        assert api.put("/admin/deployments/y", json=spec).status_code == 200
+        chat = {"messages": [{"role": "user", "content": "hi"}]}
+        assert api.post("/v1/chat/completions", json={"model": "m", **chat}).status_code == 200
+        deadline = time.monotonic() + 10
+        while "y" not in gw.gateway.live and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert api.post("/v1/chat/completions", json={"model": "y", **chat}).status_code == 200
+        sent = [r["headers"].get("Authorization") for r in fake.requests]
+        assert sent == ["Bearer sk-declared", "Bearer sk-upstream"]
+    bad = h.settings({"m": {"routes": [h.url_route(fake, api_key_env="CORRAL_ADMIN_KEY")]}})
+    with pytest.raises(ConfigError, match="CORRAL_ADMIN_KEY"):
+        Gateway(bad)

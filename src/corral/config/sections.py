@@ -101,6 +101,10 @@ class AuthSettings(Section):
     admin_key_env: str = Field(default="CORRAL_ADMIN_KEY", description="variable holding the first admin key")
     require_keys: bool = Field(default=True, description="refuse requests without an API key")
     redis_prefix: str = Field(default="corral:", description="prefix of every Redis key the gateway writes")
+    upstream_key_env_prefix: str = Field(
+        default="CORRAL_UPSTREAM_",
+        description="variables a route's api_key_env may name (besides those named in corral.yaml)",
+    )
 
 
 class GatewaySettings(Section):
