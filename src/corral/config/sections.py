@@ -37,6 +37,12 @@ class StoreSettings(Section):
         default=None, description="apply migrations on first use; default: yes for SQLite, no otherwise"
     )
     echo: bool = False
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="PostgreSQL: time to connect, then down")
+    statement_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="PostgreSQL: a statement (or an unanswered connection) past this fails; 0: none",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -11,13 +12,22 @@ from typing import Any
 
 from sqlalchemy import func, or_, select
 
-from corral.errors import AuthenticationError, InvalidInputError, NotFoundError, PermissionDeniedError
+from corral.errors import (
+    AuthenticationError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    StoreUnavailableError,
+)
 from corral.store import Store
 from corral.store.models import ApiKeyRow, utcnow
 
+log = logging.getLogger("corral.gateway.auth")
 KEY_PREFIX = "sk-corral-"
 NEGATIVE_TTL_S = 2.0
 DIGEST_CACHE_BYTES = 1 << 20  # the key → hash cache is cleared past this
+MAX_LOOKUPS = 8  # store look-ups of unknown keys at once; more get a 503 rather than a thread each
+UNAVAILABLE = "API keys cannot be checked now: the store is unavailable"
 MAX_CACHED_KEY_CHARS = 256  # real keys are ~53 characters; longer ones are hashed each time
 
 
@@ -172,8 +182,16 @@ class KeyStore:
 class KeyRing:
     """The keys in memory. A key created on another replica is looked up once, then cached."""
 
-    def __init__(self, keys: KeyStore, admin_key: str | None, require_keys: bool = True) -> None:
+    def __init__(
+        self,
+        keys: KeyStore,
+        admin_key: str | None,
+        require_keys: bool = True,
+        lookup_timeout_s: float | None = None,
+    ) -> None:
         self.keys = keys
+        self.lookup_timeout_s = lookup_timeout_s or max(1.0, keys.store.statement_timeout_s or 30.0)
+        self._lookups = 0  # store look-ups running in executor threads (a hung one keeps its thread)
         self.require_keys = require_keys
         self._admin_hash = hash_key(admin_key) if admin_key else None
         self._by_hash: dict[str, ApiKey] = {}
@@ -222,7 +240,7 @@ class KeyRing:
             return key
         if self._unknown.get(digest, 0.0) > time.monotonic():
             raise AuthenticationError("invalid API key")
-        key = await asyncio.to_thread(self.keys.find, digest)
+        key = await self._find(digest)
         if key is None:
             if len(self._unknown) > 10_000:
                 self._unknown.clear()
@@ -231,6 +249,25 @@ class KeyRing:
         self._by_hash[digest] = key
         self._remember(raw, digest)
         return key
+
+    async def _find(self, digest: str) -> ApiKey | None:
+        """Look a key up in the store, bounded: a silent store answers 503, never a request that hangs.
+
+        The message names no host or port (it goes to whoever sent the key); the log has the detail.
+        """
+        if self._lookups >= MAX_LOOKUPS:
+            raise StoreUnavailableError(UNAVAILABLE, hint="try again shortly")
+        self._lookups += 1
+        found = asyncio.get_running_loop().run_in_executor(None, self.keys.find, digest)
+        found.add_done_callback(self._lookup_done)
+        try:
+            return await asyncio.wait_for(asyncio.shield(found), self.lookup_timeout_s)
+        except (TimeoutError, StoreUnavailableError) as exc:
+            log.warning("could not look up an API key: %s", exc or "the store did not answer in time")
+            raise StoreUnavailableError(UNAVAILABLE, hint="try again shortly") from None
+
+    def _lookup_done(self, _future: Any) -> None:
+        self._lookups -= 1
 
 
 def _bearer(header: str | None) -> str | None:

@@ -76,11 +76,7 @@ class Limiter:
 
     async def start(self) -> None:
         if self._redis_url:
-            import redis.asyncio as aioredis
-
-            self._redis = aioredis.Redis.from_url(
-                self._redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
-            )
+            self._redis = self._client()
             self.metrics.redis_up.set(1)
 
     async def close(self) -> None:
@@ -94,10 +90,26 @@ class Limiter:
         return self._redis is not None and time.monotonic() >= self._redis_retry_at
 
     def _redis_failed(self, exc: BaseException) -> None:
-        if self._redis_retry_at <= time.monotonic():
-            log.warning("Redis unreachable (%s); enforcing limits per process until it is back", exc)
-        self._redis_retry_at = time.monotonic() + REDIS_RETRY_S
+        now = time.monotonic()
+        first = self._redis_retry_at <= now
+        self._redis_retry_at = now + REDIS_RETRY_S
         self.metrics.redis_up.set(0)
+        if not first:
+            return
+        log.warning("Redis unreachable (%s); enforcing limits per process until it is back", exc)
+        # a new client with an empty pool: the pooled connections died with the outage and would each
+        # fail a retry in turn; the old client is closed once its calls in flight are done
+        old, self._redis = self._redis, self._client()
+        task = asyncio.get_running_loop().create_task(old.aclose())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _client(self) -> Any:
+        import redis.asyncio as aioredis
+
+        return aioredis.Redis.from_url(
+            self._redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+        )
 
     async def admit(self, key: ApiKey) -> None:
         """Raise RateLimitError (429 with Retry-After) when the key is over a limit or its budget."""

@@ -122,6 +122,8 @@ class TraceWriter:
         self._stop = threading.Event()
         self._store_up = True
         self._retry_at = 0.0
+        self._writing_since: float | None = None  # a store write in progress (a silent store never returns)
+        self._stall_s = max(1.0, store.statement_timeout_s or 30.0)
         self._replay_at = 0.0
         self._threads: list[threading.Thread] = []
         self.submitted = 0
@@ -219,6 +221,7 @@ class TraceWriter:
             self._wake.wait(self.settings.flush_interval_s)
             self._wake.clear()
             try:
+                self._watch_store()
                 self._pump_once()
             except Exception:  # noqa: BLE001 - the writer outlives any record
                 log.exception("the trace pump failed on a batch; it carries on")
@@ -236,6 +239,12 @@ class TraceWriter:
                     pass
             self._to_spool(batch)
         self.metrics.trace_queue.set(len(self._records) + self._batches.qsize() * self.settings.batch_size)
+
+    def _watch_store(self) -> None:
+        """A write that has not returned in the store's statement timeout means the store is down."""
+        since = self._writing_since
+        if since is not None and self._store_up and time.monotonic() - since > self._stall_s:
+            self._mark(False, f"a write has not returned in {self._stall_s:g} s")
 
     def _export(self, batch: list[Record]) -> None:
         if self.exporter is not None:
@@ -277,6 +286,13 @@ class TraceWriter:
                 self.metrics.traces_dropped.inc(len(batch))
 
     def _write(self, batch: list[Record]) -> None:
+        self._writing_since = time.monotonic()
+        try:
+            self._write_kinds(batch)
+        finally:
+            self._writing_since = None
+
+    def _write_kinds(self, batch: list[Record]) -> None:
         by_kind: dict[str, list[dict[str, Any]]] = {}
         for record in batch:
             by_kind.setdefault(record.KIND, []).append(record.row())
