@@ -108,7 +108,7 @@ class Limiter:
         import redis.asyncio as aioredis
 
         return aioredis.Redis.from_url(
-            self._redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+            str(self._redis_url), socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
         )
 
     async def admit(self, key: ApiKey) -> None:

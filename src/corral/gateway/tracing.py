@@ -244,7 +244,7 @@ class TraceWriter:
         """A write that has not returned in the store's statement timeout means the store is down."""
         since = self._writing_since
         if since is not None and self._store_up and time.monotonic() - since > self._stall_s:
-            self._mark(False, f"a write has not returned in {self._stall_s:g} s")
+            self._mark(False, TimeoutError(f"a write has not returned in {self._stall_s:g} s"))
 
     def _export(self, batch: list[Record]) -> None:
         if self.exporter is not None:
