@@ -14,6 +14,7 @@ from sqlalchemy import func, or_, select
 
 from corral.errors import (
     AuthenticationError,
+    ConflictError,
     InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
@@ -153,7 +154,7 @@ class KeyStore:
                 raise NotFoundError(f"no active key with id, name or prefix '{id_or_name}'")
             if len(rows) > 1:
                 ids = ", ".join(str(r.id) for r in rows)
-                raise InvalidInputError(f"'{id_or_name}' matches keys {ids}", hint="revoke by id")
+                raise ConflictError(f"'{id_or_name}' matches keys {ids}", hint="revoke by id")
             rows[0].revoked_at = utcnow()
             return describe(rows[0])
 
