@@ -43,12 +43,14 @@ def test_the_server_conforms_to_its_openapi_description(gateway, fake, h, db_url
                 )
             ]
 
-            @given(case=operation.as_strategy())
-            @settings(
-                max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
-            )
-            def check(case, chosen=chosen):  # type: ignore[no-untyped-def]
-                response = case.call(headers={**(case.headers or {}), **auth}, timeout=30)
-                case.validate_response(response, checks=chosen)
+            _fuzz(operation, auth, chosen)
 
-            check()
+
+def _fuzz(operation, auth, chosen) -> None:  # type: ignore[no-untyped-def]
+    @given(case=operation.as_strategy())
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def check(case):  # type: ignore[no-untyped-def]
+        response = case.call(headers={**(case.headers or {}), **auth}, timeout=30)
+        case.validate_response(response, checks=chosen)
+
+    check()
