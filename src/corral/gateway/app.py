@@ -11,8 +11,9 @@ from typing import Any
 import orjson
 
 from corral.config import Settings
-from corral.errors import CorralError, InvalidInputError, MethodNotAllowedError, NotFoundError
+from corral.errors import CorralError, MethodNotAllowedError, NotFoundError
 from corral.gateway.admin import AdminApi
+from corral.gateway.feedback import check_owner, parse_feedback
 from corral.gateway.guardrails import moderations
 from corral.gateway.http import (
     Receive,
@@ -242,8 +243,12 @@ class Gateway:
 
     async def _feedback(self, scope: dict[str, Any], receive: Receive, send: Send, trace_id: str) -> None:
         key = await self.parts.keys.authenticate(header(scope, b"authorization"))
-        body = parse_json_object(await read_body(receive, 1024 * 1024))
-        record = feedback_record(body, key.id, trace_id)
+        body = parse_json_object(await read_body(receive, 64 * 1024))
+        feedback = parse_feedback(body)
+        await self.parts.limiter.admit(key)  # feedback counts against RPM like any request
+        recent = self.tracer.recent if self.tracer else None
+        await check_owner(key, feedback.trace_id, recent, self.store)
+        record = FeedbackRecord(trace_id, feedback.trace_id, feedback.score, feedback.label, feedback.comment, key.id)
         if self.tracer is not None:
             self.tracer.submit(record)
         await send_json(
@@ -252,27 +257,6 @@ class Gateway:
             {"id": trace_id, "object": "feedback", "trace_id": record.trace_id, "score": record.score},
             trace_id,
         )
-
-
-def feedback_record(body: dict[str, Any], key_id: int | None, feedback_id: str) -> FeedbackRecord:
-    """Check a feedback body: a trace id and a score in [0, 1] (or thumbs up/down), label, comment."""
-    trace = body.get("trace_id")
-    if not isinstance(trace, str) or not (1 <= len(trace) <= 32):
-        raise InvalidInputError("`trace_id` must be the x-corral-trace-id of a response")
-    score = body.get("score")
-    thumbs = body.get("thumbs")
-    if score is None and thumbs in ("up", "down"):
-        score = 1.0 if thumbs == "up" else 0.0
-    if isinstance(score, bool):
-        score = float(score)
-    if not isinstance(score, int | float) or not 0 <= score <= 1:
-        raise InvalidInputError('`score` must be a number from 0 to 1 (or send "thumbs": "up" or "down")')
-    label, comment = body.get("label"), body.get("comment")
-    if label is not None and (not isinstance(label, str) or len(label) > 128):
-        raise InvalidInputError("`label` must be a string of at most 128 characters")
-    if comment is not None and not isinstance(comment, str):
-        raise InvalidInputError("`comment` must be a string")
-    return FeedbackRecord(feedback_id, trace, float(score), label, comment, key_id)
 
 
 def quiet_gc(gen0_threshold: int = 50_000) -> None:
@@ -293,4 +277,4 @@ def _method(method: str, allowed: str) -> None:
         raise MethodNotAllowedError(f"use {allowed} here, not {method}")
 
 
-__all__ = ["CorralError", "Gateway", "feedback_record"]
+__all__ = ["CorralError", "Gateway"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 from typing import Any
@@ -24,13 +23,9 @@ Send = Any
 Receive = Any
 
 
-_TRACE_PREFIX = os.urandom(8).hex()
-_TRACE_SEQ = itertools.count(1)
-
-
 def new_trace_id() -> str:
-    """32 hex characters: a random per-process prefix and a counter (no syscall per request)."""
-    return f"{_TRACE_PREFIX}{next(_TRACE_SEQ):016x}"
+    """32 random hex characters: 128 bits, so nobody can guess another client's trace ids."""
+    return os.urandom(16).hex()
 
 
 def header(scope: dict[str, Any], name: bytes) -> str | None:

@@ -30,6 +30,7 @@ from sqlalchemy.exc import (
 
 from corral.config import TracingSettings
 from corral.gateway.costs import exact_counter
+from corral.gateway.feedback import RecentTraces
 from corral.gateway.metrics import GatewayMetrics
 from corral.gateway.otlp import OtlpExporter
 from corral.gateway.spool import Spool, encodable
@@ -115,6 +116,7 @@ class TraceWriter:
             settings.spool_warn_fraction,
         )
         self._records: deque[Record] = deque()
+        self.recent = RecentTraces()  # who made each recent trace, to check feedback on it
         self._batches: queue.Queue[list[Record]] = queue.Queue(
             maxsize=max(2, settings.queue_size // settings.batch_size)
         )
@@ -141,6 +143,8 @@ class TraceWriter:
     # -- request path ------------------------------------------------------------------------------
     def submit(self, record: Record) -> None:
         """Queue one trace or feedback record (never blocks, never touches disk or network)."""
+        if isinstance(record, TraceRecord):
+            self.recent.remember(record.id, record.key_id, record.deployment)
         self.submitted += 1
         self._records.append(record)
         if len(self._records) >= self.settings.batch_size:
