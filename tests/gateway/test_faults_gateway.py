@@ -123,3 +123,32 @@ def test_routes_may_not_send_corrals_own_secrets_upstream(gateway, fake, h, monk
     bad = h.settings({"m": {"routes": [h.url_route(fake, api_key_env="CORRAL_ADMIN_KEY")]}})
     with pytest.raises(ConfigError, match="CORRAL_ADMIN_KEY"):
         Gateway(bad)
+
+
+def test_url_credentials_are_redacted_and_metrics_can_require_a_key(gateway, fake, h, monkeypatch):
+    from corral.gateway.upstream import redact_url
+
+    assert redact_url("http://user:pass@host:1/v1") == "http://***@host:1/v1"
+    assert redact_url("https://host/v1?a=b@c") == "https://host/v1?a=b@c"
+    monkeypatch.setenv("CORRAL_METRICS_KEY", "sk-metrics")
+    secret_url = fake.url.replace("http://", "http://user:hunter2@")
+    settings = h.settings(
+        {"m": {"routes": [{"url": secret_url, "model": "fake-model"}]}},
+        gateway={"metrics_key_env": "CORRAL_METRICS_KEY"},
+    )
+    with gateway(settings) as gw, h.admin(gw) as api:
+        chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        assert api.post("/v1/chat/completions", json=chat).status_code == 200
+        assert httpx.get(f"{gw.base_url}/metrics").status_code in (401, 403)
+        scraped = httpx.get(f"{gw.base_url}/metrics", headers={"Authorization": "Bearer sk-metrics"})
+        assert scraped.status_code == 200 and b"corral_requests" in scraped.content
+        assert api.get("/metrics").status_code == 200
+        shown = [
+            scraped.text,
+            api.get("/admin/deployments").text,
+            api.get("/admin/status").text,
+            httpx.get(f"{gw.base_url}/ready").text,
+            str(h.traces(gw)),
+        ]
+        assert [i for i, text in enumerate(shown) if "hunter2" in text] == []
+        assert "***@" in shown[1]

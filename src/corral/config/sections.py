@@ -126,6 +126,9 @@ class GatewaySettings(Section):
     )
     breaker_reset_s: float = Field(default=10.0, gt=0, description="how long an open breaker stays open")
     shadow_max_in_flight: int = Field(default=64, ge=0, description="shadow copies beyond this are skipped")
+    metrics_key_env: str | None = Field(
+        default=None, description="variable holding a key /metrics then requires (an admin key works too)"
+    )
     max_header_kb: float = Field(default=64.0, gt=0, description="request headers past this get a 431")
     client_header_timeout_s: float = Field(
         default=10.0, gt=0, description="time a client has to send its headers"

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DataError, StatementError
 from corral.errors import InvalidInputError, MethodNotAllowedError, NotFoundError, PermissionDeniedError
 from corral.gateway import costs
 from corral.gateway.http import Receive, Send, header, parse_json_object, read_body, send_json
+from corral.gateway.upstream import redact_url
 from corral.store.models import TraceRow
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ class AdminApi:
         if method == "GET":
             specs = await asyncio.to_thread(ds.specs)
             data = {
-                n: {**s.model_dump(mode="json"), "live": self._live(n)}
+                n: {**_redacted(s.model_dump(mode="json")), "live": self._live(n)}
                 for n, s in specs.items()
                 if name in (None, n)
             }
@@ -136,7 +137,7 @@ class AdminApi:
         if method == "PUT" and name:
             spec = await asyncio.to_thread(ds.put, name, body, actor)
             await asyncio.to_thread(self.refresh)
-            return 200, spec.model_dump(mode="json")
+            return 200, _redacted(spec.model_dump(mode="json"))
         if method == "DELETE" and name:
             await asyncio.to_thread(ds.delete, name, actor)
             await asyncio.to_thread(self.refresh)
@@ -155,7 +156,7 @@ class AdminApi:
                 if e is None
                 else {
                     "label": e.label,
-                    "urls": e.base_urls,
+                    "urls": [redact_url(u) for u in e.base_urls],
                     "in_flight": sum(e.in_flight),
                     "breaker_open": e.breaker.is_open(now),
                 }
@@ -240,6 +241,16 @@ class AdminApi:
             "spool_bytes": tracer.spool.bytes if tracer else 0,
             "workers": workers.status() if workers is not None and hasattr(workers, "status") else [],
         }
+
+
+def _redacted(spec: dict[str, Any]) -> dict[str, Any]:
+    """A deployment as shown: credentials in route URLs are taken out (put keys in api_key_env)."""
+    for group in ("routes", "shadow", "fallbacks"):
+        for route in spec.get(group) or []:
+            if route.get("url"):
+                route["url"] = redact_url(route["url"])
+            route["instances"] = [redact_url(u) for u in route.get("instances") or []]
+    return spec
 
 
 def _bad_method(method: str, resource: str, name: str | None) -> Exception:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hmac
 import logging
 import time
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import orjson
 
 from corral.config import Settings
-from corral.errors import CorralError, MethodNotAllowedError, NotFoundError
+from corral.errors import CorralError, MethodNotAllowedError, NotFoundError, PermissionDeniedError
 from corral.gateway.admin import AdminApi
 from corral.gateway.feedback import check_owner, parse_feedback
 from corral.gateway.guardrails import moderations
@@ -79,6 +80,13 @@ class Gateway:
 
             self.dashboard = Dashboard(p.store, p.keys, p.settings.monitor)
         self.started = False
+        metrics_env = g.metrics_key_env
+        self._metrics_key = (os.environ.get(metrics_env) or None) if metrics_env else None
+        if metrics_env and self._metrics_key is None:
+            log.warning(
+                "gateway.metrics_key_env names %s, which is not set: /metrics needs an admin key", metrics_env
+            )
+            self._metrics_key = os.urandom(32).hex()  # no value matches: only admin keys get in
         self._openapi = orjson.dumps(openapi_spec())
         self._retention: asyncio.Task[None] | None = None
 
@@ -207,6 +215,7 @@ class Gateway:
             await send_json(send, 200 if ready else 503, {"ready": ready, "routes": routes}, trace_id)
         elif path == "/metrics":
             _method(method, "GET")
+            await self._metrics_access(scope)
             body = self.metrics.render()
             await send(
                 {
@@ -241,6 +250,19 @@ class Gateway:
         else:
             raise NotFoundError(f"no route {path}", hint="the API is under /v1; see /openapi.json")
 
+    async def _metrics_access(self, scope: dict[str, Any]) -> None:
+        """With gateway.metrics_key_env set, /metrics wants that variable's value (or an admin key) as bearer."""
+        if self._metrics_key is None:
+            return
+        sent = header(scope, b"authorization") or ""
+        if hmac.compare_digest(sent.encode(), f"Bearer {self._metrics_key}".encode()):
+            return
+        key = await self.parts.keys.authenticate(sent or None)
+        if not key.is_admin:
+            raise PermissionDeniedError(
+                "/metrics needs the metrics key (gateway.metrics_key_env) or an admin key"
+            )
+
     async def _feedback(self, scope: dict[str, Any], receive: Receive, send: Send, trace_id: str) -> None:
         key = await self.parts.keys.authenticate(header(scope, b"authorization"))
         body = parse_json_object(await read_body(receive, 64 * 1024))
@@ -248,7 +270,9 @@ class Gateway:
         await self.parts.limiter.admit(key)  # feedback counts against RPM like any request
         recent = self.tracer.recent if self.tracer else None
         await check_owner(key, feedback.trace_id, recent, self.store)
-        record = FeedbackRecord(trace_id, feedback.trace_id, feedback.score, feedback.label, feedback.comment, key.id)
+        record = FeedbackRecord(
+            trace_id, feedback.trace_id, feedback.score, feedback.label, feedback.comment, key.id
+        )
         if self.tracer is not None:
             self.tracer.submit(record)
         await send_json(

@@ -190,7 +190,7 @@ class RouteResolver:
             return self._endpoint(
                 ident,
                 lambda: Endpoint(
-                    label=f"{route.model}@{route.url}",
+                    label=f"{route.model}@{redact_url(str(route.url))}",
                     base_urls=urls,
                     model=str(route.model),
                     api_key=api_key,
