@@ -56,10 +56,10 @@ def test_huge_headers_get_431_and_unknown_tokens_are_not_kept_in_memory(gateway,
         for i in range(50):  # tokens under the cap: 401, and none of them stays in the key cache
             bogus = {"Authorization": f"Bearer sk-{i}-" + "y" * 8000}
             assert httpx.get(f"{gw.base_url}/v1/models", headers=bogus).status_code == 401
-        assert gw.gateway.keys._digest_bytes == 0 and not gw.gateway.keys._digests
+        assert gw.gateway.parts.keys._digest_bytes == 0 and not gw.gateway.parts.keys._digests
         admin = {"Authorization": f"Bearer {h.ADMIN_KEY}"}
         assert httpx.get(f"{gw.base_url}/v1/models", headers=admin).status_code == 200
-        assert len(gw.gateway.keys._digests) == 1
+        assert len(gw.gateway.parts.keys._digests) == 1
 
 
 def test_slow_headers_and_slow_bodies_time_out_with_408(gateway, fake, h):

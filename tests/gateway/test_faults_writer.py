@@ -16,6 +16,7 @@ from corral.gateway.spool import Spool
 from corral.gateway.tracing import TraceWriter
 from corral.store import Store
 from corral.store.models import TraceRow
+from corral.store.traces import TraceRecord
 
 
 def _nested(depth: int) -> Any:
@@ -25,17 +26,8 @@ def _nested(depth: int) -> Any:
     return value
 
 
-def _record(i: int, **extra: Any) -> dict[str, Any]:
-    now = datetime.now(UTC)
-    return {
-        "id": f"{i:032x}",
-        "at": now,
-        "day": now.strftime("%Y-%m-%d"),
-        "deployment": "m",
-        "endpoint": "chat",
-        "status": 200,
-        **extra,
-    }
+def _record(i: int, **extra: Any) -> TraceRecord:
+    return TraceRecord(f"{i:032x}", datetime.now(UTC), "m", "chat", 200, **extra)
 
 
 def _stored(store: Store) -> dict[str, TraceRow]:
@@ -95,7 +87,7 @@ def test_the_spool_takes_a_poisoned_record_while_the_store_is_down_and_replays_i
 def test_the_writer_survives_a_record_that_breaks_token_recounting(tmp_path, sqlite_url):
     writer = _writer(tmp_path, sqlite_url)
     writer.start()
-    writer.submit(_record(1, tokens_estimated=True, _tokenizer=tmp_path / "not-a-tokenizer"))
+    writer.submit(_record(1, tokens_estimated=True, tokenizer_dir=str(tmp_path / "not-a-tokenizer")))
     writer.submit(_record(2))
     assert writer.flush()
     assert len(_stored(writer.store)) == 2
@@ -104,7 +96,8 @@ def test_the_writer_survives_a_record_that_breaks_token_recounting(tmp_path, sql
 
 def test_spool_lines_always_encode(tmp_path):
     spool = Spool(tmp_path, max_bytes=10_000_000)
-    assert spool.write([_record(1, response=_nested(1000)), _record(2)]) == 0
+    rows = [{"kind": "trace", **_record(1, response={"x": _nested(1000)}).row()}, _record(2).row()]
+    assert spool.write(rows) == 0
     path = spool.oldest()
     assert path is not None
     records = list(spool.read(path))
@@ -128,7 +121,7 @@ def test_request_bodies_nested_too_deep_are_refused():
 def test_the_spool_drains_while_live_traces_keep_coming(tmp_path, sqlite_url):
     writer = _writer(tmp_path, sqlite_url)
     for n in range(3):  # three spool files left by an outage
-        writer.spool.write([_record(1000 * (n + 1) + i) | {"_kind": "trace"} for i in range(50)])
+        writer.spool.write([{"kind": "trace", **_record(1000 * (n + 1) + i).row()} for i in range(50)])
         writer.spool._current = None
     writer.start()
     i, deadline = 0, time.monotonic() + 20

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import hmac
 import logging
+import os
 import time
 from typing import Any
 
