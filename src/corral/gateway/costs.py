@@ -32,7 +32,9 @@ def prompt_text(body: dict[str, Any]) -> str:
             if isinstance(content, str):
                 parts.append(content)
             elif isinstance(content, list):
-                parts.extend(p.get("text", "") for p in content if isinstance(p, dict))
+                parts.extend(
+                    t for p in content if isinstance(p, dict) and isinstance(t := p.get("text"), str)
+                )
         return "\n".join(parts)
     value = body.get("prompt", body.get("input", ""))
     if isinstance(value, list):
@@ -57,8 +59,9 @@ def usage_tokens(usage: Any) -> tuple[int, int] | None:
     if not isinstance(usage, dict):
         return None
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens", 0)
-    if not isinstance(prompt, int) or not isinstance(completion, int):
-        return None
+    for value in (prompt, completion):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**31:
+            return None  # negative, huge or not a count: estimate instead
     return prompt, completion
 
 

@@ -38,7 +38,8 @@ class Deployment(Stage):
                 "`model` is required: the name of a deployment (GET /v1/models lists them)"
             )
         call.live = self.routes.live.get(model)
-        if call.live is None:
+        if call.live is None or (call.key is not None and not call.key.reaches(model)):
+            # a deployment this key may not use reads as missing: names are not revealed by 403 vs 404
             raise NotFoundError(
                 f"model '{model}' does not exist", hint="GET /v1/models lists the models you can use"
             )

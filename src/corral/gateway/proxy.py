@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,7 @@ import orjson
 
 from corral.errors import CorralError, OverloadedError, UpstreamError
 from corral.gateway import checks
+from corral.gateway.accounting import trace_record
 from corral.gateway.http import TRACE_HEADER, Receive, Send, new_trace_id, send_bytes
 from corral.gateway.routing import Attempt, attempt_plan, choose_route
 from corral.gateway.sse import EventSplitter, StreamSummary, event_data, is_usage_only
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from corral.gateway.metrics import GatewayMetrics
     from corral.gateway.routes import VersionCounts
 
+log = logging.getLogger("corral.gateway.proxy")
 PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 STREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
@@ -174,8 +177,14 @@ class Proxy:
                     raw = await response.read()
                 except STREAM_ERRORS as exc:
                     raise UpstreamFailure(f"{type(exc).__name__}: reading the answer: {exc}") from None
+                parsed = _json_object(raw)
+                if response.status < 400 and parsed is None:  # HTML from a proxy, a truncated body
+                    kind = response.content_type or "no content type"
+                    raise UpstreamFailure(
+                        f"upstream answered {response.status} with a body that is not JSON ({kind})"
+                    )
                 endpoint.breaker.record(True, time.monotonic())
-                await self._reply(call, response.status, raw, send)
+                await self._reply(call, response.status, raw, send, parsed)
             finally:
                 response.release()
         except StageRetry:
@@ -190,7 +199,9 @@ class Proxy:
             endpoint.in_flight[instance] -= 1
             self.in_flight.add(endpoint.version_ref, -1)
 
-    async def _reply(self, call: Call, status: int, raw: bytes, send: Send) -> None:
+    async def _reply(
+        self, call: Call, status: int, raw: bytes, send: Send, parsed: dict[str, Any] | None
+    ) -> None:
         call.status, call.answer = status, raw
         for stage in self._after:
             verdict = await stage.after(call)
@@ -198,11 +209,8 @@ class Proxy:
                 raise StageRetry(f"{type(stage).__name__} asked for another attempt: {verdict.reason}")
             if isinstance(verdict, Answer):
                 status, raw = call.status, call.answer = verdict.status, verdict.body
-        try:
-            parsed = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            parsed = None
-        if isinstance(parsed, dict):
+                parsed = _json_object(raw)
+        if parsed is not None:
             call.usage = parsed.get("usage")
             call.response = checks.trace_view(call.kind, parsed)
             if status >= 400:
@@ -232,6 +240,9 @@ class Proxy:
                 if out:
                     await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
         except STREAM_ERRORS as exc:
+            splitter = (
+                EventSplitter()
+            )  # the partial event before the break is dropped, not sent after the error
             call.status, call.error = 502, f"upstream stream broke: {type(exc).__name__}: {exc}"
             error = UpstreamError(call.error).to_openai()
             await send(
@@ -290,14 +301,35 @@ class Proxy:
             self.finish(copy)
 
     def finish(self, call: Call) -> None:
-        """The stages' `finish` hooks (cost, metrics, limits, the trace): in memory; the writer does I/O."""
+        """The stages' `finish` hooks (cost, metrics, limits, the trace): in memory; the writer does I/O.
+
+        A hook that fails is logged and skipped: finishing never changes the answer's status and never
+        loses the trace (a failed Cost stage leaves an unsettled record, which the Trace stage stores).
+        """
         call.latency_s = time.perf_counter() - call.started
         for stage in self._finish:
-            stage.finish(call)
+            try:
+                stage.finish(call)
+            except Exception as exc:  # noqa: BLE001 - the answer is out; keep the trace
+                log.exception("the %s stage failed to finish trace %s", type(stage).__name__, call.trace_id)
+                if call.record is None:
+                    call.record = trace_record(call)
+                call.record.meta = {
+                    **call.record.meta,
+                    "finish_error": f"{type(stage).__name__}: {exc}"[:300],
+                }
 
     async def drain(self) -> None:
         if self._shadows:
             await asyncio.gather(*self._shadows, return_exceptions=True)
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 def _disconnected(watcher: asyncio.Future[Any]) -> bool:

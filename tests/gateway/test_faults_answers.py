@@ -1,0 +1,58 @@
+"""Odd upstream answers (#16 items 7, 16, 17): finishing never loses the trace nor changes the status, a
+200 that is not JSON is an upstream failure, and a deployment a key may not use reads as missing."""
+
+from __future__ import annotations
+
+import httpx
+
+
+def _post(gw, body: dict, key: str) -> httpx.Response:  # type: ignore[no-untyped-def, type-arg]
+    return httpx.post(
+        f"{gw.base_url}/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+
+
+def test_finishing_never_loses_the_trace_nor_turns_a_status_into_a_500(gateway, fake, h):
+    fake.configure(usage_override={"prompt_tokens": -5, "completion_tokens": -7})  # Prometheus refuses < 0
+    with gateway(h.settings({"m": {"routes": [h.url_route(fake)]}})) as gw:
+        numeric_text = [{"role": "user", "content": [{"type": "text", "text": 5}]}]
+        answer = _post(gw, {"model": "m", "messages": numeric_text}, h.ADMIN_KEY)
+        assert answer.status_code == 200
+        fake.configure(fault="status", fault_status=503)
+        failed = _post(gw, {"model": "m", "messages": numeric_text}, h.ADMIN_KEY)
+        assert failed.status_code == 502  # every route failed: not a 500 from finishing
+        stored = {t["id"]: t for t in h.traces(gw)}
+        assert answer.headers["x-corral-trace-id"] in stored and failed.headers["x-corral-trace-id"] in stored
+        ok = stored[answer.headers["x-corral-trace-id"]]
+        assert ok["status"] == 200 and ok["tokens_estimated"] and ok["prompt_tokens"] >= 0
+
+
+def test_a_200_that_is_not_json_is_an_upstream_failure_and_falls_back(gateway, fake, fake_b, h):
+    settings = h.settings({"m": {"routes": [h.url_route(fake)], "fallbacks": [h.url_route(fake_b)]}})
+    with gateway(settings) as gw:
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        for fault in ("html", "not_json"):
+            fake.configure(fault=fault)
+            answer = _post(gw, body, h.ADMIN_KEY)
+            assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"].startswith(
+                "b:"
+            )
+        fake_b.configure(fault="html")
+        answer = _post(gw, body, h.ADMIN_KEY)
+        assert answer.status_code == 502 and "not JSON" in answer.json()["error"]["message"]
+
+
+def test_a_deployment_the_key_may_not_use_reads_as_missing(gateway, fake, h):
+    settings = h.settings({"a": {"routes": [h.url_route(fake)]}, "secret": {"routes": [h.url_route(fake)]}})
+    with gateway(settings) as gw, h.admin(gw) as api:
+        key = api.post("/admin/keys", json={"name": "k", "models": ["a"]}).json()["key"]
+        messages = [{"role": "user", "content": "hi"}]
+        hidden = _post(gw, {"model": "secret", "messages": messages}, key)
+        missing = _post(gw, {"model": "nosuch", "messages": messages}, key)
+        assert hidden.status_code == missing.status_code == 404
+        assert hidden.json()["error"]["message"].replace("secret", "X") == missing.json()["error"][
+            "message"
+        ].replace("nosuch", "X")
