@@ -59,10 +59,13 @@ def usage_tokens(usage: Any) -> tuple[int, int] | None:
     if not isinstance(usage, dict):
         return None
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens", 0)
-    for value in (prompt, completion):
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**31:
-            return None  # negative, huge or not a count: estimate instead
-    return prompt, completion
+    if not (_count(prompt) and _count(completion)):
+        return None  # negative, huge or not a count: estimate instead
+    return int(prompt), int(completion)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31
 
 
 @functools.lru_cache(maxsize=16)
