@@ -58,7 +58,8 @@ def usage_tokens(usage: Any) -> tuple[int, int] | None:
     """(prompt, completion) from an OpenAI `usage` object, or None when it is absent or malformed."""
     if not isinstance(usage, dict):
         return None
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens", 0)
+    prompt: Any = usage.get("prompt_tokens")
+    completion: Any = usage.get("completion_tokens", 0)
     if not (_count(prompt) and _count(completion)):
         return None  # negative, huge or not a count: estimate instead
     return int(prompt), int(completion)
