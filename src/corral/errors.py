@@ -131,6 +131,12 @@ class UpstreamError(CorralError):
     """Every route for a request failed."""
 
     http_status = 502
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """The request as a whole took longer than the gateway allows (gateway.request_timeout_s)."""
+
+    http_status = 504
     error_type = "upstream_error"
 
 

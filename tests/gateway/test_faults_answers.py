@@ -56,3 +56,50 @@ def test_a_deployment_the_key_may_not_use_reads_as_missing(gateway, fake, h):
         assert hidden.json()["error"]["message"].replace("secret", "X") == missing.json()["error"][
             "message"
         ].replace("nosuch", "X")
+
+
+def _stream_lines(gw, body: dict, out: list) -> None:  # type: ignore[no-untyped-def, type-arg]
+    headers = {"Authorization": "Bearer sk-test-admin-key"}
+    try:
+        with httpx.stream(
+            "POST", f"{gw.base_url}/v1/chat/completions", json=body, headers=headers, timeout=30
+        ) as answer:
+            out.append(answer.headers.get("x-corral-trace-id"))
+            for line in answer.iter_lines():
+                out.append(line)
+    except httpx.HTTPError as exc:
+        out.append(f"broken: {exc}")
+
+
+def test_a_request_ends_at_the_total_request_time_however_fast_its_stream_drips(gateway, fake, h):
+    fake.configure(tokens=40, token_delay_s=0.1)
+    settings = h.settings({"m": {"routes": [h.url_route(fake)]}}, gateway={"request_timeout_s": 1.0})
+    with gateway(settings) as gw:
+        lines: list = []  # type: ignore[type-arg]
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        _stream_lines(gw, body, lines)
+        assert any("request_timeout_s" in str(line) for line in lines), lines[-3:]
+        assert "data: [DONE]" not in lines
+        fake.configure(latency_s=3)
+        slow = _post(gw, {"model": "m", "messages": [{"role": "user", "content": "hi"}]}, h.ADMIN_KEY)
+        assert slow.status_code == 504
+        stored = {t["id"]: t for t in h.traces(gw)}
+        assert stored[lines[0]]["status"] == 504
+
+
+def test_a_stream_cut_by_the_drain_gets_an_error_event_and_is_not_traced_as_a_disconnect(gateway, fake, h):
+    import threading
+    import time
+
+    fake.configure(tokens=60, token_delay_s=0.1)
+    settings = h.settings({"m": {"routes": [h.url_route(fake)]}}, gateway={"drain_timeout_s": 1})
+    lines: list = []  # type: ignore[type-arg]
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    with gateway(settings) as gw:
+        reader = threading.Thread(target=_stream_lines, args=(gw, body, lines))
+        reader.start()
+        time.sleep(0.5)
+    reader.join(10)
+    assert any("drain timeout" in str(line) for line in lines), lines[-3:]
+    trace = [t for t in h.traces(gw) if t["id"] == lines[0]]
+    assert trace and trace[0]["status"] == 503

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 
-from corral.errors import CorralError, OverloadedError, UpstreamError
+from corral.errors import CorralError, OverloadedError, UpstreamError, UpstreamTimeoutError
 from corral.gateway import checks
 from corral.gateway.accounting import trace_record
 from corral.gateway.http import TRACE_HEADER, Receive, Send, new_trace_id, send_bytes
@@ -52,6 +52,7 @@ class Proxy:
         self.in_flight = in_flight
         self.metrics = metrics
         self.shadow_max = settings.shadow_max_in_flight
+        self.request_timeout_s = settings.request_timeout_s
         self._before = [s for s in stages if overrides(s, "before")]
         self._after = [s for s in reversed(stages) if overrides(s, "after")]
         self._chunk = [s for s in reversed(stages) if overrides(s, "chunk") or overrides(s, "stream_end")]
@@ -90,13 +91,27 @@ class Proxy:
         assert call.live is not None
         task = asyncio.current_task()
         watcher = asyncio.ensure_future(receive())
-        watcher.add_done_callback(
-            lambda w: task.cancel() if task and not call.finished and _disconnected(w) else None
-        )
+
+        def on_receive(w: asyncio.Future[Any]) -> None:
+            if task and not call.finished and _disconnected(w):
+                call.state["client_gone"] = True
+                task.cancel()
+
+        watcher.add_done_callback(on_receive)
         try:
-            await self._route(call, call.live, send)
+            async with asyncio.timeout(self.request_timeout_s):
+                await self._route(call, call.live, send)
+        except TimeoutError:  # the whole request, however fast its stream drips
+            limit = f"gateway.request_timeout_s ({self.request_timeout_s:g} s)"
+            await self._cut(call, send, UpstreamTimeoutError(f"the request took longer than {limit}"))
         except asyncio.CancelledError:
-            call.status, call.error = 499, "client disconnected; upstream call cancelled"
+            if call.state.get("client_gone"):
+                call.status, call.error = 499, "client disconnected; upstream call cancelled"
+            else:  # cancelled by the server: its drain timeout ran out during this answer
+                cut = OverloadedError(
+                    "the gateway shut down before this answer ended (its drain timeout ran out)"
+                )
+                await self._cut(call, send, cut)
         except CorralError as exc:
             call.status, call.error = exc.http_status, str(exc)
             raise
@@ -105,6 +120,20 @@ class Proxy:
             watcher.cancel()
             if call.status:
                 self.finish(call)
+
+    async def _cut(self, call: Call, send: Send, error: CorralError) -> None:
+        """End an answer the gateway itself cuts short: an SSE error event if streaming began, else the error."""
+        if call.finished:  # the answer was already on its way out in full
+            return
+        call.status, call.error = error.http_status, str(error)
+        try:
+            if call.state.get("streaming"):
+                event = b"data: " + orjson.dumps(error.to_openai()) + b"\n\n"
+                await send({"type": "http.response.body", "body": event, "more_body": False})
+            else:
+                await send_bytes(send, error.http_status, orjson.dumps(error.to_openai()), call.trace_id)
+        except Exception:  # noqa: BLE001 - the connection is going away as well
+            log.debug("could not tell the client about trace %s being cut", call.trace_id)
 
     async def _route(self, call: Call, live: LiveDeployment, send: Send) -> None:
         spec = live.spec
@@ -223,6 +252,7 @@ class Proxy:
         wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         headers = [*SSE_HEADERS, (TRACE_HEADER, call.trace_id.encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
+        call.state["streaming"] = True
         splitter, summary = EventSplitter(), StreamSummary()
         call.status = 200
         try:
