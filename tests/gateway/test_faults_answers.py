@@ -103,3 +103,19 @@ def test_a_stream_cut_by_the_drain_gets_an_error_event_and_is_not_traced_as_a_di
     assert any("drain timeout" in str(line) for line in lines), lines[-3:]
     trace = [t for t in h.traces(gw) if t["id"] == lines[0]]
     assert trace and trace[0]["status"] == 503
+
+
+def test_large_answers_stream_through_and_large_bodies_are_not_stored(gateway, fake, h):
+    fake.configure(answer_bytes=3_000_000)
+    settings = h.settings({"m": {"routes": [h.url_route(fake)]}}, tracing={"max_body_kb": 64})
+    with gateway(settings) as gw:
+        big_prompt = "y" * 100_000
+        answer = _post(gw, {"model": "m", "messages": [{"role": "user", "content": big_prompt}]}, h.ADMIN_KEY)
+        assert answer.status_code == 200
+        assert len(answer.json()["choices"][0]["message"]["content"]) >= 2_999_000  # all of it, intact
+        trace = h.traces(gw)[0]
+        assert trace["response"]["truncated"] and trace["response"]["bytes"] > 3_000_000
+        assert trace["request"] == {"truncated": True, "bytes": trace["request"]["bytes"]}
+        fake.configure(answer_bytes=0)
+        small = _post(gw, {"model": "m", "messages": [{"role": "user", "content": "hi"}]}, h.ADMIN_KEY)
+        assert small.status_code == 200 and h.traces(gw)[-1]["response"]["choices"]

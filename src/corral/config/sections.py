@@ -174,6 +174,11 @@ class TracingSettings(Section):
     )
     retention_batch: int = Field(default=500, ge=1, description="rows deleted per purge transaction")
     retention_interval_s: float = Field(default=3600.0, gt=0, description="how often the purge runs")
+    max_body_kb: float = Field(
+        default=1024.0,
+        gt=0,
+        description="bodies past this are not stored; answers past it are streamed through",
+    )
     batch_size: int = Field(default=256, ge=1)
     flush_interval_s: float = Field(default=0.5, gt=0)
     queue_size: int = Field(default=10_000, ge=1)

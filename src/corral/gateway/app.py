@@ -63,7 +63,14 @@ class Gateway:
         self.watcher = StoreWatcher(
             p.keys, p.routes, p.limiter, p.store, p.registry.models, g.deployments_poll_s
         )
-        self.proxy = Proxy(build_stages(p, stages), p.pool, p.routes.in_flight, p.metrics, g)
+        self.proxy = Proxy(
+            build_stages(p, stages),
+            p.pool,
+            p.routes.in_flight,
+            p.metrics,
+            g,
+            max_body_bytes=int(p.settings.tracing.max_body_kb * 1024),
+        )
         self.admin = AdminApi(
             p.keys,
             p.routes,

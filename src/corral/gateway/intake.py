@@ -31,7 +31,9 @@ class Deployment(Stage):
         self.body_limit = body_limit
 
     async def before(self, call: Call) -> None:
-        call.body = parse_json_object(await read_body(call.receive, self.body_limit))
+        raw = await read_body(call.receive, self.body_limit)
+        call.state["request_bytes"] = len(raw)
+        call.body = parse_json_object(raw)
         model = call.body.get("model")
         if not isinstance(model, str) or not model:
             raise InvalidInputError(

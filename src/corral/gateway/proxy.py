@@ -46,8 +46,10 @@ class Proxy:
         in_flight: VersionCounts,
         metrics: GatewayMetrics,
         settings: GatewaySettings,
+        max_body_bytes: int = 1024 * 1024,
     ) -> None:
         self.stages = stages
+        self.max_body_bytes = max_body_bytes  # answers past this are streamed through, not buffered
         self.pool = pool
         self.in_flight = in_flight
         self.metrics = metrics
@@ -203,9 +205,13 @@ class Proxy:
                     await self._stream(call, response, send)
                     return
                 try:
-                    raw = await response.read()
+                    raw, whole = await _read_capped(response, self.max_body_bytes)
                 except STREAM_ERRORS as exc:
                     raise UpstreamFailure(f"{type(exc).__name__}: reading the answer: {exc}") from None
+                if not whole:
+                    endpoint.breaker.record(True, time.monotonic())
+                    await self._relay_large(call, response, raw, send)
+                    return
                 parsed = _json_object(raw)
                 if response.status < 400 and parsed is None:  # HTML from a proxy, a truncated body
                     kind = response.content_type or "no content type"
@@ -246,6 +252,27 @@ class Proxy:
                 call.error = str((parsed.get("error") or {}).get("message") or parsed)[:2000]
         call.finished = True  # from here a disconnect is the normal end of the exchange
         await send_bytes(send, status, raw, call.trace_id)
+
+    async def _relay_large(
+        self, call: Call, response: aiohttp.ClientResponse, head: bytes, send: Send
+    ) -> None:
+        """An answer past tracing.max_body_kb: passed through as it comes, neither buffered nor stored."""
+        call.status, call.finished = response.status, True
+        headers = [
+            (b"content-type", (response.content_type or "application/json").encode()),
+            (TRACE_HEADER, call.trace_id.encode()),
+        ]
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": head, "more_body": True})
+        size = len(head)
+        try:
+            async for chunk in response.content.iter_chunked(1 << 16):
+                size += len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except STREAM_ERRORS as exc:
+            call.error = f"upstream answer broke after {size} bytes: {type(exc).__name__}"
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        call.response = {"truncated": True, "bytes": size, "note": "over tracing.max_body_kb: not stored"}
 
     async def _stream(self, call: Call, response: aiohttp.ClientResponse, send: Send) -> None:
         options = call.body.get("stream_options")
@@ -315,8 +342,8 @@ class Proxy:
         try:
             response = await self.pool.open(endpoint, instance, PATHS[call.kind], payload)
             async with response:
-                raw = await response.read()
-            parsed = orjson.loads(raw) if raw else None
+                raw, whole = await _read_capped(response, self.max_body_bytes)
+            parsed = orjson.loads(raw) if raw and whole else None  # a huge answer is not kept
             copy.status = response.status
             if isinstance(parsed, dict):
                 copy.usage, copy.response = parsed.get("usage"), checks.trace_view(call.kind, parsed)
@@ -337,6 +364,8 @@ class Proxy:
         loses the trace (a failed Cost stage leaves an unsettled record, which the Trace stage stores).
         """
         call.latency_s = time.perf_counter() - call.started
+        if call.state.get("request_bytes", 0) > self.max_body_bytes:
+            call.state["request_stored"] = {"truncated": True, "bytes": call.state["request_bytes"]}
         for stage in self._finish:
             try:
                 stage.finish(call)
@@ -352,6 +381,18 @@ class Proxy:
     async def drain(self) -> None:
         if self._shadows:
             await asyncio.gather(*self._shadows, return_exceptions=True)
+
+
+async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
+    """(the answer, True), or (its first bytes past `cap`, False) when it is larger."""
+    if response.content_length is not None and response.content_length > cap:
+        return b"", False
+    buffer = bytearray()
+    async for chunk in response.content.iter_chunked(1 << 16):
+        buffer += chunk
+        if len(buffer) > cap:
+            return bytes(buffer), False
+    return bytes(buffer), True
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:
