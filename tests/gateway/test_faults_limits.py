@@ -50,3 +50,21 @@ async def test_reservations_are_shared_through_redis(redis_url):
     finally:
         await a.close()
         await b.close()
+
+
+def test_the_request_path_reserves_and_settles_and_a_refusal_after_limits_releases(gateway, fake, h):
+    import httpx
+
+    with gateway(h.settings({"m": {"routes": [h.url_route(fake)]}})) as gw, h.admin(gw) as api:
+        key = api.post("/admin/keys", json={"name": "t", "tpm": 100_000}).json()["key"]
+        auth = {"Authorization": f"Bearer {key}"}
+        url = f"{gw.base_url}/v1/chat/completions"
+        ok = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50_000}
+        assert httpx.post(url, json=ok, headers=auth).status_code == 200
+        limiter, key_id = gw.gateway.parts.limiter, gw.gateway.parts.keys._by_hash
+        counted = sum(limiter.local.tokens.values())
+        assert 0 < counted < 100  # settled to what the answer took, not the 50,000 held
+        refused = {"model": "m", "messages": "not a list", "max_tokens": 90_000}  # BodyChecks says 400
+        assert httpx.post(url, json=refused, headers=auth).status_code == 400
+        assert sum(limiter.local.tokens.values()) == counted  # the reservation was released
+        assert key_id  # the key was looked up once and cached

@@ -34,7 +34,11 @@ class Cost(Stage):
             self.metrics.usage(
                 call.deployment, record.prompt_tokens, record.completion_tokens, record.cost_usd
             )
-            self.limiter.record(call.key, record.prompt_tokens + record.completion_tokens, record.cost_usd)
+            call.state.pop("release", None)
+            held = call.state.pop("reservation", None)
+            self.limiter.record(
+                call.key, record.prompt_tokens + record.completion_tokens, record.cost_usd, held
+            )
 
 
 class Trace(Stage):

@@ -80,13 +80,22 @@ class Proxy:
         self, kind: str, scope: dict[str, Any], receive: Receive, send: Send, trace_id: str
     ) -> None:
         call = Call(trace_id, kind, scope, receive)
-        for stage in self._before:
-            answer = await stage.before(call)
-            if answer is not None:  # answered without routing (a guard's refusal): traced like any call
-                call.status, call.finished = answer.status, True
-                await send_bytes(send, answer.status, answer.body, trace_id)
-                self.finish(call)
-                return
+        answer = None
+        try:
+            for stage in self._before:
+                answer = await stage.before(call)
+                if answer is not None:
+                    break
+        except BaseException:
+            release = call.state.pop("release", None)  # what an earlier stage reserved (limits)
+            if release is not None:
+                release()
+            raise
+        if answer is not None:  # answered without routing (a guard's refusal): traced like any call
+            call.status, call.finished = answer.status, True
+            await send_bytes(send, answer.status, answer.body, trace_id)
+            self.finish(call)
+            return
         await self._routed(call, receive, send)
 
     async def _routed(self, call: Call, receive: Receive, send: Send) -> None:
