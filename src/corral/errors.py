@@ -48,9 +48,13 @@ class BodyTooLargeError(InvalidInputError):
 
 
 class MethodNotAllowedError(InvalidInputError):
-    """An HTTP method a path does not support."""
+    """An HTTP method a path does not support; `allow` lists those it does (sent as the Allow header)."""
 
     http_status = 405
+
+    def __init__(self, message: str, *, allow: str = "", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.allow = allow
 
 
 class ContentPolicyViolation(InvalidInputError):
@@ -157,4 +161,7 @@ def openai_error(
     retry_after = getattr(exc, "retry_after_s", None)
     if retry_after is not None:
         headers["retry-after"] = str(max(1, round(retry_after)))
+    allow = getattr(exc, "allow", None)
+    if allow:
+        headers["allow"] = allow
     return exc.http_status, exc.to_openai(), headers

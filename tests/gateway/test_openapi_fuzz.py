@@ -54,3 +54,18 @@ def _fuzz(operation, auth, chosen) -> None:  # type: ignore[no-untyped-def]
         case.validate_response(response, checks=chosen)
 
     check()
+
+
+def test_unsupported_methods_get_405_with_allow(gateway, fake, h):
+    with gateway(h.settings({"m": {"routes": [h.url_route(fake)]}})) as gw, h.admin(gw) as api:
+        spec = api.get("/openapi.json").json()
+        for path, operations in spec["paths"].items():
+            concrete = path.replace("{key}", "nosuch").replace("{name}", "nosuch")
+            documented = {m.upper() for m in operations}
+            for method in ("GET", "POST", "PUT", "DELETE", "PATCH", "TRACE"):
+                if method in documented:
+                    continue
+                answer = api.request(method, concrete)
+                assert answer.status_code == 405, (method, path, answer.status_code)
+                allowed = {m.strip() for m in answer.headers["allow"].split(",")}
+                assert allowed == documented, (method, path, allowed)

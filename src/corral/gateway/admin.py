@@ -74,15 +74,18 @@ class AdminApi:
             raise PermissionDeniedError("the admin API needs an admin key", hint=hint)
         parts = path.strip("/").split("/")[1:]
         resource, name = (parts[0] if parts else ""), ("/".join(parts[1:]) or None)
-        body: dict[str, Any] = {}
-        if method in ("POST", "PUT"):
-            body = parse_json_object(await read_body(receive, 4 * 1024 * 1024))
         handler = getattr(self, f"_{resource}", None)
         if handler is None:
             raise NotFoundError(
                 f"no admin resource '{resource}'",
                 hint="use keys, deployments, costs, traces, users or status",
             )
+        allowed = ALLOWED.get((resource, bool(name)), "")
+        if method not in allowed.split(", "):  # before reading a body the method cannot take
+            raise _bad_method(method, resource, name)
+        body: dict[str, Any] = {}
+        if method in ("POST", "PUT"):
+            body = parse_json_object(await read_body(receive, 4 * 1024 * 1024))
         try:
             status, data = await handler(method, name, body, _query(scope), key.name)
         except (DataError, StatementError) as exc:  # e.g. a NUL character PostgreSQL will not store
@@ -231,6 +234,8 @@ class AdminApi:
     async def _status(
         self, method: str, name: str | None, body: dict[str, Any], query: dict[str, str], actor: str
     ) -> tuple[int, Any]:
+        if method != "GET" or name:
+            raise _bad_method(method, "status", name)
         tracer, workers = self.tracer, self.workers
         return 200, {
             "deployments": {n: self._live(n) for n in self.routes.live},
@@ -253,6 +258,21 @@ def _redacted(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+ALLOWED = {  # (resource, names one item) -> the methods it takes
+    ("keys", False): "GET, POST",
+    ("keys", True): "DELETE",
+    ("deployments", False): "GET",
+    ("deployments", True): "GET, PUT, DELETE",
+    ("costs", False): "GET",
+    ("traces", False): "GET",
+    ("traces", True): "GET",
+    ("status", False): "GET",
+}
+
+
 def _bad_method(method: str, resource: str, name: str | None) -> Exception:
     target = f"/admin/{resource}" + (f"/{name}" if name else "")
-    return MethodNotAllowedError(f"{method} is not supported on {target}")
+    allow = ALLOWED.get((resource, bool(name)), "")
+    if not allow:
+        return NotFoundError(f"no route {target}", hint="see /openapi.json")
+    return MethodNotAllowedError(f"{method} is not supported on {target}", allow=allow)

@@ -306,7 +306,7 @@ def quiet_gc(gen0_threshold: int = 50_000) -> None:
 
 def _method(method: str, allowed: str) -> None:
     if method != allowed:
-        raise MethodNotAllowedError(f"use {allowed} here, not {method}")
+        raise MethodNotAllowedError(f"use {allowed} here, not {method}", allow=allowed)
 
 
 __all__ = ["CorralError", "Gateway"]
