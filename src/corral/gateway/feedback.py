@@ -36,7 +36,7 @@ class FeedbackInput:
 def parse_feedback(body: dict[str, Any]) -> FeedbackInput:
     """A feedback body checked strictly: a trace id, exactly one of `score` (0 to 1) or `thumbs`, label, comment."""
     trace = body.get("trace_id")
-    if not isinstance(trace, str) or not TRACE_ID.match(trace) or not trace.strip("0"):
+    if not isinstance(trace, str) or not TRACE_ID.match(trace):  # all zeros: no such trace, a 404
         raise InvalidInputError("`trace_id` must be the x-corral-trace-id of a response (32 hex characters)")
     score, thumbs = body.get("score"), body.get("thumbs")
     if (score is None) == (thumbs is None):

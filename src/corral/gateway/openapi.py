@@ -121,8 +121,8 @@ NEW_KEY = {
     "properties": {
         "name": {"type": "string", "minLength": 1, "maxLength": 128},
         "models": {"type": "array", "items": {"type": "string"}},
-        "rpm": {"type": "integer", "minimum": 0},
-        "tpm": {"type": "integer", "minimum": 0},
+        "rpm": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+        "tpm": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
         "budget_usd": {"type": "number", "minimum": 0},
         "admin": {"type": "boolean"},
     },
