@@ -20,7 +20,7 @@ from corral.gateway.routes import RouteTable, VersionCounts
 from corral.gateway.routing import Breaker
 from corral.gateway.stages import Stage
 from corral.gateway.tracing import TraceWriter
-from corral.gateway.upstream import UpstreamPool
+from corral.gateway.upstream import KeyEnvPolicy, UpstreamPool
 from corral.store import Store
 
 if TYPE_CHECKING:
@@ -79,11 +79,13 @@ def build_parts(
             on_restart=lambda ref: metrics.worker_restarts.labels(ref).inc(),
         )
     g = settings.gateway
+    key_policy = KeyEnvPolicy.from_settings(settings)
     resolver = RouteResolver(
         registry.models.resolve,
         workers,
         lambda: Breaker(g.breaker_failures, g.breaker_reset_s),
         local_dir=lambda version: cached_model_dir(registry, version),
+        key_policy=key_policy,
     )
     admin_key = os.environ.get(settings.auth.admin_key_env) or None
     return Parts(
@@ -93,7 +95,7 @@ def build_parts(
         keys=KeyRing(KeyStore(store), admin_key, settings.auth.require_keys),
         limiter=Limiter(metrics, settings.redis.url, settings.auth.redis_prefix),
         pool=UpstreamPool(g.max_connections),
-        routes=RouteTable(DeploymentStore(store), resolver, in_flight),
+        routes=RouteTable(DeploymentStore(store, key_policy), resolver, in_flight),
         tracer=TraceWriter(store, settings.tracing, metrics) if settings.tracing.enabled else None,
         metrics=metrics,
         workers=workers,
