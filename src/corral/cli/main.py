@@ -37,7 +37,7 @@ def _register_commands() -> None:
     if _registered:
         return
     _registered = True
-    # Imported here so `corral --help` stays fast and a broken optional stage cannot break the rest.
+    # Imported here so `corral --help` stays fast; see common.OPTIONAL_COMMANDS for the later stages.
     from corral.cli import audit, config_cmd, datasets, db, init, models, privacy, prompts, quickstart
 
     app.add_typer(models.app, name="models")
@@ -49,8 +49,8 @@ def _register_commands() -> None:
     app.command("audit")(audit.audit)
     app.command("init")(init.init)
     app.command("quickstart")(quickstart.quickstart)
-    for module_name in common.OPTIONAL_COMMANDS:
-        common.add_optional(app, module_name)
+    for module_name, command in common.OPTIONAL_COMMANDS.items():
+        common.add_optional(app, module_name, command)
 
 
 def main(argv: list[str] | None = None) -> None:
