@@ -14,8 +14,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from corral.errors import StoreUnavailableError
+from corral.store.migrate import current_revision, head_revision, upgrade
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -75,8 +75,6 @@ class Store:
         with self._lock:
             if self._checked:
                 return
-            from corral.store.migrate import current_revision, head_revision, upgrade
-
             current, head = current_revision(self), head_revision()
             if current != head:
                 if not self._auto_upgrade:
