@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import getpass
 import importlib
+import inspect
 import json
 import sys
 import traceback
+import typing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
@@ -77,6 +81,50 @@ class CLIState:
 
 
 STATE = CLIState()
+
+
+ConfigOption = Annotated[
+    str | None,
+    typer.Option("--config", "-c", help="corral.yaml to use (default: $CORRAL_CONFIG or ./corral.yaml)"),
+]
+
+
+def use_config(path: str | None) -> None:
+    """`--config` given before the command or after it (`corral serve --config corral.yaml`)."""
+    if path is not None:
+        STATE.config_path = path
+        STATE.settings = None
+
+
+def with_config_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`command` with a `--config` option of its own, so it is accepted after the command name too."""
+    signature = inspect.signature(command, eval_str=True)
+    if "config" in signature.parameters:
+        return command
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, config: str | None = None, **kwargs: Any) -> Any:
+        use_config(config)
+        return command(*args, **kwargs)
+
+    option = inspect.Parameter(
+        "config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ConfigOption
+    )
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*signature.parameters.values(), option]
+    )
+    wrapper.__annotations__ = {**typing.get_type_hints(command, include_extras=True), "config": ConfigOption}
+    return wrapper
+
+
+def add_config_option(app: typer.Typer) -> None:
+    """Give every command under `app` its own `--config` (every command reads the settings)."""
+    for info in app.registered_commands:
+        if info.callback is not None:
+            info.callback = with_config_option(info.callback)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            add_config_option(group.typer_instance)
 
 
 def settings() -> Settings:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
 
 import typer
 
@@ -20,13 +19,8 @@ app = typer.Typer(
 
 
 @app.callback()
-def _global(
-    config: Annotated[
-        str | None,
-        typer.Option("--config", "-c", help="corral.yaml to use (default: $CORRAL_CONFIG or ./corral.yaml)"),
-    ] = None,
-) -> None:
-    common.STATE.config_path = config
+def _global(config: common.ConfigOption = None) -> None:
+    common.use_config(config)
 
 
 _registered = False
@@ -51,6 +45,7 @@ def _register_commands() -> None:
     app.command("quickstart")(quickstart.quickstart)
     for module_name, command in common.OPTIONAL_COMMANDS.items():
         common.add_optional(app, module_name, command)
+    common.add_config_option(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -191,6 +191,17 @@ def _mask_url(value: str) -> str:
     return value
 
 
+def _not_available_yet(model: Any) -> dict[str, Any]:
+    """The keys refused for now (Section.NOT_AVAILABLE_YET), as a model_dump `exclude`, so nobody copies them."""
+    exclude: dict[str, Any] = dict.fromkeys(model.NOT_AVAILABLE_YET, True)
+    for name, field in model.model_fields.items():
+        inner = _model_of(field.annotation)
+        nested = _not_available_yet(inner) if field.annotation is inner and name not in exclude else {}
+        if nested:
+            exclude[name] = nested
+    return exclude
+
+
 def masked(settings: Settings) -> dict[str, Any]:
     """The effective settings as plain data, with passwords and secrets masked."""
 
@@ -205,7 +216,7 @@ def masked(settings: Settings) -> dict[str, Any]:
             return _mask_url(node)
         return node
 
-    data = settings.model_dump(mode="json")
+    data = settings.model_dump(mode="json", exclude=_not_available_yet(Settings))
     data["store"]["database_url"] = settings.store.resolved_url()
     data["artifacts"]["url"] = settings.artifacts.resolved_url()
     return walk(data)
