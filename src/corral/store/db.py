@@ -85,6 +85,14 @@ class Store:
                 upgrade(self)
             self._checked = True
 
+    def create_if_empty(self) -> bool:
+        """Create the schema in a database with no tables at all (what `corral init` is for); True if it did.
+        A database at an older revision is left alone: upgrading one is `corral db upgrade`, on purpose."""
+        if current_revision(self) is not None or self.table_names():
+            return False
+        upgrade(self)
+        return True
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back if it raises."""
