@@ -12,7 +12,9 @@ from corral.cli import common
 
 def serve(
     host: Annotated[str | None, typer.Option(help="interface to listen on (default: gateway.host)")] = None,
-    port: Annotated[int | None, typer.Option(help="port (default: gateway.port)")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="port, 1-65535 (default: gateway.port)")
+    ] = None,
 ) -> None:
     """Serve the OpenAI-compatible gateway; SIGTERM drains requests, flushes traces and stops workers."""
     from corral.gateway import serve as run
