@@ -22,8 +22,8 @@ def test_a_port_in_use_says_so(capsys):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        code, _, err = run(capsys, "serve", "--port", str(port))
-        assert code == ConflictError.exit_code
+        code, out, err = run(capsys, "serve", "--port", str(port))
+        assert code == ConflictError.exit_code and "corral gateway on" not in out  # nothing started
         assert f"cannot listen on 127.0.0.1:{port}: the port is already in use" in one_line_error(err)
         with pytest.raises(ConflictError):
             bind("127.0.0.1", port)
