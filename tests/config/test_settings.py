@@ -176,7 +176,6 @@ def test_variables_are_strings_that_still_set_numbers_and_booleans():
     ("text", "key", "feature"),
     [
         ("pipeline:\n  enabled: true\n", "pipeline", "the refresh pipeline"),
-        ("guard:\n  pii: redact\n", "guard", "guardrails"),
         ("monitor: {}\n", "monitor", "monitoring"),
         ("gateway:\n  request_timeout_s: 5\n", "gateway.request_timeout_s", "request timeout"),
     ],

@@ -400,7 +400,6 @@ class Settings(Section):
 
     NOT_AVAILABLE_YET: ClassVar[dict[str, str]] = {
         "pipeline": "the refresh pipeline",
-        "guard": "guardrails in the gateway",  # issue 12 gives `guard:` its meaning and removes this line
         "monitor": "monitoring",  # issue 13 gives `monitor:` its meaning and removes this line
     }
 
