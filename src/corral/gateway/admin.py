@@ -173,7 +173,7 @@ class AdminApi:
     ) -> tuple[int, Any]:
         if method != "GET":
             raise _bad_method(method, "costs", name)
-        group_by = [g for g in query.get("group_by", "day,key,model").split(",") if g]
+        group_by = costs.group_names(query.get("group_by") or query.get("by") or costs.DEFAULT_GROUPS)
         rows = await asyncio.to_thread(
             costs.totals, self.store, group_by, query.get("since"), query.get("until")
         )

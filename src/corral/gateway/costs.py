@@ -15,7 +15,29 @@ from corral.errors import InvalidInputError
 from corral.store import Store
 from corral.store.models import TraceRow
 
-GROUPS = {"day": TraceRow.day, "key": TraceRow.key_name, "model": TraceRow.deployment}
+# What costs can be grouped by: `version` is the model version that answered and `route` the route
+# taken, so a canary's cost can be set beside production's within one deployment.
+GROUPS = {
+    "day": TraceRow.day,
+    "key": TraceRow.key_name,
+    "deployment": TraceRow.deployment,
+    "version": TraceRow.model_version,
+    "route": TraceRow.route,
+    "model": TraceRow.deployment,  # the first name of `deployment`, still accepted
+}
+DEFAULT_GROUPS = "day,key,deployment"
+
+
+def group_names(text: str) -> list[str]:
+    """`deployment,version` → ['deployment', 'version'], every name checked."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in GROUPS]
+    if unknown:
+        shown = [g for g in GROUPS if g != "model"]
+        raise InvalidInputError(
+            f"cannot group costs by {', '.join(unknown)}", hint=f"use any of {', '.join(shown)}"
+        )
+    return names
 
 
 def estimate_tokens(text: str) -> int:
@@ -115,12 +137,8 @@ def month_spend(store: Store) -> dict[int, float]:
 def totals(
     store: Store, group_by: list[str], since: str | None = None, until: str | None = None
 ) -> list[dict[str, Any]]:
-    """Requests, tokens and cost grouped by any of day, key and model (deployment), oldest day first."""
-    unknown = [g for g in group_by if g not in GROUPS]
-    if unknown:
-        raise InvalidInputError(
-            f"cannot group costs by {', '.join(unknown)}", hint="use day, key and/or model"
-        )
+    """Requests, tokens and cost grouped by any of GROUPS, oldest day first."""
+    group_by = group_names(",".join(group_by))
     for name, day in (("since", since), ("until", until)):
         if day:
             try:

@@ -34,6 +34,14 @@ def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: b
 
 def target_spans(row: dict[str, Any], kind: str, tokenizer: Any) -> tuple[str, list[tuple[int, int]]]:
     """The full text of a row and the character spans the model learns to produce."""
+    if kind == "classification":  # the text asks and the label answers, so the served model (chat) labels
+        row = {
+            "messages": [
+                {"role": "user", "content": row["text"]},
+                {"role": "assistant", "content": str(row["label"])},
+            ]
+        }
+        kind = "chat"
     if kind == "chat":
         messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
         text = _render(tokenizer, messages, False)
@@ -49,10 +57,7 @@ def target_spans(row: dict[str, Any], kind: str, tokenizer: Any) -> tuple[str, l
                 )
             spans.append((len(before), len(upto)))
         return text, spans
-    if kind == "prompt_completion":
-        prompt, completion = row["prompt"], row["completion"]
-    else:  # classification: learn to answer the label after the text
-        prompt, completion = row["text"] + "\n", str(row["label"])
+    prompt, completion = row["prompt"], row["completion"]  # prompt_completion
     eos = tokenizer.eos_token or ""
     return prompt + completion + eos, [(len(prompt), len(prompt) + len(completion) + len(eos))]
 

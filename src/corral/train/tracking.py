@@ -1,4 +1,5 @@
-"""Optional MLflow logging: when MLFLOW_TRACKING_URI is set, params, metrics and the final model go there too."""
+"""Optional MLflow logging: with `tracing.mlflow_tracking_uri` (or MLFLOW_TRACKING_URI) set, params,
+metrics and the final model go there too."""
 
 from __future__ import annotations
 
@@ -10,20 +11,25 @@ from corral.errors import ConfigError
 
 
 class MLflowRun:
-    """Logs to MLflow when MLFLOW_TRACKING_URI is set; otherwise every method does nothing."""
+    """Logs to MLflow at `uri` (the setting), else at MLFLOW_TRACKING_URI; with neither, does nothing."""
 
-    def __init__(self, run_name: str, params: dict[str, Any], enabled: bool = True) -> None:
+    def __init__(
+        self, run_name: str, params: dict[str, Any], enabled: bool = True, uri: str | None = None
+    ) -> None:
         self.mlflow: Any = None
-        if not enabled or not os.environ.get("MLFLOW_TRACKING_URI"):
+        source = "tracing.mlflow_tracking_uri" if uri else "MLFLOW_TRACKING_URI"
+        uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not enabled or not uri:
             return
         try:
             import mlflow
         except ModuleNotFoundError:
             raise ConfigError(
-                "MLFLOW_TRACKING_URI is set but mlflow is not installed",
-                hint="pip install mlflow, or unset MLFLOW_TRACKING_URI",
+                f"{source} is set but mlflow is not installed",
+                hint=f"pip install mlflow, or unset {source}",
             ) from None
         self.mlflow = mlflow
+        mlflow.set_tracking_uri(uri)  # the setting wins over the variable
         mlflow.start_run(run_name=run_name)
         mlflow.log_params(_flat(params))
 
