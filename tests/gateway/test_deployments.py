@@ -23,6 +23,16 @@ def _wait(predicate, timeout_s: float = 10.0) -> bool:  # type: ignore[no-untype
     return False
 
 
+def _registered(settings, *endpoints: str):  # type: ignore[no-untyped-def]
+    """The registry the gateway will use, with one `support` version per endpoint: targets must resolve."""
+    from corral.registry import open_registry
+
+    reg = open_registry(settings)
+    for url in endpoints:
+        reg.models.register("support", endpoint=url, upstream_model="fake-model")
+    return reg
+
+
 def _even_canary(h, fake, fake_b, sticky_by: str) -> dict:  # type: ignore[no-untyped-def,type-arg]
     """A 50/50 canary between the two fakes, sticky by `sticky_by`."""
     routes = [h.url_route(fake, weight=50), h.url_route(fake_b, weight=50)]
@@ -116,11 +126,10 @@ def test_instances_of_one_route_are_balanced_by_least_in_flight(gateway, fake, f
 
 
 def test_alias_move_and_rollback_reach_the_gateway_without_restart(gateway, fake, fake_b, h, tmp_path):
-    with gateway(h.settings({"support": {"routes": [{"target": "support@production"}]}})) as gw:
-        reg = gw.gateway.registry
-        reg.models.register("support", endpoint=fake.url, upstream_model="fake-model")
-        reg.models.register("support", endpoint=fake_b.url, upstream_model="fake-model")
-        reg.models.set_alias("support", "production", 1)
+    settings = h.settings({"support": {"routes": [{"target": "support@production"}]}})
+    reg = _registered(settings, fake.url, fake_b.url)
+    reg.models.set_alias("support", "production", 1)
+    with gateway(settings) as gw:
         c = h.client(gw)
         assert _wait(
             lambda: "support" in gw.gateway.live and gw.gateway.live["support"].routes[0] is not None, 2.5
@@ -135,10 +144,10 @@ def test_alias_move_and_rollback_reach_the_gateway_without_restart(gateway, fake
 
 def test_a_draining_version_gets_no_requests_and_retires_when_idle(gateway, fake, fake_b, h):
     spec = {"routes": [{"target": "support@1", "weight": 1}, {"target": "support@2", "weight": 1}]}
-    with gateway(h.settings({"support": spec})) as gw:
+    settings = h.settings({"support": spec})
+    _registered(settings, fake.url, fake_b.url)
+    with gateway(settings) as gw:
         reg = gw.gateway.registry
-        reg.models.register("support", endpoint=fake.url, upstream_model="fake-model")
-        reg.models.register("support", endpoint=fake_b.url, upstream_model="fake-model")
         assert _wait(lambda: all(r is not None for r in gw.gateway.live["support"].routes), 2.5)
         c = h.client(gw)
         gw.gateway.version_in_flight["support@1"] = 1  # as if a long request were still on it
@@ -189,11 +198,10 @@ def test_retire_waits_for_a_real_request_in_flight_on_the_draining_version(gatew
     import threading
 
     fake.configure(latency_s=4.0)
-    with gateway(h.settings({"support": {"routes": [{"target": "support@production"}]}})) as gw:
+    settings = h.settings({"support": {"routes": [{"target": "support@production"}]}})
+    _registered(settings, fake.url, fake_b.url).models.set_alias("support", "production", 1)
+    with gateway(settings) as gw:
         reg = gw.gateway.registry
-        reg.models.register("support", endpoint=fake.url, upstream_model="fake-model")
-        reg.models.register("support", endpoint=fake_b.url, upstream_model="fake-model")
-        reg.models.set_alias("support", "production", 1)
         assert _wait(lambda: "support" in gw.gateway.live and gw.gateway.live["support"].routes[0], 2.5)
         c = h.client(gw)
         answers: list[str] = []
@@ -235,9 +243,11 @@ def test_without_usage_tokens_are_counted_with_the_local_models_tokenizer(gatewa
     tokenizer.save(str(src / "tokenizer.json"))
     fake.configure(usage=False)
     settings = h.settings({"tok": {"routes": [{"target": "tok@1"}]}}, tracing={"store_bodies": False})
+    from corral.registry import open_registry
+
+    reg = open_registry(settings)
+    reg.models.materialize(reg.models.register("tok", src))  # as the worker does before it is ready
     with gateway(settings, workers=_ReadyWorkers(fake.url)) as gw:
-        reg = gw.gateway.registry
-        reg.models.materialize(reg.models.register("tok", src))  # as the worker does before it is ready
         assert _wait(lambda: "tok" in gw.gateway.live and gw.gateway.live["tok"].routes[0] is not None, 2.5)
         h.chat(h.client(gw), model="tok", text="one two three four five six seven eight")
         [trace] = h.traces(gw)

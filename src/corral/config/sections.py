@@ -131,8 +131,13 @@ class GatewaySettings(Section):
         ],
         description="how `corral serve` starts a local worker; {python}, {ref}, {port} and {config} are filled in",
     )
-    worker_start_timeout_s: float = Field(default=300.0, gt=0)
+    worker_start_timeout_s: float = Field(
+        default=300.0, gt=0, description="how long a new worker may take to answer its first health probe"
+    )
     worker_health_interval_s: float = Field(default=1.0, gt=0)
+    worker_failed_probes: int = Field(
+        default=5, ge=1, description="consecutive failed health probes that restart a worker that was serving"
+    )
 
     @field_validator("worker_command")
     @classmethod

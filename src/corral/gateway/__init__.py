@@ -32,10 +32,13 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     """`corral serve`: local workers for `target:` routes, then the gateway, until SIGTERM drains both."""
     import logging
 
+    from corral.gateway.deployments import check_targets
     from corral.gateway.parts import supervisor_of
     from corral.gateway.server import serve_forever
 
     parts = build_parts(settings, local_workers=True)
+    parts.store.ensure_ready()  # a bad target is a clear error before any socket opens
+    check_targets(settings.deployments, parts.registry.models.resolve, settings.source or "settings")
     supervisor = supervisor_of(parts)
     gateway = Gateway(parts, tune_gc=True)
     supervisor.start()

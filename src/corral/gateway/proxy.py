@@ -145,9 +145,8 @@ class Proxy:
                 self.metrics.fallbacks.labels(live.name).inc()
             return
         if last is None:
-            raise OverloadedError(
-                f"no route of '{live.name}' can serve now (workers starting or breakers open)"
-            )
+            why = "; ".join(live.problems) or "its routes' breakers are open after repeated failures"
+            raise OverloadedError(f"no route of '{live.name}' can serve now: {why}")
         raise UpstreamError(f"every route of '{live.name}' failed; the last said: {last.reason}")
 
     async def _attempt(self, call: Call, endpoint: Endpoint, send: Send) -> None:
