@@ -179,7 +179,12 @@ class EngineSettings(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     block_size: int = Field(default=16, ge=1)
-    kv_cache_gb: float = Field(default=1.0, gt=0)
+    kv_cache_gb: float | None = Field(
+        default=None,
+        gt=0,
+        description="memory for the KV cache, GiB; unset: enough for max_num_seqs sequences of the "
+        "model's full context, at most 1 GiB",
+    )
     max_num_seqs: int = Field(default=64, ge=1)
     max_num_batched_tokens: int = Field(default=4096, ge=16)
     max_waiting: int = Field(default=256, ge=0)

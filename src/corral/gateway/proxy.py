@@ -219,7 +219,7 @@ class Proxy:
                 for event in splitter.feed(chunk):
                     payload = event_data(event)
                     parsed = summary.observe(payload) if payload is not None else None
-                    if call.ttft_s is None and summary.text:
+                    if call.ttft_s is None and summary.has_output:
                         call.ttft_s = time.perf_counter() - call.started
                     if wants_usage or not is_usage_only(parsed):
                         out.append(event)

@@ -38,10 +38,22 @@ class FakeSettings:
     fail_next: int = 0  # the next N requests fail with `fault` (or status when fault is none), then it heals
     record: bool = True
     models: list[str] = field(default_factory=lambda: ["fake-model"])
+    healthy: bool = True  # false: GET /health answers 503 (a worker that stopped answering probes)
+    tool_calls: bool = False  # true: a chat request with `tools` is answered by a call of the first tool
 
 
 def _answer_words(settings: FakeSettings, body: dict[str, Any]) -> list[str]:
     return [f"{settings.name}:"] + [f"w{i}" for i in range(max(0, settings.tokens - 1))]
+
+
+def _tool_call(body: dict[str, Any], words: list[str]) -> dict[str, Any] | None:
+    """A call of the first tool the request offers, with the answer words as its `query` argument."""
+    tools = body.get("tools")
+    if not isinstance(tools, list) or not tools or not isinstance(tools[0], dict):
+        return None
+    name = (tools[0].get("function") or {}).get("name", "tool")
+    arguments = orjson.dumps({"query": " ".join(words)}).decode()
+    return {"id": "call_fake_1", "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:
@@ -171,7 +183,10 @@ class FakeUpstream:
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         model = body.get("model", "fake-model")
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{self.count}"
+        call = _tool_call(body, words) if self.settings.tool_calls and kind == "chat" else None
         if body.get("stream"):
+            if call is not None:
+                return await self._stream_tool_call(request, rid, model, call, usage, body)
             return await self._stream(request, kind, rid, model, words, usage, body)
         text = " ".join(words)
         choice: dict[str, Any] = (
@@ -179,6 +194,9 @@ class FakeUpstream:
             if kind == "chat"
             else {"index": 0, "text": text, "finish_reason": "stop"}
         )
+        if call is not None:
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
         out: dict[str, Any] = {
             "id": rid,
             "object": "chat.completion" if kind == "chat" else "text_completion",
@@ -247,6 +265,47 @@ class FakeUpstream:
         await response.write_eof()
         return response
 
+    async def _stream_tool_call(
+        self,
+        request: web.Request,
+        rid: str,
+        model: str,
+        call: dict[str, Any],
+        usage: dict[str, Any],
+        body: dict[str, Any],
+    ) -> web.StreamResponse:
+        """A tool call streamed as OpenAI does: id and name first, then the arguments in fragments."""
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "x-fake-name": self.settings.name}
+        )
+        await response.prepare(request)
+        args = call["function"]["arguments"]
+        half = len(args) // 2
+        first = {**call, "index": 0, "function": {"name": call["function"]["name"], "arguments": ""}}
+        deltas: list[dict[str, Any]] = [
+            {"role": "assistant", "content": None, "tool_calls": [first]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": args[:half]}}]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": args[half:]}}]},
+        ]
+        chunks: list[dict[str, Any]] = [{"index": 0, "delta": d, "finish_reason": None} for d in deltas]
+        chunks.append({"index": 0, "delta": {}, "finish_reason": "tool_calls"})
+        options = body.get("stream_options") or {}
+        for choice in chunks:
+            chunk = {"id": rid, "object": "chat.completion.chunk", "created": 0, "model": model}
+            await response.write(b"data: " + orjson.dumps({**chunk, "choices": [choice]}) + b"\n\n")
+        if self.settings.usage and isinstance(options, dict) and options.get("include_usage"):
+            final = {
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "model": model,
+                "choices": [],
+                "usage": usage,
+            }
+            await response.write(b"data: " + orjson.dumps(final) + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
         body, failure = await self._receive(request)
         if failure is not None:
@@ -271,7 +330,10 @@ class FakeUpstream:
         return web.json_response({"object": "list", "data": data})
 
     async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "name": self.settings.name})
+        status = 200 if self.settings.healthy else 503
+        return web.json_response(
+            {"status": "ok" if status == 200 else "down", "name": self.settings.name}, status=status
+        )
 
     async def _config(self, request: web.Request) -> web.Response:
         try:
