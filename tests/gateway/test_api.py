@@ -247,3 +247,37 @@ def test_the_admin_key_comes_from_the_variable_auth_admin_key_env_names(gateway,
         assert h.chat(h.client(gw, key="sk-from-my-variable")).choices
         with pytest.raises(openai.AuthenticationError):
             h.chat(h.client(gw))  # CORRAL_ADMIN_KEY is not the admin key here
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "says"),
+    [
+        (
+            "/v1/chat/completions",
+            {"model": 5, "messages": [{"role": "user", "content": "x"}]},
+            "`model` must be a string, not int",
+        ),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}, "`model` is required"),
+        (
+            "/v1/chat/completions",
+            {"model": "m", "messages": [{"role": "user"}]},
+            "`messages[0].content` is required",
+        ),
+        ("/v1/completions", {"model": "m", "prompt": []}, "non-empty list"),
+        ("/v1/embeddings", {"model": "m", "input": []}, "non-empty list"),
+    ],
+)
+def test_malformed_requests_are_400s_that_name_the_field(served, fake, h, path, body, says):
+    r = httpx.post(served.base_url + path, json=body, headers={"Authorization": f"Bearer {h.ADMIN_KEY}"})
+    assert r.status_code == 400 and says in r.json()["error"]["message"], r.text
+    assert fake.count == 0  # refused before any upstream saw it
+
+
+def test_an_assistant_turn_with_tool_calls_needs_no_content(served, fake, h):
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "42"},
+    ]
+    assert h.client(served).chat.completions.create(model="m", messages=messages).choices
