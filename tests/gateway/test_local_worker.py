@@ -174,4 +174,5 @@ def test_a_crash_looping_worker_shows_its_error_in_the_503_ready_status_and_metr
             in httpx.get(base + "/admin/status", headers=HEADERS).json()["deployments"]["tiny"]["problems"][0]
         )
         metrics = httpx.get(base + "/metrics").text
-        assert 'corral_worker_failing{model="tiny@1",error="error: engine.device is' in metrics
+        [failing] = [line for line in metrics.splitlines() if line.startswith("corral_worker_failing{")]
+        assert 'error="error: engine.device is' in failing and 'model="tiny@1"' in failing

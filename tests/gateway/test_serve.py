@@ -183,13 +183,13 @@ def test_a_serving_worker_survives_failed_probes_and_is_restarted_only_after_man
         tmp_path,
         "gateway:\n"
         + FAKE_WORKER
-        + "  worker_failed_probes: 20\n  worker_start_timeout_s: 4\n"
+        + "  worker_failed_probes: 20\n  worker_start_timeout_s: 10\n"
         + "deployments:\n  m:\n    routes:\n      - {target: support@1}\n",
     )
     try:
-        assert _wait(lambda: _chat(base).status_code == 200)
+        assert _wait(lambda: _chat(base).status_code == 200), (tmp_path / "serve.log").read_text()[-3000:]
         [worker] = _workers(base)
-        time.sleep(4)  # past the start-up timeout, which once applied to any failed probe
+        time.sleep(10)  # past the start-up timeout, which once applied to any failed probe
         _fake_config(worker["url"], healthy=False)  # as a worker busy past its probes' timeout looks
         assert _wait(lambda: _workers(base)[0]["failed_probes"] >= 3, 10)
         assert _chat(base).status_code == 200  # it keeps serving meanwhile; start-up timeout long past
