@@ -225,7 +225,7 @@ class _ReadyWorkers:
     def __init__(self, url: str) -> None:
         self.url = url
 
-    def ensure(self, version, replicas):  # type: ignore[no-untyped-def]
+    def ensure(self, version, replicas, embeddings=False):  # type: ignore[no-untyped-def]
         return [self.url]
 
     def retain(self, refs) -> None:  # type: ignore[no-untyped-def]

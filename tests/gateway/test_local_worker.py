@@ -36,7 +36,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serving_tiny(tmp_path: Path, engine: str = "device: cpu") -> Iterator[tuple[str, Path]]:
+def serving_tiny(
+    tmp_path: Path, engine: str = "device: cpu", route: str = ""
+) -> Iterator[tuple[str, Path]]:
     """`corral serve` with deployment `tiny` → tiny@production (a tiny random model); yields its URL and db."""
     from corral.artifacts import ArtifactStore
     from corral.registry import Registry
@@ -58,7 +60,7 @@ def serving_tiny(tmp_path: Path, engine: str = "device: cpu") -> Iterator[tuple[
         f"artifacts: {{url: '{tmp_path / 'art'}', cache_dir: '{tmp_path / 'cache'}'}}\n"
         f"engine: {{{engine}, worker_port_start: {_free_port()}}}\n"
         "gateway: {deployments_poll_s: 0.2, worker_health_interval_s: 0.2}\n"
-        "deployments:\n  tiny:\n    routes:\n      - {target: tiny@production}\n"
+        f"deployments:\n  tiny:\n    routes:\n      - {{target: tiny@production{route}}}\n"
     )
     env = {**os.environ, "CORRAL_CONFIG": str(config), "CORRAL_ADMIN_KEY": ADMIN}
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
@@ -92,8 +94,8 @@ def _first_answer(client: openai.OpenAI, log: Path) -> None:
     raise AssertionError(log.read_text()[-3000:])
 
 
-def test_openai_sdk_through_the_gateway_to_a_local_engine_worker(tmp_path):
-    with serving_tiny(tmp_path) as (base, db):
+def test_openai_sdk_through_the_gateway_to_a_local_engine_worker_with_embeddings(tmp_path):
+    with serving_tiny(tmp_path, route=", embeddings: true") as (base, db):
         client = _client(base)
         _first_answer(client, tmp_path / "serve.log")
         chunks = list(
@@ -102,13 +104,20 @@ def test_openai_sdk_through_the_gateway_to_a_local_engine_worker(tmp_path):
             )
         )
         assert any(c.choices and c.choices[0].delta.content for c in chunks)
+        # the route asked for embeddings: the version's worker serves them under the deployment's name
+        vectors = client.embeddings.create(model="tiny", input=["a cat", "a dog"])
+        assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 384
+        assert [m.id for m in client.models.list().data] == ["tiny"]
     from sqlalchemy import text
 
     from corral.store import Store
 
     with Store(f"sqlite:///{db}").engine.connect() as conn:
         rows = conn.execute(
-            text("SELECT model_version, completion_tokens, tokens_estimated FROM traces WHERE status = 200")
+            text(
+                "SELECT model_version, completion_tokens, tokens_estimated FROM traces"
+                " WHERE status = 200 AND endpoint = 'chat'"
+            )
         ).all()
     assert {r[0] for r in rows} == {"tiny@1"} and len(rows) == 2 and all(r[1] > 0 and not r[2] for r in rows)
 

@@ -219,3 +219,49 @@ def test_serve_refuses_a_target_that_does_not_resolve_naming_the_file_and_key(tm
     assert "corral.yaml: key 'deployments.m.routes[0].target': 'nosuch@production' does not resolve" in (
         done.stderr.replace("\n", " ")
     )
+
+
+@pytest.mark.slow
+def test_serve_reloads_deployments_on_change_and_sighup_and_lists_admin_ones_at_start(tmp_path, fake):
+    route = f"{{url: '{fake.url}', model: fake-model}}"
+    first = f"gateway: {{deployments_poll_s: 0.2}}\ndeployments:\n  m:\n    routes: [{route}]\n"
+    proc, base, _ = _serve(tmp_path, first)
+    config = tmp_path / "corral.yaml"
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    try:
+        assert _chat(base).status_code == 200
+        body = {"routes": [{"url": fake.url, "model": "fake-model"}]}
+        for name in ("extra", "gone"):
+            assert httpx.put(f"{base}/admin/deployments/{name}", json=body, headers=admin).status_code == 200
+        assert httpx.delete(f"{base}/admin/deployments/gone", headers=admin).status_code == 200
+        # an edit of the file reaches the routes, no restart
+        config.write_text(config.read_text() + f"  n:\n    routes: [{route}]\n")
+        assert _wait(lambda: _chat(base, model="n").status_code == 200)
+        # a target that cannot serve is refused, naming the file and key; the rest stays as it was
+        config.write_text(config.read_text() + "  bad:\n    routes: [{target: nosuch@production}]\n")
+        assert _wait(lambda: "not reloaded" in (tmp_path / "serve.log").read_text())
+        assert "key 'deployments.bad.routes[0].target'" in (tmp_path / "serve.log").read_text()
+        assert _chat(base, model="n").status_code == 200 and _chat(base, model="bad").status_code == 404
+        # SIGHUP reloads even when the file's time and size look unchanged
+        text = config.read_text().replace("  bad:\n    routes: [{target: nosuch@production}]\n", "")
+        text = text.replace("  n:\n", "  o:\n")
+        stat = config.stat()
+        config.write_text(text + " " * (stat.st_size - len(text.encode())))
+        os.utime(config, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        time.sleep(1)
+        assert _chat(base, model="o").status_code == 404  # not noticed without the signal
+        proc.send_signal(signal.SIGHUP)
+        assert _wait(lambda: _chat(base, model="o").status_code == 200)
+        assert _chat(base, model="n").status_code == 404
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    proc, base, _ = _serve(tmp_path, first)  # again, on the same store
+    try:
+        assert _wait(
+            lambda: "gateway ready: 2 deployment(s): extra, m" in (tmp_path / "serve.log").read_text()
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    assert "is invalid and is skipped" not in (tmp_path / "serve.log").read_text()  # the deleted one

@@ -19,12 +19,10 @@ def serve(
 
     settings = common.settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    names = (
-        ", ".join(sorted(settings.deployments))
-        or "none yet (add them under `deployments:` or PUT /admin/deployments)"
-    )
+    # the deployments (from corral.yaml and the admin API alike) are listed once the store is read:
+    # the "gateway ready" line names them all
     common.console.print(
-        f"corral gateway on http://{host or settings.gateway.host}:{port or settings.gateway.port}/v1 — models: {names}"
+        f"corral gateway on http://{host or settings.gateway.host}:{port or settings.gateway.port}/v1"
     )
     run(settings, host, port)
 

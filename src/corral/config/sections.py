@@ -208,6 +208,10 @@ class Route(Section):
         description="more base URLs serving the same `model`, balanced by least in-flight",
     )
     replicas: int = Field(default=1, ge=1, le=64, description="local workers to start for a `target:`")
+    embeddings: bool = Field(
+        default=False,
+        description="a `target:`'s local worker also serves /v1/embeddings (corral worker --embeddings)",
+    )
     weight: float = Field(default=1.0, ge=0)
     timeout_s: float = Field(default=60.0, gt=0)
     price: Price = Field(default_factory=Price)
@@ -224,6 +228,8 @@ class Route(Section):
         for extra in self.instances:
             if not extra.startswith(("http://", "https://")):
                 raise ValueError(f"instance '{extra}' must start with http:// or https://")
+        if self.embeddings and not self.target:
+            raise ValueError("`embeddings: true` asks a local worker for embeddings; it needs a `target:`")
         if self.instances and not self.url:
             raise ValueError("`instances:` are extra URLs of a `url:` route; for a `target:` use `replicas:`")
         if self.target:

@@ -47,6 +47,8 @@ class Worker:
             load_tokenizer(self.engine.loaded.path) if self.engine.tokenizer is not None else None
         )
         self.text = p.TokenText(self.tokenizer)
+        if self.embeddings is not None:  # the version's reference names its embeddings too
+            self.embeddings.names |= set(self.names)
         self._longest_token: int | None = None
 
     def check_model(self, model: str) -> str:
@@ -325,6 +327,17 @@ def build_app(worker: Worker) -> Starlette:
             }
             for name in worker.names
         ]
+        if worker.embeddings is not None:
+            data += [
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": worker.created,
+                    "owned_by": "corral",
+                    "root": str(worker.embeddings.path),
+                }
+                for name in sorted(worker.embeddings.names - set(worker.names))
+            ]
         return JSONResponse({"object": "list", "data": data})
 
     async def health(_: Request) -> Response:

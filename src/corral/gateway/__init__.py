@@ -34,6 +34,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
 
     from corral.gateway.deployments import check_targets
     from corral.gateway.parts import supervisor_of
+    from corral.gateway.reload import watch_config
     from corral.gateway.server import serve_forever
 
     parts = build_parts(settings, local_workers=True)
@@ -41,10 +42,13 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     check_targets(settings.deployments, parts.registry.models.resolve, settings.source or "settings")
     supervisor = supervisor_of(parts)
     gateway = Gateway(parts, tune_gc=True)
+    reloader = watch_config(parts)
     supervisor.start()
     try:
         serve_forever(gateway, host or settings.gateway.host, port or settings.gateway.port)
     finally:
+        if reloader is not None:
+            reloader.stop()
         supervisor.stop()
         logging.getLogger("corral.gateway").info("gateway stopped; traces flushed, workers stopped")
 

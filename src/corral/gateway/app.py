@@ -102,7 +102,10 @@ class Gateway:
             quiet_gc()
         self.started = True
         log.info(
-            "gateway ready: %d deployment(s): %s", len(self.live), ", ".join(sorted(self.live)) or "none"
+            "gateway ready: %d deployment(s): %s",
+            len(self.live),
+            ", ".join(sorted(self.live))
+            or "none yet (add them under `deployments:` in corral.yaml or PUT /admin/deployments/NAME)",
         )
 
     async def stop(self) -> None:

@@ -46,7 +46,7 @@ def _price_key(route: Route) -> tuple[float, float]:
 class WorkerDirectory(Protocol):
     """Where local workers for a registry version listen; `None` while they are starting."""
 
-    def ensure(self, version: Any, replicas: int) -> list[str] | None: ...
+    def ensure(self, version: Any, replicas: int, embeddings: bool = False) -> list[str] | None: ...
 
     def retain(self, refs: set[str]) -> None: ...
 
@@ -264,7 +264,7 @@ class RouteResolver:
 
     def _local(self, route: Route, target: str, version: Any) -> Endpoint | None:
         previous = self._current.get(target)
-        urls = self.workers.ensure(version, route.replicas) if self.workers else None
+        urls = self.workers.ensure(version, route.replicas, route.embeddings) if self.workers else None
         self.refs.add(version.ref)
         if urls is None:
             self.pending = True

@@ -50,6 +50,7 @@ class WorkerProcess:
     last_error: str | None = None  # why it last exited or was restarted, from its log
     log_file: Path | None = None
     log_offset: int = 0  # where this run's output starts in the (appended) log file
+    embeddings: bool = False  # started with --embeddings, because a route asked for them
 
     @property
     def url(self) -> str:
@@ -79,7 +80,7 @@ class WorkerSupervisor:
         self.log_dir = corral_home() / "logs"
 
     # -- the WorkerDirectory protocol the route resolver uses ------------------------------------------
-    def ensure(self, version: Any, replicas: int) -> list[str] | None:
+    def ensure(self, version: Any, replicas: int, embeddings: bool = False) -> list[str] | None:
         ref = version.ref
         with self._lock:
             self._wanted.add(ref)
@@ -90,9 +91,15 @@ class WorkerSupervisor:
                 for _ in range(replicas):
                     port = free_port(self.settings.engine.worker_port_start, taken)
                     taken.add(port)
-                    group.append(WorkerProcess(ref, port))
+                    group.append(WorkerProcess(ref, port, embeddings=embeddings))
                 self._groups[ref] = group
                 for worker in group:
+                    self._spawn(worker)
+            elif embeddings and not all(w.embeddings for w in group):
+                for worker in group:  # a route now wants embeddings: start them again with --embeddings
+                    log.info("restarting worker %s on port %d to serve embeddings too", ref, worker.port)
+                    worker.embeddings = True
+                    self._terminate(worker, 10)
                     self._spawn(worker)
             ready = [w.url for w in group if w.ready]
             return ready or None
@@ -153,7 +160,8 @@ class WorkerSupervisor:
             "port": str(worker.port),
             "config": self.settings.source or "",
         }
-        return [part.format(**values) for part in self.settings.gateway.worker_command]
+        command = [part.format(**values) for part in self.settings.gateway.worker_command]
+        return [*command, "--embeddings"] if worker.embeddings else command
 
     def _spawn(self, worker: WorkerProcess) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)

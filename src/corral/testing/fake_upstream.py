@@ -359,6 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-record", action="store_true", help="keep no request bodies (benchmarks)")
     # accepted so that it can stand in for `corral worker` in tests of `corral serve`
     parser.add_argument("--model", default=None)
+    parser.add_argument("--embeddings", action="store_true", help="accepted; the fake always embeds")
     args = parser.parse_args(argv)
     models = [args.model] if args.model else ["fake-model"]
     fake = FakeUpstream(
