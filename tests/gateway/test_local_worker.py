@@ -36,9 +36,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serving_tiny(
-    tmp_path: Path, engine: str = "device: cpu", route: str = ""
-) -> Iterator[tuple[str, Path]]:
+def serving_tiny(tmp_path: Path, engine: str = "device: cpu", route: str = "") -> Iterator[tuple[str, Path]]:
     """`corral serve` with deployment `tiny` → tiny@production (a tiny random model); yields its URL and db."""
     from corral.artifacts import ArtifactStore
     from corral.registry import Registry
