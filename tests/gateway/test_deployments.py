@@ -254,3 +254,32 @@ def test_without_usage_tokens_are_counted_with_the_local_models_tokenizer(gatewa
     # whitespace words and punctuation: 8 prompt tokens; "a: w0 w1 w2" is 5 (the estimate would be 10 and 3)
     assert (trace["prompt_tokens"], trace["completion_tokens"]) == (8, 5)
     assert not trace["tokens_estimated"] and trace["request"] is None  # counted, then the bodies dropped
+
+
+def test_a_retired_or_unknown_target_is_refused_by_the_admin_api_and_explained_by_503_and_ready(
+    gateway, fake, h
+):
+    import httpx
+
+    settings = h.settings({"support": {"routes": [{"target": "support@1"}]}})
+    reg = _registered(settings, fake.url)
+    with gateway(settings) as gw, h.admin(gw) as a:
+        for target, says in (
+            ("nosuch@production", "does not resolve"),
+            ("support@9", "does not resolve"),
+        ):
+            r = a.put("/admin/deployments/new", json={"routes": [{"target": target}]})
+            assert r.status_code == 400, r.text
+            assert f"key 'routes[0].target': '{target}' {says}" in r.json()["error"]["message"]
+        assert h.chat(h.client(gw), model="support").choices
+        reg.models.retire("support@1")  # nothing in flight: draining, then retired
+        assert _wait(lambda: reg.models.resolve("support@1").stage == "retired", 5.0)
+        assert _wait(lambda: gw.gateway.live["support"].routes[0] is None, 2.0)
+        with pytest.raises(openai.APIStatusError) as refused:
+            h.chat(h.client(gw), model="support")
+        assert refused.value.status_code == 503
+        assert "routes[0]: support@1 is retired" in refused.value.message
+        ready = httpx.get(gw.base_url + "/ready")
+        assert ready.status_code == 503 and "retired" in ready.json()["problems"]["support"][0]
+        r = a.put("/admin/deployments/new", json={"routes": [{"target": "support@1"}]})
+        assert r.status_code == 400 and "'support@1' is retired" in r.json()["error"]["message"]

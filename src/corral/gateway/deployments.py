@@ -62,6 +62,13 @@ def validate_spec(name: str, spec: Any) -> Deployment:
         raise InvalidInputError(f"deployment '{name}' is invalid: {problems}") from None
 
 
+def unservable_stage(target: str, version: Any) -> str:
+    """ "is retired", or "is support@3, which is draining" when the target is an alias."""
+    if target == version.ref:
+        return f"is {version.stage}"
+    return f"is {version.ref}, which is {version.stage}"
+
+
 def unservable_targets(spec: Deployment, resolve_version: Callable[[str], Any]) -> list[tuple[str, str]]:
     """(key, reason) for each `target:` that names no version, or a draining or retired one."""
     found = []
@@ -76,7 +83,7 @@ def unservable_targets(spec: Deployment, resolve_version: Callable[[str], Any]) 
                 found.append((key, f"'{route.target}' does not resolve: {exc}"))
                 continue
             if version.stage in ("draining", "retired"):
-                found.append((key, f"'{route.target}' is {version.ref}, which is {version.stage}"))
+                found.append((key, f"'{route.target}' {unservable_stage(route.target, version)}"))
     return found
 
 
@@ -237,7 +244,7 @@ class RouteResolver:
             self.problem = f"{target} cannot be resolved: {exc}"
             return None
         if version.stage in ("draining", "retired"):
-            self.problem = f"{target} is {version.ref}, which is {version.stage}"
+            self.problem = f"{target} {unservable_stage(target, version)}"
             return None
         if version.kind == "endpoint":
             ident = (
