@@ -56,6 +56,35 @@ def _tool_call(body: dict[str, Any], words: list[str]) -> dict[str, Any] | None:
     return {"id": "call_fake_1", "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
+def _word_deltas(kind: str, words: list[str]) -> list[dict[str, Any]]:
+    """The answer streamed a word a chunk (the role in the first), `stop` in the last."""
+    out: list[dict[str, Any]] = []
+    for index, word in enumerate(words):
+        piece = word if index == 0 else " " + word
+        if kind == "chat":
+            delta = {"role": "assistant", "content": piece} if index == 0 else {"content": piece}
+            out.append({"index": 0, "delta": delta, "finish_reason": None})
+        else:
+            out.append({"index": 0, "text": piece, "finish_reason": None})
+    if out:
+        out[-1]["finish_reason"] = "stop"
+    return out
+
+
+def _tool_call_deltas(call: dict[str, Any]) -> list[dict[str, Any]]:
+    """A tool call streamed as OpenAI does: id and name first, then the arguments in two fragments."""
+    args = call["function"]["arguments"]
+    half = len(args) // 2
+    first = {**call, "index": 0, "function": {"name": call["function"]["name"], "arguments": ""}}
+    deltas: list[dict[str, Any]] = [
+        {"role": "assistant", "content": None, "tool_calls": [first]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": args[:half]}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": args[half:]}}]},
+    ]
+    out = [{"index": 0, "delta": d, "finish_reason": None} for d in deltas]
+    return [*out, {"index": 0, "delta": {}, "finish_reason": "tool_calls"}]
+
+
 def _prompt_tokens(body: dict[str, Any]) -> int:
     messages = body.get("messages")
     if isinstance(messages, list):
@@ -185,9 +214,8 @@ class FakeUpstream:
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{self.count}"
         call = _tool_call(body, words) if self.settings.tool_calls and kind == "chat" else None
         if body.get("stream"):
-            if call is not None:
-                return await self._stream_tool_call(request, rid, model, call, usage, body)
-            return await self._stream(request, kind, rid, model, words, usage, body)
+            deltas = _tool_call_deltas(call) if call is not None else _word_deltas(kind, words)
+            return await self._stream(request, kind, rid, model, deltas, usage, body)
         text = " ".join(words)
         choice: dict[str, Any] = (
             {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
@@ -218,36 +246,19 @@ class FakeUpstream:
         kind: str,
         rid: str,
         model: str,
-        words: list[str],
+        choices: list[dict[str, Any]],
         usage: dict[str, Any],
         body: dict[str, Any],
     ) -> web.StreamResponse:
+        """One chunk per choice delta, then the usage chunk when asked for, then [DONE]."""
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "x-fake-name": self.settings.name}
         )
         await response.prepare(request)
         obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
-        for index, word in enumerate(words):
-            piece = word if index == 0 else " " + word
-            choice: dict[str, Any] = (
-                {
-                    "index": 0,
-                    "delta": {"role": "assistant", "content": piece} if index == 0 else {"content": piece},
-                    "finish_reason": None,
-                }
-                if kind == "chat"
-                else {"index": 0, "text": piece, "finish_reason": None}
-            )
-            if index == len(words) - 1:
-                choice["finish_reason"] = "stop"
-            chunk = {
-                "id": rid,
-                "object": obj,
-                "created": int(time.time()),
-                "model": model,
-                "choices": [choice],
-            }
-            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        for choice in choices:
+            chunk = {"id": rid, "object": obj, "created": int(time.time()), "model": model}
+            await response.write(b"data: " + orjson.dumps({**chunk, "choices": [choice]}) + b"\n\n")
             if self.settings.token_delay_s:
                 await asyncio.sleep(self.settings.token_delay_s)
         options = body.get("stream_options") or {}
@@ -256,47 +267,6 @@ class FakeUpstream:
                 "id": rid,
                 "object": obj,
                 "created": int(time.time()),
-                "model": model,
-                "choices": [],
-                "usage": usage,
-            }
-            await response.write(b"data: " + orjson.dumps(final) + b"\n\n")
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-        return response
-
-    async def _stream_tool_call(
-        self,
-        request: web.Request,
-        rid: str,
-        model: str,
-        call: dict[str, Any],
-        usage: dict[str, Any],
-        body: dict[str, Any],
-    ) -> web.StreamResponse:
-        """A tool call streamed as OpenAI does: id and name first, then the arguments in fragments."""
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "x-fake-name": self.settings.name}
-        )
-        await response.prepare(request)
-        args = call["function"]["arguments"]
-        half = len(args) // 2
-        first = {**call, "index": 0, "function": {"name": call["function"]["name"], "arguments": ""}}
-        deltas: list[dict[str, Any]] = [
-            {"role": "assistant", "content": None, "tool_calls": [first]},
-            {"tool_calls": [{"index": 0, "function": {"arguments": args[:half]}}]},
-            {"tool_calls": [{"index": 0, "function": {"arguments": args[half:]}}]},
-        ]
-        chunks: list[dict[str, Any]] = [{"index": 0, "delta": d, "finish_reason": None} for d in deltas]
-        chunks.append({"index": 0, "delta": {}, "finish_reason": "tool_calls"})
-        options = body.get("stream_options") or {}
-        for choice in chunks:
-            chunk = {"id": rid, "object": "chat.completion.chunk", "created": 0, "model": model}
-            await response.write(b"data: " + orjson.dumps({**chunk, "choices": [choice]}) + b"\n\n")
-        if self.settings.usage and isinstance(options, dict) and options.get("include_usage"):
-            final = {
-                "id": rid,
-                "object": "chat.completion.chunk",
                 "model": model,
                 "choices": [],
                 "usage": usage,
