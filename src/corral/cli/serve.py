@@ -24,11 +24,9 @@ def serve(
     host, port = host or settings.gateway.host, port or settings.gateway.port
     bind(host, port).close()  # a port in use is one clear line before any worker starts
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    names = (
-        ", ".join(sorted(settings.deployments))
-        or "none yet (add them under `deployments:` or PUT /admin/deployments)"
-    )
-    common.console.print(f"corral gateway on http://{host}:{port}/v1 — models: {names}")
+    # the deployments (from corral.yaml and the admin API alike) are listed once the store is read:
+    # the "gateway ready" line names them all
+    common.console.print(f"corral gateway on http://{host}:{port}/v1")
     run(settings, host, port)
 
 

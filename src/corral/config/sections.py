@@ -167,8 +167,13 @@ class GatewaySettings(Section):
         ],
         description="how `corral serve` starts a local worker; {python}, {ref}, {port} and {config} are filled in",
     )
-    worker_start_timeout_s: float = Field(default=300.0, gt=0)
+    worker_start_timeout_s: float = Field(
+        default=300.0, gt=0, description="how long a new worker may take to answer its first health probe"
+    )
     worker_health_interval_s: float = Field(default=1.0, gt=0)
+    worker_failed_probes: int = Field(
+        default=5, ge=1, description="consecutive failed health probes that restart a worker that was serving"
+    )
 
     @field_validator("worker_command")
     @classmethod
@@ -226,7 +231,12 @@ class EngineSettings(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     block_size: int = Field(default=16, ge=1)
-    kv_cache_gb: float = Field(default=1.0, gt=0)
+    kv_cache_gb: float | None = Field(
+        default=None,
+        gt=0,
+        description="memory for the KV cache, GiB; unset: enough for max_num_seqs sequences of the "
+        "model's full context, at most 1 GiB",
+    )
     max_num_seqs: int = Field(default=64, ge=1)
     max_num_batched_tokens: int = Field(default=4096, ge=16)
     max_waiting: int = Field(default=256, ge=0)
@@ -250,6 +260,10 @@ class Route(Section):
         description="more base URLs serving the same `model`, balanced by least in-flight",
     )
     replicas: int = Field(default=1, ge=1, le=64, description="local workers to start for a `target:`")
+    embeddings: bool = Field(
+        default=False,
+        description="a `target:`'s local worker also serves /v1/embeddings (corral worker --embeddings)",
+    )
     weight: float = Field(default=1.0, ge=0)
     timeout_s: float = Field(default=60.0, gt=0)
     price: Price = Field(default_factory=Price)
@@ -280,6 +294,8 @@ class Route(Section):
         for extra in self.instances:
             if not extra.startswith(("http://", "https://")):
                 raise ValueError(f"instance '{extra}' must start with http:// or https://")
+        if self.embeddings and not self.target:
+            raise ValueError("`embeddings: true` asks a local worker for embeddings; it needs a `target:`")
         if self.instances and not self.url:
             raise ValueError("`instances:` are extra URLs of a `url:` route; for a `target:` use `replicas:`")
         return self

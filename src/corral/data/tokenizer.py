@@ -11,9 +11,17 @@ from pathlib import Path
 from typing import Any
 
 # ChatML; also what training saves with a base tokenizer that has no chat template of its own.
+# ChatML; tools offered come first as a system turn, an assistant's tool calls as <tool_call> blocks
+# (the Hermes/Qwen convention), so rows built from tool-call traces train what the model said.
 CHATML_TEMPLATE = (
+    "{% if tools %}{{ '<|im_start|>system\n# Tools\n' + (tools | tojson) + '<|im_end|>' + '\n' }}{% endif %}"
     "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + (message['content'] or '') }}"
+    "{% for call in (message['tool_calls'] or []) %}"
+    "{{ '<tool_call>\n{\"name\": \"' + call['function']['name'] + '\", \"arguments\": '"
+    " + call['function']['arguments'] + '}\n</tool_call>' }}"
+    "{% endfor %}"
+    "{{ '<|im_end|>' + '\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )

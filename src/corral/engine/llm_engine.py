@@ -42,6 +42,23 @@ class EngineStats:
     aborted: int = 0
 
 
+DEFAULT_KV_CACHE_CAP_GB = 1.0
+
+
+def kv_cache_blocks(
+    bytes_per_block: int, block_size: int, max_model_len: int, max_num_seqs: int, kv_cache_gb: float | None
+) -> int:
+    """KV blocks to allocate: `kv_cache_gb` when given; else every sequence at full context, at most 1 GiB.
+
+    A 4 MB model with a 256-token context then takes a few MB, not a gigabyte per worker.
+    """
+    if kv_cache_gb is not None:
+        return max(1, int(kv_cache_gb * 2**30) // bytes_per_block)
+    wanted = max_num_seqs * -(-max_model_len // block_size)
+    cap = int(DEFAULT_KV_CACHE_CAP_GB * 2**30) // bytes_per_block
+    return max(1, min(wanted, cap))
+
+
 class LLMEngine:
     def __init__(
         self,
@@ -63,7 +80,9 @@ class LLMEngine:
             per_block = KVCache.bytes_per_block(
                 model.num_layers, model.num_kv_heads, model.head_dim, bs, dtype
             )
-            num_blocks = max(1, int(self.settings.kv_cache_gb * 2**30) // per_block)
+            num_blocks = kv_cache_blocks(
+                per_block, bs, model.max_model_len, self.settings.max_num_seqs, self.settings.kv_cache_gb
+            )
         self.block_manager = BlockManager(num_blocks, bs, enable_prefix_caching)
         self.scheduler = Scheduler(
             self.block_manager, self.settings.max_num_seqs, self.settings.max_num_batched_tokens

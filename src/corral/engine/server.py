@@ -47,6 +47,9 @@ class Worker:
             load_tokenizer(self.engine.loaded.path) if self.engine.tokenizer is not None else None
         )
         self.text = p.TokenText(self.tokenizer)
+        if self.embeddings is not None:  # the version's reference names its embeddings too
+            self.embeddings.names |= set(self.names)
+        self._longest_token: int | None = None
 
     def check_model(self, model: str) -> str:
         if model not in self.names:
@@ -59,6 +62,30 @@ class Worker:
         if self.tokenizer is None:
             raise InvalidInputError("this worker has no tokenizer; send token ids to /v1/completions")
         return list(self.tokenizer.encode(text, add_special_tokens=special))
+
+    def check_length(self, text: str) -> None:
+        """Refuse, without tokenizing, text too long to fit the context whatever its tokens.
+
+        No token covers more bytes than the longest one in the vocabulary, so text past
+        `max_model_len` times that (doubled, for normalizers) cannot fit: a 10 MB prompt is a quick
+        400 instead of seconds of tokenizing.
+        """
+        if self.tokenizer is None:
+            return
+        if self._longest_token is None:
+            self._longest_token = max((len(t) for t in self.tokenizer.get_vocab()), default=1)
+        limit = self.engine.max_model_len * self._longest_token * 2
+        if len(text) > limit and len(text.encode("utf-8")) > limit:
+            raise InvalidInputError(
+                f"this model's maximum context length is {self.engine.max_model_len} tokens, and a prompt "
+                f"of {len(text)} characters is longer than that in any tokenization",
+                hint="shorten the prompt",
+            )
+
+    async def encode_off_loop(self, text: str, special: bool) -> list[int]:
+        """Tokenize on a thread, so /health and other requests never wait on one long prompt."""
+        self.check_length(text)
+        return await asyncio.to_thread(self.encode, text, special)
 
 
 def error_response(exc: CorralError) -> JSONResponse:
@@ -84,13 +111,18 @@ async def read_json(request: Request) -> Any:
         raise InvalidInputError("the request body is not valid JSON") from None
 
 
-def _prompts(worker: Worker, req: p.CompletionRequest) -> list[list[int]]:
+async def _prompts(worker: Worker, req: p.CompletionRequest) -> list[list[int]]:
     prompt = req.prompt
     if isinstance(prompt, str):
-        return [worker.encode(prompt, special=True)]
-    if prompt and all(isinstance(x, int) for x in prompt):
+        return [await worker.encode_off_loop(prompt, special=True)]
+    if not prompt:
+        raise InvalidInputError("invalid 'prompt': give a string, a list of strings or token ids, not []")
+    if all(isinstance(x, int) for x in prompt):
         return [list(prompt)]  # type: ignore[arg-type]
-    return [worker.encode(x, special=True) if isinstance(x, str) else list(x) for x in prompt]  # type: ignore[arg-type]
+    return [
+        await worker.encode_off_loop(x, special=True) if isinstance(x, str) else list(x)  # type: ignore[arg-type]
+        for x in prompt
+    ]
 
 
 def _submit(
@@ -271,7 +303,8 @@ def build_app(worker: Worker) -> Starlette:
         messages = [
             {"role": m.role if m.role != "developer" else "system", "content": m.text()} for m in req.messages
         ]
-        prompt = worker.encode(render_chat(worker.tokenizer, messages), special=False)
+        worker.check_length("".join(m["content"] for m in messages))
+        prompt = await worker.encode_off_loop(render_chat(worker.tokenizer, messages), special=False)
         return await _answer(
             worker, request, "chat", req, _submit(worker, req, [prompt], req.logprob_count())
         )
@@ -279,7 +312,7 @@ def build_app(worker: Worker) -> Starlette:
     async def completions(request: Request) -> Response:
         req = p.parse(p.CompletionRequest, await read_json(request))
         worker.check_model(req.model)
-        ids = _submit(worker, req, _prompts(worker, req), req.logprobs)
+        ids = _submit(worker, req, await _prompts(worker, req), req.logprobs)
         return await _answer(worker, request, "completion", req, ids)
 
     async def models(_: Request) -> Response:
@@ -294,6 +327,17 @@ def build_app(worker: Worker) -> Starlette:
             }
             for name in worker.names
         ]
+        if worker.embeddings is not None:
+            data += [
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": worker.created,
+                    "owned_by": "corral",
+                    "root": str(worker.embeddings.path),
+                }
+                for name in sorted(worker.embeddings.names - set(worker.names))
+            ]
         return JSONResponse({"object": "list", "data": data})
 
     async def health(_: Request) -> Response:

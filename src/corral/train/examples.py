@@ -26,10 +26,24 @@ class Example:
     labels: list[int]  # IGNORE where the token is prompt, not target
 
 
-def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+def _render(
+    tokenizer: Any, messages: list[dict[str, Any]], generation_prompt: bool, tools: Any = None
+) -> str:
+    extra = {"tools": tools} if tools else {}
     return str(
-        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+        tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=generation_prompt, **extra
+        )
     )
+
+
+def _message(message: dict[str, Any]) -> dict[str, Any]:
+    """What the chat template reads of a row's message: role, content and any tool calls."""
+    out = {"role": message["role"], "content": message["content"]}
+    for key in ("tool_calls", "tool_call_id"):
+        if message.get(key):
+            out[key] = message[key]
+    return out
 
 
 def target_spans(row: dict[str, Any], kind: str, tokenizer: Any) -> tuple[str, list[tuple[int, int]]]:
@@ -43,14 +57,15 @@ def target_spans(row: dict[str, Any], kind: str, tokenizer: Any) -> tuple[str, l
         }
         kind = "chat"
     if kind == "chat":
-        messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
-        text = _render(tokenizer, messages, False)
+        messages = [_message(m) for m in row["messages"]]
+        tools = row.get("tools")
+        text = _render(tokenizer, messages, False, tools)
         spans = []
         for i, message in enumerate(messages):
             if message["role"] != "assistant":
                 continue
-            before = _render(tokenizer, messages[:i], True) if i else ""
-            upto = _render(tokenizer, messages[: i + 1], False)
+            before = _render(tokenizer, messages[:i], True, tools) if i or tools else ""
+            upto = _render(tokenizer, messages[: i + 1], False, tools)
             if not (text.startswith(upto) and upto.startswith(before)):
                 raise InvalidInputError(
                     "the tokenizer's chat template does not render conversations prefix by prefix"
