@@ -19,7 +19,7 @@ TICKET = {
     "type": "object",
     "properties": {
         "priority": {"type": "string", "enum": ["low", "high"]},
-        "count": {"type": "integer"},
+        "count": {"type": "integer", "minimum": 0, "maximum": 99},
         "urgent": {"type": "boolean"},
     },
     "required": ["priority", "count", "urgent"],
@@ -33,7 +33,7 @@ WEATHER = {
             "type": "object",
             "properties": {
                 "city": {"type": "string", "enum": ["Paris", "Oslo"]},
-                "days": {"type": "integer"},
+                "days": {"type": "integer", "minimum": 1, "maximum": 14},
             },
             "required": ["city", "days"],
         },
@@ -139,7 +139,7 @@ def test_required_tool_choice_always_yields_a_valid_call(which: str, stream: boo
         "tool_choice": "required",
         "temperature": 1.0,
         "seed": 11,
-        "max_tokens": 100 if which == "worker" else None,  # the starter's 256 positions: what is left
+        "max_tokens": 200 if which == "worker" else None,  # the starter's 256 positions: what is left
         "n": 3,
     }
     client = w.client()
@@ -251,11 +251,11 @@ def test_langchain_bind_tools_and_structured_output(worker: RunningWorker) -> No
 
 def test_instructor_structured_call(worker: RunningWorker) -> None:
     import instructor
-    from pydantic import BaseModel
+    from pydantic import BaseModel, Field
 
     class Flag(BaseModel):
         urgent: bool
-        level: int
+        level: int = Field(ge=0, le=9)
 
     client = instructor.from_openai(worker.client(), mode=instructor.Mode.TOOLS)
     flag = client.chat.completions.create(
