@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 from corral.config import EngineSettings
 from corral.engine.attention import KVCache
 from corral.engine.block_manager import BlockManager
+from corral.engine.guided import GrammarBook
 from corral.engine.loader import LoadedModel, load_model, resolve_device_dtype
 from corral.engine.model_runner import ModelRunner
 from corral.engine.sampler import Sample, Sampler
@@ -93,6 +95,14 @@ class LLMEngine:
         self.seqs: dict[str, Sequence] = {}
         self.stats = EngineStats()
 
+    @cached_property
+    def grammars(self) -> GrammarBook:
+        """The guided-decoding compiler for this model's tokenizer, built on first use."""
+        if self.tokenizer is None:
+            raise InvalidInputError("this worker has no tokenizer, so it cannot guide decoding")
+        vocab = self.loaded.model.vocab_size
+        return GrammarBook(self.tokenizer, vocab, list(self.loaded.eos_token_ids))
+
     # -- requests -----------------------------------------------------------------------------
     def encode(self, prompt: str) -> list[int]:
         if self.tokenizer is None:
@@ -129,6 +139,8 @@ class LLMEngine:
             raise InvalidInputError(f"request id {seq.request_id!r} is already running")
         if not params.ignore_eos:
             params.stop_token_ids = sorted(set(params.stop_token_ids) | set(self.loaded.eos_token_ids))
+        if params.grammar is not None:
+            seq.matcher = self.grammars.matcher(params.grammar)
         seq.arrival_time = time.monotonic()
         self.seqs[seq.request_id] = seq
         self.scheduler.add(seq)
@@ -171,6 +183,8 @@ class LLMEngine:
 
     def _record(self, seq: Sequence, sample: Sample) -> StepOutput:
         seq.append_token(sample.token_id)
+        if seq.matcher is not None and not seq.matcher.is_terminated():
+            seq.matcher.accept_token(sample.token_id)
         self.stats.generation_tokens += 1
         if seq.first_token_time is None:
             seq.first_token_time = time.monotonic()

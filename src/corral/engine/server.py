@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from corral.engine import protocol as p
+from corral.engine import tools
 from corral.engine.async_engine import AsyncEngine
 from corral.engine.chat_template import render_chat
 from corral.engine.llm_engine import LLMEngine, StepOutput
@@ -125,8 +126,20 @@ async def _prompts(worker: Worker, req: p.CompletionRequest) -> list[list[int]]:
     ]
 
 
+def _grammar(worker: Worker, req: p.ChatRequest) -> Any:
+    """The compiled grammar a chat answer must follow (tools or response_format), or None."""
+    mode = req.tool_mode
+    fmt = req.response_format if req.response_format and req.response_format.type != "text" else None
+    if mode not in (None, "none"):
+        if fmt is not None and mode != "auto":
+            raise InvalidInputError("'response_format' cannot be combined with a forced 'tool_choice'")
+        if fmt is None or mode != "auto":
+            return tools.tool_grammar(worker.engine.grammars, req.tools or [], mode)
+    return tools.response_grammar(worker.engine.grammars, fmt) if fmt is not None else None
+
+
 def _submit(
-    worker: Worker, req: Any, prompts: list[list[int]], logprobs: int | None
+    worker: Worker, req: Any, prompts: list[list[int]], logprobs: int | None, grammar: Any = None
 ) -> list[tuple[str, int]]:
     """Queue n choices per prompt; returns (request id, prompt length) per choice. All or nothing."""
     limit = worker.engine.max_model_len
@@ -142,6 +155,7 @@ def _submit(
                 max_tokens = req.max_completion_tokens
             for i in range(req.n):
                 params = req.sampling(max_tokens, logprobs)
+                params.grammar = grammar
                 if params.seed is not None:
                     params.seed += i  # n seeded choices should differ from each other
                 ids.append((worker.front.submit(prompt, params), len(prompt)))
@@ -191,7 +205,9 @@ async def _collect(worker: Worker, kind: str, req: Any, ids: list[tuple[str, int
     texts = ["" for _ in ids]
     samples: list[list[Any]] = [[] for _ in ids]
     counts, reasons = [0] * len(ids), ["stop"] * len(ids)
+    seqs: list[Any] = [None] * len(ids)
     async for index, out in merged(worker, ids):
+        seqs[index] = out.seq
         texts[index] += out.text
         samples[index] += out.logprobs
         counts[index] += len(out.token_ids)
@@ -201,17 +217,15 @@ async def _collect(worker: Worker, kind: str, req: Any, ids: list[tuple[str, int
     for i, text in enumerate(texts):
         if kind == "chat":
             lp = worker.text.chat_logprobs(samples[i])
-            choices.append(
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": text},
-                    "logprobs": lp,
-                    "finish_reason": reasons[i],
-                }
-            )
+            message, reason = tools.chat_message(text, reasons[i], _tool_names(req))
+            choices.append({"index": i, "message": message, "logprobs": lp, "finish_reason": reason})
         else:
             lp = worker.text.completion_logprobs(samples[i])
+            if req.echo and seqs[i] is not None:
+                text, lp = worker.text.echoed(seqs[i], samples[i], text)
             choices.append({"index": i, "text": text, "logprobs": lp, "finish_reason": reasons[i]})
+        if req.prompt_logprobs is not None and seqs[i] is not None:
+            choices[-1]["prompt_logprobs"] = worker.text.prompt_entries(seqs[i])
     obj = "chat.completion" if kind == "chat" else "text_completion"
     prefix = "chatcmpl" if kind == "chat" else "cmpl"
     return {
@@ -253,6 +267,9 @@ async def _sse(worker: Worker, kind: str, req: Any, ids: list[tuple[str, int]]) 
                 "finish_reason": None,
             }
             yield _data(p.chunk(kind, rid, req.model, created, first))
+    names = _tool_names(req) if kind == "chat" else None
+    held = [tools.ToolStream(names) for _ in ids] if names else None
+    started: set[int] = set()
     try:
         async for index, out in merged(worker, ids):
             completion_tokens += len(out.token_ids)
@@ -260,8 +277,14 @@ async def _sse(worker: Worker, kind: str, req: Any, ids: list[tuple[str, int]]) 
                 lp = worker.text.chat_logprobs(out.logprobs)
             else:
                 lp = worker.text.completion_logprobs(out.logprobs)
-            if out.text or out.finished or lp:
-                yield _data(p.chunk(kind, rid, req.model, created, p.stream_choice(kind, index, out, lp)))
+            choice = p.stream_choice(kind, index, out, lp)
+            if held is not None:
+                _hold_calls(choice, held[index], out)
+            if index not in started:
+                started.add(index)
+                _first_extras(worker, req, choice, out)
+            if (choice["delta"] if kind == "chat" else choice["text"]) or out.finished or lp:
+                yield _data(p.chunk(kind, rid, req.model, created, choice))
     except CorralError as exc:
         yield _data(exc.to_openai())
         return
@@ -274,6 +297,37 @@ async def _sse(worker: Worker, kind: str, req: Any, ids: list[tuple[str, int]]) 
         }
         yield _data({**last, "choices": [], "usage": p.usage(_prompt_tokens(req, ids), completion_tokens)})
     yield "data: [DONE]\n\n"
+
+
+def _first_extras(worker: Worker, req: Any, choice: dict[str, Any], out: StepOutput) -> None:
+    """A choice's first streamed chunk carries the echoed prompt and the prompt logprobs."""
+    if getattr(req, "echo", False):
+        choice["text"], lp = worker.text.echoed(out.seq, out.logprobs, choice["text"])
+        choice["logprobs"] = lp if lp is not None else choice["logprobs"]
+    if req.prompt_logprobs is not None:
+        choice["prompt_logprobs"] = worker.text.prompt_entries(out.seq)
+
+
+def _tool_names(req: Any) -> set[str] | None:
+    """The function names a chat answer may call, or None where it answers in text only."""
+    if not isinstance(req, p.ChatRequest) or req.tool_mode in (None, "none"):
+        return None
+    return {t.function.name for t in req.tools or []}
+
+
+def _hold_calls(choice: dict[str, Any], held: tools.ToolStream, out: StepOutput) -> None:
+    """Rewrite a streamed chat choice so tool calls arrive whole in `delta.tool_calls`."""
+    content = held.feed(out.text)
+    delta: dict[str, Any] = {"content": content} if content else {}
+    if out.finished:
+        tail, calls = held.finish()
+        if tail:
+            delta["content"] = delta.get("content", "") + tail
+        if calls:
+            delta["tool_calls"] = tools.streamed_calls(calls)
+            if choice["finish_reason"] == "stop":
+                choice["finish_reason"] = "tool_calls"
+    choice["delta"] = delta
 
 
 def _data(obj: dict[str, Any]) -> str:
@@ -300,13 +354,13 @@ def build_app(worker: Worker) -> Starlette:
         worker.check_model(req.model)
         if worker.tokenizer is None:
             raise InvalidInputError("this worker has no tokenizer, so it cannot render chat messages")
-        messages = [
-            {"role": m.role if m.role != "developer" else "system", "content": m.text()} for m in req.messages
-        ]
-        worker.check_length("".join(m["content"] for m in messages))
-        prompt = await worker.encode_off_loop(render_chat(worker.tokenizer, messages), special=False)
+        fns = [t.model_dump(by_alias=True, exclude_none=True) for t in req.tools or []] or None
+        text = render_chat(worker.tokenizer, tools.template_messages(req.messages), fns)
+        worker.check_length(text)
+        prompt = await worker.encode_off_loop(text, special=False)
+        grammar = await asyncio.to_thread(_grammar, worker, req)
         return await _answer(
-            worker, request, "chat", req, _submit(worker, req, [prompt], req.logprob_count())
+            worker, request, "chat", req, _submit(worker, req, [prompt], req.logprob_count(), grammar)
         )
 
     async def completions(request: Request) -> Response:
