@@ -280,6 +280,7 @@ ALLOWED = {  # (resource, names one item) -> the methods it takes
     ("traces", False): "GET",
     ("traces", True): "GET",
     ("status", False): "GET",
+    ("users", True): "DELETE",
 }
 
 
