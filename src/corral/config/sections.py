@@ -180,6 +180,10 @@ class TracingSettings(Section):
     def resolved_spool_dir(self) -> Path:
         return Path(self.spool_dir) if self.spool_dir else corral_home() / "spool"
 
+    def mlflow_uri(self) -> str | None:
+        """Where training and evaluation log to MLflow: MLFLOW_TRACKING_URI, else this setting."""
+        return os.environ.get("MLFLOW_TRACKING_URI") or self.mlflow_tracking_uri
+
 
 class EngineSettings(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"

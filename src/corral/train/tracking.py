@@ -24,6 +24,7 @@ class MLflowRun:
                 hint="pip install mlflow, or unset MLFLOW_TRACKING_URI",
             ) from None
         self.mlflow = mlflow
+        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
         mlflow.start_run(run_name=run_name)
         mlflow.log_params(_flat(params))
 
