@@ -36,16 +36,25 @@ def normalize(text: str) -> str:
     return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip()
 
 
+def mean(values: Sequence[Observation]) -> float:
+    return float(np.mean(values))
+
+
 @dataclass(frozen=True)
 class Metric:
     name: str
     description: str
     observe: Callable[[Outcome, dict[str, Any]], Observation]
-    aggregate: Callable[[Sequence[Observation]], float] = lambda values: float(np.mean(values))
+    aggregate: Callable[[Sequence[Observation]], float] = mean
     binary: bool = False  # 0/1 observations averaged: Wilson interval
     needs: tuple[str, ...] = (REFERENCE,)
     higher_is_better: bool = True
     on_failure: bool = False  # observed on failed requests too (latency, errors)
+
+    @property
+    def per_item(self) -> bool:
+        """Each item has its own score (the aggregate is their mean)."""
+        return self.aggregate is mean
 
 
 def _answered(fn: Callable[[str, str], Observation]) -> Callable[[Outcome, dict[str, Any]], Observation]:

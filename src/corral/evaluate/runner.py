@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from corral.errors import InvalidInputError
+from corral.errors import InvalidInputError, TargetUnreachableError
 from corral.evaluate import metrics as m
 from corral.evaluate import runs
 from corral.evaluate.client import Generation, send_all
@@ -174,6 +174,10 @@ def run(
             )
         if not sent.interrupted:
             _score(opened, data, sent.outcomes, chosen, options, gen)
+    if sent.outcomes and not any(o.ok for o in sent.outcomes):
+        raise TargetUnreachableError(
+            f"every request to {opened.label} failed ({len(sent.outcomes)} items); first: {sent.outcomes[0].error}"
+        )
     _price(sent.outcomes, options.price_per_mtok)
     result = EvalRun(
         id=uuid.uuid4().hex,
