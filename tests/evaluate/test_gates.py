@@ -6,13 +6,13 @@ import math
 
 import pytest
 import yaml
+from tests.evaluate.conftest import half_right
 
 from corral.cli.main import main
 from corral.errors import InvalidInputError
 from corral.evaluate import parse_gate, verdict
 from corral.evaluate.gates import parse_rule
 from corral.evaluate.stats import Difference
-from tests.evaluate.conftest import half_right
 
 
 def _est(value, low=None, high=None):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from tests.evaluate.conftest import half_right
 
 from corral.cli.main import main
 from corral.errors import InvalidInputError, NotFoundError, TargetUnreachableError
 from corral.evaluate import RunOptions, TargetSpec, compare, run
 from corral.evaluate.runs import load, runs_of
-from tests.evaluate.conftest import half_right
 
 QUIET = RunOptions(progress=False)
 
