@@ -261,31 +261,35 @@ def gate_cmd(
 
 def _print_verdict(outcome: Any, json_out: bool) -> None:
     results = outcome.verdict.results
+    cand = outcome.candidate
+    base = outcome.comparison.baseline if outcome.comparison is not None else None
     if json_out:
+        rules = [
+            {
+                "rule": r.rule.text,
+                "candidate": r.candidate,
+                "baseline": r.baseline,
+                "threshold": r.threshold,
+                "compared": r.compared,
+                "diff_low": r.diff_low,
+                "diff_high": r.diff_high,
+                "passed": r.passed,
+                "reason": r.reason,
+            }
+            for r in results
+        ]
         print_json(
             {
                 "passed": outcome.passed,
-                "candidate": outcome.comparison.candidate.id,
-                "baseline": outcome.comparison.baseline.id,
-                "rules": [
-                    {
-                        "rule": r.rule.text,
-                        "candidate": r.candidate,
-                        "baseline": r.baseline,
-                        "threshold": r.threshold,
-                        "diff_low": r.diff_low,
-                        "diff_high": r.diff_high,
-                        "passed": r.passed,
-                        "reason": r.reason,
-                    }
-                    for r in results
-                ],
+                "candidate": cand.id,
+                "baseline": base.id if base else None,
+                "rules": rules,
             }
         )
         return
-    cand, base = outcome.comparison.candidate, outcome.comparison.baseline
+    against = f" against {base.target}" if base is not None else ""
     print_table(
-        f"gate: {cand.target} against {base.target} on {cand.dataset}:{cand.split}",
+        f"gate: {cand.target}{against} on {cand.dataset}:{cand.split}",
         ["rule", "candidate", "baseline", "difference 95%", "result", "why"],
         [
             [
@@ -299,11 +303,10 @@ def _print_verdict(outcome: Any, json_out: bool) -> None:
             for r in results
         ],
     )
-    console.print(
-        "[green]gate passed[/green]"
-        if outcome.passed
-        else f"[red]gate failed[/red]: {'; '.join(r.reason for r in outcome.verdict.failed)}"
-    )
+    if outcome.passed:
+        console.print("[green]gate passed[/green]")
+    else:
+        console.print(f"[red]gate failed[/red]: {'; '.join(r.reason for r in outcome.verdict.failed)}")
 
 
 @app.command("report")

@@ -10,7 +10,7 @@ from corral.evaluate.compare import Comparison, GateOutcome, compare, compare_ru
 from corral.evaluate.gates import Gate, GateVerdict, Rule, load_gate, parse_gate, verdict
 from corral.evaluate.metrics import METRICS, normalize
 from corral.evaluate.runner import RunOptions, run
-from corral.evaluate.runs import EvalRun
+from corral.evaluate.runs import EvalRun, runs_of
 from corral.evaluate.stats import Difference, Estimate
 from corral.evaluate.target import TargetSpec
 
@@ -33,5 +33,6 @@ __all__ = [
     "normalize",
     "parse_gate",
     "run",
+    "runs_of",
     "verdict",
 ]

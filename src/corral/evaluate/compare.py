@@ -47,7 +47,8 @@ def compare(candidate_id: str, baseline_id: str, *, registry: Registry | None = 
 class GateOutcome:
     gate: Gate
     verdict: GateVerdict
-    comparison: Comparison
+    candidate: EvalRun
+    comparison: Comparison | None  # None when no rule names the baseline
 
     @property
     def passed(self) -> bool:
@@ -76,10 +77,12 @@ def gate(
     options = replace(options or RunOptions(), split=spec.split, reuse=True)
     baseline_version = registry.models.resolve(baseline_ref(candidate, spec.against))
     cand = run(candidate, spec.dataset, names, registry=registry, options=options)
+    if not any(rule.uses_baseline for rule in spec.rules):  # constant thresholds only: no baseline run
+        return GateOutcome(spec, verdict(spec.rules, cand.summary, {}), cand, None)
     base = run(baseline_version.ref, spec.dataset, names, registry=registry, options=options)
     comparison = compare_runs(cand, base)
     decided = verdict(spec.rules, cand.summary, base.summary, comparison.differences)
-    return GateOutcome(spec, decided, comparison)
+    return GateOutcome(spec, decided, cand, comparison)
 
 
 def _registry() -> Registry:
