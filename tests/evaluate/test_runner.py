@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from tests.evaluate.conftest import half_right
@@ -148,3 +152,20 @@ def test_human_scores_export_and_import_as_a_metric(reg, qa, answering, tmp_path
     with pytest.raises(SystemExit) as info:
         main(["eval", "import-scores", result.id, str(bad)])
     assert info.value.code == 2 and "no item at position 999" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_the_finished_items(reg, qa, answering):
+    fake = answering(half_right, latency_s=0.3)
+    command = [sys.executable, "-m", "corral.cli.main", "eval", "run", "--dataset", qa, "--url", fake.url,
+               "--upstream-model", "m", "--concurrency", "2", "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while fake.count < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, out + err
+    assert "interrupted: run" in err and "Traceback" not in err
+    (stored,) = runs_of(reg.store)
+    assert stored.status == "interrupted" and 0 < stored.item_count < 20
+    assert load(reg.store, stored.id).outcomes[0].prediction == "a0"

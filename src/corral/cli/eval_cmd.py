@@ -18,7 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
-GATE_FAILED, GATE_ERROR = 1, 7
+GATE_FAILED, GATE_ERROR, INTERRUPTED = 1, 7, 130
 
 
 def _fmt(value: Any) -> str:
@@ -147,10 +147,11 @@ def run_cmd(
         write_report([result], Path(html))
     if json_out:
         print_json(result.brief())
-        return
-    print_summary(result)
+    else:
+        print_summary(result)
     if result.status == "interrupted":
-        console.print(f"interrupted: kept {result.item_count} finished items")
+        common.err_console.print(f"interrupted: run {result.id} kept its {result.item_count} finished items")
+        raise typer.Exit(INTERRUPTED)
 
 
 def _log_mlflow(results: list[Any]) -> None:
