@@ -156,8 +156,22 @@ def test_human_scores_export_and_import_as_a_metric(reg, qa, answering, tmp_path
 
 def test_ctrl_c_stops_cleanly_and_keeps_the_finished_items(reg, qa, answering):
     fake = answering(half_right, latency_s=0.3)
-    command = [sys.executable, "-m", "corral.cli.main", "eval", "run", "--dataset", qa, "--url", fake.url,
-               "--upstream-model", "m", "--concurrency", "2", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "corral.cli.main",
+        "eval",
+        "run",
+        "--dataset",
+        qa,
+        "--url",
+        fake.url,
+        "--upstream-model",
+        "m",
+        "--concurrency",
+        "2",
+        "--no-progress",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while fake.count < 6 and time.monotonic() < deadline:

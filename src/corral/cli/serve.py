@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
 
 import typer
 
@@ -26,7 +28,20 @@ def serve(
     common.console.print(
         f"corral gateway on http://{host or settings.gateway.host}:{port or settings.gateway.port}/v1 — models: {names}"
     )
-    run(settings, host, port)
+    with _online_evaluation(settings):
+        run(settings, host, port)
+
+
+@contextmanager
+def _online_evaluation(settings: Any) -> Iterator[None]:
+    """Score live traces in the background when `evaluate.online` has rules (one replica does, by lease)."""
+    if not settings.evaluate.online:
+        yield
+        return
+    from corral.evaluate.online import running
+
+    with running(settings, common.registry()):
+        yield
 
 
 def register(app: typer.Typer) -> None:

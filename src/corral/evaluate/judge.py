@@ -92,7 +92,7 @@ def _messages(spec: JudgeSpec, outcome: Outcome) -> list[dict[str, str]]:
     return [{"role": "user", "content": rendered}] if isinstance(rendered, str) else rendered
 
 
-async def _judge_one(client: httpx.AsyncClient, spec: JudgeSpec, outcome: Outcome) -> None:
+async def judge_one(client: httpx.AsyncClient, spec: JudgeSpec, outcome: Outcome) -> None:
     name = spec.metric
     body = {"model": spec.endpoint.model, "messages": _messages(spec, outcome), "temperature": 0.0}
     try:
@@ -121,6 +121,6 @@ async def judge_outcomes(
 
         async def one(outcome: Outcome) -> None:
             async with gate:
-                await _judge_one(client, spec, outcome)
+                await judge_one(client, spec, outcome)
 
         await asyncio.gather(*(one(o) for o in outcomes if o.ok))
