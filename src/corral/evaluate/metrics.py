@@ -212,39 +212,18 @@ def _builtin() -> dict[str, Metric]:
             binary=True,
             needs=(JSON_SCHEMA,),
         ),
-        Metric(
-            "latency_p50",
-            "median request latency, ms",
-            _field("latency_ms", ok_only=False),
-            _percentile(50),
-            needs=(),
-            higher_is_better=False,
-            on_failure=True,
-        ),
-        Metric(
-            "latency_p95",
-            "95th percentile request latency, ms",
-            _field("latency_ms", ok_only=False),
-            _percentile(95),
-            needs=(),
-            higher_is_better=False,
-            on_failure=True,
-        ),
-        Metric(
-            "ttft_p50",
-            "median time to first token, ms",
-            _field("ttft_ms"),
-            _percentile(50),
-            needs=(),
-            higher_is_better=False,
-        ),
-        Metric(
-            "ttft_p95",
-            "95th percentile time to first token, ms",
-            _field("ttft_ms"),
-            _percentile(95),
-            needs=(),
-            higher_is_better=False,
+        *(
+            Metric(
+                f"{kind}_p{q}",
+                f"{'median' if q == 50 else f'{q}th percentile'} {label}, ms",
+                _field(f"{kind}_ms", ok_only=kind == "ttft"),
+                _percentile(q),
+                needs=(),
+                higher_is_better=False,
+                on_failure=kind == "latency",
+            )
+            for kind, label in (("latency", "request latency"), ("ttft", "time to first token"))
+            for q in (50, 95)
         ),
         Metric(
             "completion_tokens",

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
+from corral.data.traces import trace_to_row
 from corral.errors import ConfigError, CorralError
 from corral.evaluate import metrics as m
 from corral.evaluate.client import SOURCE_HEADER
@@ -75,22 +76,13 @@ def scorers(rules: list[Any], registry: Registry) -> list[Scorer]:
     return out
 
 
-def _answer(response: dict[str, Any] | None) -> str | None:
-    choices = (response or {}).get("choices") or []
-    if not choices or not isinstance(choices[0], dict):
-        return None
-    message = choices[0].get("message")
-    text = message.get("content") if isinstance(message, dict) else choices[0].get("text")
-    return text if isinstance(text, str) else None
-
-
 def pending(
     registry: Registry, scorer: Scorer, since: datetime, limit: int = BATCH
 ) -> list[tuple[str, Outcome]]:
     """Sampled, successful, non-evaluation traces of the rule's deployment that this scorer has not scored."""
     scored = select(FeedbackRow.trace_id).where(FeedbackRow.source == scorer.source)
     stmt = (
-        select(TraceRow.id, TraceRow.request, TraceRow.response, TraceRow.meta)
+        select(TraceRow.id, TraceRow.endpoint, TraceRow.request, TraceRow.response, TraceRow.meta)
         .where(
             TraceRow.deployment == scorer.rule.deployment,
             TraceRow.status < 400,
@@ -102,13 +94,14 @@ def pending(
     )
     out: list[tuple[str, Outcome]] = []
     with registry.store.session() as session:
-        for trace_id, request, response, meta in session.execute(stmt):
+        for trace_id, endpoint, request, response, meta in session.execute(stmt):
             if (meta or {}).get("source") == "eval" or not sampled(trace_id, scorer.rule.sample_rate):
                 continue
-            answer = _answer(response)
-            if request is None or answer is None:
+            row = trace_to_row(endpoint, request, response)
+            if isinstance(row, str):  # no stored bodies, no answer text, ...
                 continue
-            out.append((trace_id, Outcome(0, dict(request), None, prediction=answer)))
+            *asked, answer = row["messages"]
+            out.append((trace_id, Outcome(0, {"messages": asked}, None, prediction=answer["content"])))
             if len(out) >= limit:
                 break
     return out
