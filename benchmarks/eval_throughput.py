@@ -105,7 +105,7 @@ def main() -> None:
         ),
         ("HF generate, padded batches of 32", len(rows) / padded_s, padded_scores),
     ]
-    print(f"{'loop':<44}{'items/s':>10}{'vs corral':>11}{'exact match':>13}{'ROUGE-L':>9}")
+    print(f"{'loop':<44}{'items/s':>10}{'corral is':>11}{'exact match':>13}{'ROUGE-L':>9}")
     corral_rate = table[0][1]
     for name, rate, scores in table:
         print(
