@@ -107,6 +107,7 @@ class FeedbackRecord:
     comment: str | None = None
     key_id: int | None = None
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    source: str = "user"  # people's feedback; online evaluation stores judge:<rubric> itself
 
     def row(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in ALL_FIELDS[self.KIND]}
