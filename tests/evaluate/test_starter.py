@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from corral.cli.main import main
-from corral.evaluate import RunOptions, run
+from corral.evaluate import RunOptions, kept_workers, run
 from corral.train import starter
 
 pytestmark = [
@@ -32,7 +32,15 @@ def _exit(args, capsys):
     return info.value.code, out + err
 
 
-def test_starter_is_right_on_known_intents_wrong_on_new_ones_and_gates_accordingly(reg, tmp_path, capsys):
+@pytest.fixture
+def one_worker_per_version():
+    with kept_workers():  # two workers for the whole test instead of one per run
+        yield
+
+
+def test_starter_is_right_on_known_intents_wrong_on_new_ones_and_gates_accordingly(
+    reg, tmp_path, capsys, one_worker_per_version
+):
     starter.ensure_starter_model(reg)
     options = RunOptions(progress=False)
     known = run("starter@production", "support@1", "exact_match", registry=reg, options=options)

@@ -12,7 +12,7 @@ from corral.evaluate.metrics import METRICS, normalize
 from corral.evaluate.runner import RunOptions, run
 from corral.evaluate.runs import EvalRun, runs_of
 from corral.evaluate.stats import Difference, Estimate
-from corral.evaluate.target import TargetSpec
+from corral.evaluate.target import TargetSpec, kept_workers
 
 __all__ = [
     "METRICS",
@@ -29,6 +29,7 @@ __all__ = [
     "compare",
     "compare_runs",
     "gate",
+    "kept_workers",
     "load_gate",
     "normalize",
     "parse_gate",

@@ -12,8 +12,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.errors import InvalidInputError, TargetUnreachableError
@@ -149,5 +150,36 @@ def open_target(
         yield Target(spec, endpoint, version)
         return
     model_dir = registry.models.materialize(version) if version.kind == "weights" else None
-    with engine_worker(version.ref, config, worker_timeout_s) as url:
-        yield Target(spec, Endpoint(url, version.ref, {}, spec.timeout_s), version, model_dir)
+    kept = _KEPT.get()
+    if kept is not None and version.ref in kept.urls:
+        url = kept.urls[version.ref]
+    elif kept is not None:
+        url = kept.urls[version.ref] = kept.stack.enter_context(
+            engine_worker(version.ref, config, worker_timeout_s)
+        )
+    else:
+        with engine_worker(version.ref, config, worker_timeout_s) as url:
+            yield Target(spec, Endpoint(url, version.ref, {}, spec.timeout_s), version, model_dir)
+        return
+    yield Target(spec, Endpoint(url, version.ref, {}, spec.timeout_s), version, model_dir)
+
+
+@dataclass
+class _KeptWorkers:
+    stack: ExitStack
+    urls: dict[str, str] = field(default_factory=dict)
+
+
+_KEPT: ContextVar[_KeptWorkers | None] = ContextVar("corral_eval_kept_workers", default=None)
+
+
+@contextmanager
+def kept_workers() -> Iterator[None]:
+    """Within the block, a worker started for a version serves every run of it and stops at the end
+    (several datasets, or a gate and its reruns, pay the start-up once)."""
+    with ExitStack() as stack:
+        token = _KEPT.set(_KeptWorkers(stack))
+        try:
+            yield
+        finally:
+            _KEPT.reset(token)
