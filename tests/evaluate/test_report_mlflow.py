@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from tests.evaluate.conftest import half_right
 
+from corral.cli.main import main
 from corral.config import load_settings
 from corral.evaluate import RunOptions, TargetSpec, run
 from corral.evaluate.report import write_report
@@ -47,8 +48,13 @@ def test_html_report_charts_carry_the_runs_values_in_chromium(reg, qa, answering
         pytest.skip("Debian chromium is not installed (apt-get install -y chromium)")
     playwright = pytest.importorskip("playwright.sync_api")
     right, half = _two_runs(reg, qa, answering)
-    page_file = write_report([right, half], tmp_path / "report.html")
+    write_report([right, half], tmp_path / "api.html")
+    with pytest.raises(SystemExit) as info:
+        main(["eval", "report", right.id, half.id[:10], "--html", str(tmp_path / "report.html")])
+    assert info.value.code == 0
+    page_file = tmp_path / "report.html"
     text = page_file.read_text()
+    assert text == (tmp_path / "api.html").read_text().replace("api.html", "report.html")
     assert "<script src=" not in text and "Plotly" in text  # plotly.js is inlined; the page loads offline
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
