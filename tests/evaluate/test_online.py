@@ -3,6 +3,7 @@ with their own source, evaluation traffic and already-scored traces are left alo
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -106,3 +107,29 @@ def test_metric_rules_score_without_a_judge_and_bad_rules_fail_at_start(reg):
         OnlineEvaluator(_settings(metric="exact_match"), reg)
     with pytest.raises(ConfigError, match=r"evaluate.online\[0\]: prompt 'ghost'"):
         OnlineEvaluator(_settings(rubric="ghost", judge_url="http://127.0.0.1:9/v1", judge_model="j"), reg)
+
+
+def test_corral_serve_runs_online_evaluation_in_the_background_and_releases_the_lease(reg):
+    from corral.cli.serve import _online_evaluation
+
+    _trace(reg, 1, answer="[1, 2]")
+    settings = Settings.model_validate(
+        {
+            "evaluate": {
+                "online": [{"deployment": "support", "sample_rate": 1.0, "metric": "json_valid"}],
+                "online_interval_s": 0.05,
+                "online_lookback_s": 10 * 365 * 86400,
+            }
+        }
+    )
+    with _online_evaluation(settings):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with reg.store.session() as s:
+                if s.scalars(select(FeedbackRow)).first() is not None:
+                    break
+            time.sleep(0.05)
+        assert lease.holder(reg.store, "evaluate.online") is not None
+    with reg.store.session() as s:
+        assert [(r.source, r.score) for r in s.scalars(select(FeedbackRow))] == [("metric:json_valid", 1.0)]
+    assert lease.holder(reg.store, "evaluate.online") is None
