@@ -8,7 +8,7 @@ from pathlib import Path
 from corral.evaluate.outcome import Outcome
 
 
-def score_perplexity(model_dir: Path, outcomes: list[Outcome], batch_size: int = 16) -> None:
+def score_perplexity(model_dir: Path, outcomes: list[Outcome]) -> None:
     """Set `scores["perplexity"]` to the mean negative log-likelihood per reference token (its log
     perplexity; the metric exponentiates the mean), the prompt rendered with the model's chat template."""
     import torch

@@ -1,4 +1,4 @@
-"""Optional MLflow logging: when MLFLOW_TRACKING_URI is set, params, metrics and the final model go there too."""
+"""Optional MLflow logging: when a tracking URI is configured, params, metrics and the final model go there too."""
 
 from __future__ import annotations
 
@@ -9,22 +9,32 @@ from typing import Any
 from corral.errors import ConfigError
 
 
+def tracking_uri() -> str | None:
+    """MLFLOW_TRACKING_URI, else `tracing.mlflow_tracking_uri`: the one setting evaluation reads too."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    from corral.config import load_settings
+
+    return load_settings().tracing.mlflow_uri()
+
+
 class MLflowRun:
-    """Logs to MLflow when MLFLOW_TRACKING_URI is set; otherwise every method does nothing."""
+    """Logs to MLflow when a tracking URI is configured; otherwise every method does nothing."""
 
     def __init__(self, run_name: str, params: dict[str, Any], enabled: bool = True) -> None:
         self.mlflow: Any = None
-        if not enabled or not os.environ.get("MLFLOW_TRACKING_URI"):
+        uri = tracking_uri() if enabled else None
+        if not uri:
             return
         try:
             import mlflow
         except ModuleNotFoundError:
             raise ConfigError(
-                "MLFLOW_TRACKING_URI is set but mlflow is not installed",
-                hint="pip install mlflow, or unset MLFLOW_TRACKING_URI",
+                "an MLflow tracking URI is set but mlflow is not installed",
+                hint="pip install 'corral[mlflow]', or unset MLFLOW_TRACKING_URI / tracing.mlflow_tracking_uri",
             ) from None
         self.mlflow = mlflow
-        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+        mlflow.set_tracking_uri(uri)
         mlflow.start_run(run_name=run_name)
         mlflow.log_params(_flat(params))
 
