@@ -43,8 +43,7 @@ def test_starter_is_right_on_known_intents_wrong_on_new_ones_and_gates_according
 ):
     starter.ensure_starter_model(reg)
     options = RunOptions(progress=False)
-    known = run("starter@production", "support@1", "exact_match,perplexity", registry=reg, options=options)
-    assert 1.0 <= known.summary["perplexity"]["value"] < 1.5  # it learned these answers by heart
+    known = run("starter@production", "support@1", "exact_match", registry=reg, options=options)
     em = known.summary["exact_match"]
     assert known.target == "starter@1" and known.item_count == 159 and known.error_count == 0
     assert em["value"] >= 0.95 and em["method"] == "wilson" and 0.9 < em["low"] <= em["value"] <= em["high"]
