@@ -79,8 +79,8 @@ def trace_record(call: Call) -> TraceRecord:
 
 
 def _meta(call: Call) -> dict[str, object]:
-    """Retries and fallbacks, the stages' notes (guard verdicts), and `source: eval` for requests an evaluation sent (x-corral-source: eval),
-    which monitoring, canaries and datasets from traces leave out."""
+    """Retries and fallbacks, the stages' notes (guard verdicts), and `source: eval` for requests an
+    evaluation sent (x-corral-source: eval), which monitoring, canaries and datasets from traces leave out."""
     meta: dict[str, object] = (
         {"attempts": call.attempts, "fallback": call.fallback} if call.attempts != 1 or call.fallback else {}
     )
