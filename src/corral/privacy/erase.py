@@ -39,6 +39,9 @@ EXEMPT_TABLES = {
     "api_keys": "key hashes and limits, no end-user data",
     "deployments": "routing specs",
     "alembic_version": "the schema revision",
+    "eval_runs": "evaluation summaries and configuration, no end-user text",
+    "eval_items": "copies of dataset rows asked in an evaluation; NOT yet purged when a trace-derived row is (follow-up)",
+    "leases": "which replica runs a background job",
 }
 _BATCH = 500
 
