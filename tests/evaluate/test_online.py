@@ -1,4 +1,4 @@
-"""Online evaluation: the lease elects one replica, sampled live traces get judge scores as feedback
+"""Online evaluation: sampled live traces get judge scores as feedback
 with their own source, evaluation traffic and already-scored traces are left alone."""
 
 from __future__ import annotations
@@ -13,23 +13,10 @@ from sqlalchemy import select
 from corral.config import Settings
 from corral.errors import ConfigError
 from corral.evaluate.online import OnlineEvaluator, sampled
-from corral.store import lease
+from corral.store.lease import Lease
 from corral.store.models import FeedbackRow, TraceRow
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
-
-
-def test_lease_elects_one_holder_until_it_expires_or_is_released(store):
-    assert lease.acquire(store, "job", "a", 30, NOW)
-    assert not lease.acquire(store, "job", "b", 30, NOW + timedelta(seconds=10))
-    assert lease.acquire(store, "job", "a", 30, NOW + timedelta(seconds=20))  # renewed
-    assert not lease.acquire(store, "job", "b", 30, NOW + timedelta(seconds=45))
-    assert lease.acquire(store, "job", "b", 30, NOW + timedelta(seconds=51))  # expired: taken over
-    assert lease.holder(store, "job") == "b"
-    lease.release(store, "job", "a")  # not a's any more: nothing happens
-    assert lease.holder(store, "job") == "b"
-    lease.release(store, "job", "b")
-    assert lease.holder(store, "job") is None and lease.acquire(store, "job", "a", 30, NOW)
 
 
 def test_sampling_is_deterministic_and_close_to_the_rate():
@@ -129,7 +116,7 @@ def test_corral_serve_runs_online_evaluation_in_the_background_and_releases_the_
                 if s.scalars(select(FeedbackRow)).first() is not None:
                     break
             time.sleep(0.05)
-        assert lease.holder(reg.store, "evaluate.online") is not None
+        assert Lease(reg.store, "evaluate.online").holder_now() is not None
     with reg.store.session() as s:
         assert [(r.source, r.score) for r in s.scalars(select(FeedbackRow))] == [("metric:json_valid", 1.0)]
-    assert lease.holder(reg.store, "evaluate.online") is None
+    assert Lease(reg.store, "evaluate.online").holder_now() is None

@@ -53,7 +53,9 @@ ABORT_ERRORS: tuple[type[BaseException], ...] = (
 
 # Command modules of later stages: `corral.cli.<module>` exposing `register(app)`. A stage whose
 # optional dependencies are missing is skipped so the core CLI keeps working without them.
-OPTIONAL_COMMANDS: list[str] = ["worker", "serve", "keys", "costs", "train", "data_cmd", "eval_cmd"]
+OPTIONAL_COMMANDS: list[str] = [
+    "worker", "serve", "keys", "costs", "train", "data_cmd", "eval_cmd", "monitor_cmd",
+]
 
 
 @dataclass

@@ -28,6 +28,9 @@ def create(
     tpm: Annotated[int | None, typer.Option("--tpm", help="tokens per minute")] = None,
     budget: Annotated[float | None, typer.Option("--budget", help="USD per calendar month")] = None,
     admin: Annotated[bool, typer.Option("--admin", help="may use the admin API and every model")] = False,
+    viewer: Annotated[
+        bool, typer.Option("--viewer", help="the dashboard and read-only admin GETs only, no models")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Create a key and print it once: only its hash is stored."""
@@ -35,12 +38,13 @@ def create(
     import getpass
 
     raw, info = _keys().create(
-        name, chosen, rpm=rpm, tpm=tpm, budget_usd=budget, admin=admin, actor=getpass.getuser()
+        name, chosen, rpm=rpm, tpm=tpm, budget_usd=budget, admin=admin, viewer=viewer, actor=getpass.getuser()
     )
     if as_json:
         common.print_json({**info, "key": raw})
         return
-    common.console.print(f"created key {info['id']} '{name}' (models: {', '.join(info['models'])})")
+    reach = "viewer: dashboard and read-only admin" if viewer else f"models: {', '.join(info['models'])}"
+    common.console.print(f"created key {info['id']} '{name}' ({reach})")
     common.console.print("store it now; it is not shown again:")
     typer.echo(raw)
 
@@ -57,7 +61,7 @@ def list_keys(
         return
     common.print_table(
         None,
-        ["id", "name", "prefix", "models", "rpm", "tpm", "budget $/mo", "admin", "created", "revoked"],
+        ["id", "name", "prefix", "models", "rpm", "tpm", "budget $/mo", "role", "created", "revoked"],
         [
             [
                 r["id"],
@@ -67,7 +71,7 @@ def list_keys(
                 r["rpm"],
                 r["tpm"],
                 r["budget_usd"],
-                "yes" if r["admin"] else "",
+                "admin" if r["admin"] else "viewer" if r.get("viewer") else "",
                 r["created_at"],
                 r["revoked_at"],
             ]

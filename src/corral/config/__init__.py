@@ -5,6 +5,7 @@ The sections live in `corral.config.sections`; reading and masking them in `corr
 
 from corral.config.loader import load_settings, masked
 from corral.config.sections import (
+    AlertRuleSettings,
     ArtifactSettings,
     AuthSettings,
     Deployment,
@@ -33,6 +34,7 @@ __all__ = [
     "EvaluateSettings",
     "GatewaySettings",
     "GuardSettings",
+    "AlertRuleSettings",
     "MonitorSettings",
     "OnlineEvalRule",
     "PipelineSettings",

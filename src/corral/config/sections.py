@@ -360,10 +360,49 @@ class GuardSettings(Section):
         return None if name == "off" else self.policies.get(name)
 
 
+AlertMetric = Literal[
+    "p95_latency_ms", "error_rate", "cost_per_day", "feedback_mean_drop", "drift_p_value", "new_topic_share"
+]
+
+
+AlertSink = Literal["log", "webhook", "subscribers"]
+ALERT_SINKS: tuple[AlertSink, ...] = ("log", "webhook", "subscribers")
+
+
+class AlertRuleSettings(Section):
+    """One alert rule: fires when `metric` passes `threshold` (drift_p_value: falls below it)."""
+
+    name: str = Field(min_length=1, max_length=128)
+    metric: AlertMetric
+    threshold: float
+    deployment: str | None = Field(default=None, description="one deployment; default: each one separately")
+    for_minutes: float = Field(default=5.0, gt=0, description="how long the condition must hold")
+    repeat_minutes: float | None = Field(default=None, gt=0, description="re-send while firing this often")
+    sinks: list[AlertSink] = Field(default_factory=lambda: list(ALERT_SINKS))
+    webhook: str | None = Field(default=None, description="default: monitor.alert_webhook")
+
+
 class MonitorSettings(Section):
     enabled: bool = True
+    interval_s: float = Field(default=30.0, gt=0, description="how often the monitor loop runs")
+    lookback_s: float = Field(default=900.0, gt=0, description="how far back rollups are re-checked")
     drift_window_hours: float = Field(default=24.0, gt=0)
-    alert_webhook: str | None = None
+    drift_reference_hours: float = Field(default=168.0, gt=0, description="the window before the current one")
+    drift_reports: bool = Field(default=True, description="compute drift reports in the monitor loop")
+    drift_every_minutes: float = Field(default=60.0, gt=0)
+    drift_alpha: float = Field(default=0.05, gt=0, lt=1)
+    alert_webhook: str | None = Field(default=None, description="the default webhook sink of every rule")
+    webhook_retries: int = Field(default=3, ge=0)
+    alerts: list[AlertRuleSettings] = Field(default_factory=list)
+    dashboard: bool = True
+
+    @model_validator(mode="after")
+    def _unique_rules(self) -> MonitorSettings:
+        names = [r.name for r in self.alerts]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"alert rule names must be unique: {', '.join(dupes)}")
+        return self
 
 
 class PipelineSettings(Section):

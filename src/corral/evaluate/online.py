@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -27,7 +25,7 @@ from corral.evaluate.client import SOURCE_HEADER
 from corral.evaluate.judge import JudgeSpec, judge_one
 from corral.evaluate.outcome import Outcome
 from corral.registry import Registry
-from corral.store import lease
+from corral.store.lease import Lease
 from corral.store.models import FeedbackRow, TraceRow
 
 log = logging.getLogger("corral.evaluate.online")
@@ -120,7 +118,7 @@ class OnlineEvaluator:
     def __init__(self, settings: Any, registry: Registry, holder: str | None = None) -> None:
         self.settings = settings.evaluate
         self.registry = registry
-        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease = Lease(registry.store, LEASE, ttl_s=self.settings.online_lease_s, holder=holder)
         self.scorers = scorers(self.settings.online, registry)
         self._tried: set[tuple[str, str]] = set()  # (source, trace) that a judge could not score
         self._stop = threading.Event()
@@ -129,9 +127,7 @@ class OnlineEvaluator:
     def tick(self, now: datetime | None = None) -> int:
         """One round: take (or keep) the lease, score what is pending; returns the scores stored."""
         now = now or datetime.now(UTC)
-        if not self.scorers or not lease.acquire(
-            self.registry.store, LEASE, self.holder, self.settings.online_lease_s, now
-        ):
+        if not self.scorers or not self.lease.acquire(now):
             return 0
         since = now - timedelta(seconds=self.settings.online_lookback_s)
         stored = 0
@@ -185,7 +181,7 @@ class OnlineEvaluator:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(30)
-        lease.release(self.registry.store, LEASE, self.holder)
+        self.lease.release()
 
 
 @contextmanager

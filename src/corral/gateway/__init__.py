@@ -39,11 +39,35 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     supervisor = supervisor_of(parts)
     gateway = Gateway(parts, tune_gc=True)
     supervisor.start()
+    monitor = _start_monitor(parts.store, settings) if settings.monitor.enabled else None
     try:
         serve_forever(gateway, host or settings.gateway.host, port or settings.gateway.port)
     finally:
+        if monitor is not None:
+            monitor.set()
         supervisor.stop()
         logging.getLogger("corral.gateway").info("gateway stopped; traces flushed, workers stopped")
+
+
+def _start_monitor(store: Any, settings: Settings) -> Any:
+    """The monitor loop (rollups, drift, alerts) on a thread, on whichever replica holds its lease.
+
+    It imports and builds the monitor only after its first interval, so start-up pays nothing for it.
+    Returns the event that stops it.
+    """
+    import threading
+
+    stop = threading.Event()
+
+    def run() -> None:
+        if stop.wait(settings.monitor.interval_s):
+            return
+        from corral.monitor import MonitorService
+
+        MonitorService(store, settings.monitor).run_until(stop)
+
+    threading.Thread(target=run, name="corral-monitor", daemon=True).start()
+    return stop
 
 
 __all__ = [

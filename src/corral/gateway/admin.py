@@ -68,8 +68,9 @@ class AdminApi:
         self, method: str, path: str, scope: dict[str, Any], receive: Receive, send: Send, trace_id: str
     ) -> None:
         key = await self.keys.authenticate(header(scope, b"authorization"))
-        if not key.is_admin:
-            raise PermissionDeniedError("the admin API needs an admin key", hint="corral keys create --admin")
+        if not key.is_admin and not (key.is_viewer and method == "GET"):
+            hint = "a viewer key may only read (GET)" if key.is_viewer else "corral keys create --admin"
+            raise PermissionDeniedError("the admin API needs an admin key", hint=hint)
         parts = path.strip("/").split("/")[1:]
         resource, name = (parts[0] if parts else ""), ("/".join(parts[1:]) or None)
         body: dict[str, Any] = {}
@@ -110,6 +111,7 @@ class AdminApi:
                 tpm=_optional_number(body, "tpm", int),
                 budget_usd=_optional_number(body, "budget_usd", float),
                 admin=bool(body.get("admin", False)),
+                viewer=bool(body.get("viewer", False)),
                 actor=actor,
             )
             return 201, {**info, "key": raw}

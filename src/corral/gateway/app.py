@@ -72,6 +72,11 @@ class Gateway:
             refresh=self.watcher.poll,
             registry=p.registry,
         )
+        self.dashboard = None
+        if p.settings.monitor.enabled and p.settings.monitor.dashboard:
+            from corral.monitor.dashboard import Dashboard
+
+            self.dashboard = Dashboard(p.store, p.keys, p.settings.monitor)
         self.started = False
         self._openapi = orjson.dumps(openapi_spec())
         self._retention: asyncio.Task[None] | None = None
@@ -179,6 +184,8 @@ class Gateway:
                 await self.proxy.handle(kind, scope, receive, send, trace_id)
             elif path.startswith("/admin/"):
                 await self.admin.handle(method, path, scope, receive, send, trace_id)
+            elif self.dashboard is not None and (path == "/dashboard" or path.startswith("/dashboard/")):
+                await self.dashboard.handle(method, path, scope, receive, send)
             else:
                 await self._simple(path, method, scope, receive, send, trace_id)
         except ConnectionResetError:

@@ -32,8 +32,11 @@ class ApiKey:
     tpm: int | None = None
     budget_usd: float | None = None
     is_admin: bool = False
+    is_viewer: bool = False  # the dashboard and read-only admin GETs, no models
 
     def reaches(self, deployment: str) -> bool:
+        if self.is_viewer and not self.is_admin:
+            return False
         return self.is_admin or "*" in self.models or deployment in self.models
 
     def check(self, deployment: str) -> None:
@@ -53,6 +56,7 @@ def _from_row(row: ApiKeyRow) -> ApiKey:
         tpm=row.tpm,
         budget_usd=row.budget_usd,
         is_admin=row.is_admin,
+        is_viewer=row.is_viewer,
     )
 
 
@@ -66,6 +70,7 @@ def describe(row: ApiKeyRow) -> dict[str, Any]:
         "tpm": row.tpm,
         "budget_usd": row.budget_usd,
         "admin": row.is_admin,
+        "viewer": row.is_viewer,
         "created_by": row.created_by,
         "created_at": row.created_at.isoformat(timespec="seconds") if row.created_at else None,
         "revoked_at": row.revoked_at.isoformat(timespec="seconds") if row.revoked_at else None,
@@ -87,11 +92,14 @@ class KeyStore:
         tpm: int | None = None,
         budget_usd: float | None = None,
         admin: bool = False,
+        viewer: bool = False,
         actor: str = "admin",
     ) -> tuple[str, dict[str, Any]]:
-        """A new key: (the key itself, shown only now; its description)."""
+        """A new key: (the key itself, shown only now; its description). A viewer key reaches no model."""
         if not name or len(name) > 128:
             raise InvalidInputError("a key needs a name of 1 to 128 characters", hint="pass --name")
+        if viewer and (admin or models):
+            raise InvalidInputError("a viewer key only reads the dashboard: no --admin, no --models")
         for value, label in ((rpm, "rpm"), (tpm, "tpm"), (budget_usd, "budget")):
             if value is not None and value < 0:
                 raise InvalidInputError(f"--{label} must be 0 or more")
@@ -100,11 +108,12 @@ class KeyStore:
             name=name,
             key_hash=hash_key(raw),
             prefix=raw[: len(KEY_PREFIX) + 4],
-            models=sorted(set(models or ["*"])),
+            models=[] if viewer else sorted(set(models or ["*"])),
             rpm=rpm,
             tpm=tpm,
             budget_usd=budget_usd,
             is_admin=admin,
+            is_viewer=viewer,
             created_by=actor,
         )
         with self.store.session() as session:

@@ -1,57 +1,68 @@
-"""Leases: a row per background job that elects one replica (the holder) until the lease expires."""
+"""Leases in the store: one holder at a time per name (one replica runs a job), renewed or expired."""
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, insert, update
 from sqlalchemy.exc import IntegrityError
 
 from corral.store.db import Store
 from corral.store.models import LeaseRow
 
 
-def acquire(store: Store, name: str, holder: str, ttl_s: float, now: datetime | None = None) -> bool:
-    """Take or renew the lease `name` for `holder`; True while this holder has it.
+def default_holder() -> str:
+    """This process, named so an operator can tell which replica holds a lease."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
 
-    A lease held by another replica is taken over only once it has expired, so a replica that dies
-    hands the job on after at most `ttl_s`. The conditional UPDATE makes two takers race safely.
+
+class Lease:
+    """`acquire()` takes the lease when free or expired, renews it when already ours; False otherwise.
+
+    Every change is one conditional UPDATE (or one INSERT racing on the primary key), so two replicas
+    calling at once cannot both win, on SQLite or PostgreSQL. A holder that stops renewing loses the
+    lease after `ttl_s`.
     """
-    now = now or datetime.now(UTC)
-    try:
-        return _take(store, name, holder, now, now + timedelta(seconds=ttl_s))
-    except IntegrityError:  # another replica created the row first
-        return False
 
+    def __init__(self, store: Store, name: str, ttl_s: float = 30.0, holder: str | None = None) -> None:
+        self.store = store
+        self.name = name
+        self.ttl = timedelta(seconds=ttl_s)
+        self.holder = holder or default_holder()
 
-def _take(store: Store, name: str, holder: str, now: datetime, until: datetime) -> bool:
-    with store.session() as session:
-        row = session.get(LeaseRow, name)
-        if row is None:
-            session.add(LeaseRow(name=name, holder=holder, expires_at=until))
+    def acquire(self, now: datetime | None = None) -> bool:
+        now = now or datetime.now(UTC)
+        expires = now + self.ttl
+        with self.store.session() as session:
+            taken = session.execute(
+                update(LeaseRow)
+                .where(LeaseRow.name == self.name)
+                .where((LeaseRow.holder == self.holder) | (LeaseRow.expires_at < now))
+                .values(holder=self.holder, expires_at=expires)
+                .execution_options(synchronize_session=False)
+            ).rowcount  # type: ignore[attr-defined]
+        if taken:
             return True
-        expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
-        if row.holder != holder and expires > now:
-            return False
-        taken = session.execute(
-            update(LeaseRow)
-            .where(
-                LeaseRow.name == name, LeaseRow.holder == row.holder, LeaseRow.expires_at == row.expires_at
+        try:
+            with self.store.session() as session:
+                session.execute(
+                    insert(LeaseRow).values(
+                        name=self.name, holder=self.holder, expires_at=expires, acquired_at=now
+                    )
+                )
+        except IntegrityError:
+            return False  # another holder has it and it has not expired
+        return True
+
+    def release(self) -> None:
+        with self.store.session() as session:
+            session.execute(
+                delete(LeaseRow).where(LeaseRow.name == self.name, LeaseRow.holder == self.holder)
             )
-            .values(holder=holder, expires_at=until)
-            .execution_options(synchronize_session=False)
-        )
-        return bool(getattr(taken, "rowcount", 0))
 
-
-def release(store: Store, name: str, holder: str) -> None:
-    """Give the lease up now (on shutdown) so another replica takes it without waiting."""
-    with store.session() as session:
-        row = session.get(LeaseRow, name, with_for_update=True)
-        if row is not None and row.holder == holder:
-            session.delete(row)
-
-
-def holder(store: Store, name: str) -> str | None:
-    with store.session() as session:
-        return session.scalar(select(LeaseRow.holder).where(LeaseRow.name == name))
+    def holder_now(self) -> str | None:
+        with self.store.session() as session:
+            row = session.get(LeaseRow, self.name)
+            return row.holder if row is not None else None

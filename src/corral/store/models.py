@@ -154,6 +154,7 @@ class ApiKeyRow(Base):
     tpm: Mapped[int | None] = mapped_column(Integer, default=None)
     budget_usd: Mapped[float | None] = mapped_column(Float, default=None)  # per calendar month (UTC)
     is_admin: Mapped[bool] = mapped_column(default=False)
+    is_viewer: Mapped[bool] = mapped_column(default=False)  # the dashboard and read-only admin GETs only
     created_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
@@ -218,7 +219,7 @@ class FeedbackRow(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-# -- evaluation: runs and their per-item results; leases electing one replica for background work ----
+# -- evaluation: runs and their per-item results ---------------------------------------------------
 
 
 class EvalRunRow(Base):
@@ -265,10 +266,87 @@ class EvalItemRow(Base):
     error: Mapped[str | None] = mapped_column(Text, default=None)
 
 
+
+# -- shared: leases (one replica does a job at a time) ----------------------------------------------
+
+
 class LeaseRow(Base):
-    """A named lease: the replica whose `holder` it names until `expires_at` does that background job."""
+    """A named lease: `holder` owns the job `name` until `expires_at` unless it renews."""
 
     __tablename__ = "leases"
-    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# -- monitor: rollups of traces, drift reports, alert history ---------------------------------------
+
+
+class RollupRow(Base):
+    """Aggregates of the traces of one time bucket (grain m, h or d) for one deployment, route and version."""
+
+    __tablename__ = "monitor_rollups"
+    __table_args__ = (
+        UniqueConstraint("grain", "bucket", "deployment", "route", "model_version"),
+        Index("ix_monitor_rollups_deployment", "deployment", "grain", "bucket"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    grain: Mapped[str] = mapped_column(String(1))  # m | h | d
+    bucket: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    deployment: Mapped[str] = mapped_column(String(128))
+    route: Mapped[str] = mapped_column(String(512), default="")
+    model_version: Mapped[str] = mapped_column(String(256), default="")
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    statuses: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    latency_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_hist: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    ttft_hist: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    feedback_count: Mapped[int] = mapped_column(Integer, default=0)
+    feedback_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    users: Mapped[int] = mapped_column(Integer, default=0)  # distinct within the bucket
+    sessions: Mapped[int] = mapped_column(Integer, default=0)  # distinct within the bucket
+    turns: Mapped[int] = mapped_column(Integer, default=0)  # requests that name a session
+    regenerations: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class MonitorStateRow(Base):
+    """Small named values the monitor keeps between runs (e.g. how far rollups have been checked)."""
+
+    __tablename__ = "monitor_state"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DriftReportRow(Base):
+    """A drift report computed by the monitor loop, stored so that opening one is a read."""
+
+    __tablename__ = "drift_reports"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    deployment: Mapped[str] = mapped_column(String(128), index=True)
+    drifted: Mapped[bool] = mapped_column(default=False)
+    report: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class AlertEventRow(Base):
+    """One firing of an alert rule, resolved later; the values it fired and resolved with."""
+
+    __tablename__ = "alert_events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rule: Mapped[str] = mapped_column(String(128), index=True)
+    subject: Mapped[str] = mapped_column(String(256), default="")  # the deployment, or "" for all
+    state: Mapped[str] = mapped_column(String(16))  # firing | resolved
+    value: Mapped[float | None] = mapped_column(Float, default=None)
+    threshold: Mapped[float] = mapped_column(Float)
+    resolved_value: Mapped[float | None] = mapped_column(Float, default=None)
+    fired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    last_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    sends: Mapped[int] = mapped_column(Integer, default=0)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

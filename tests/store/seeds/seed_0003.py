@@ -1,4 +1,4 @@
-"""Rows for every table that revision 0003 creates (evaluation runs and items, leases)."""
+"""Rows for every table that revision 0003 creates (monitoring, leases)."""
 
 from __future__ import annotations
 
@@ -11,23 +11,34 @@ def seed(conn) -> dict[str, int]:  # type: ignore[no-untyped-def]
     now = datetime.now(UTC)
     conn.execute(
         text(
-            "INSERT INTO eval_runs (id, target, target_kind, dataset, split, metrics, config, config_key, "
-            "summary, status, item_count, error_count, duration_s, created_by, created_at) VALUES "
-            "(:id, 'seeded@1', 'model', 'seeded@1', 'test', '[\"exact_match\"]', '{}', :key, "
-            "'{\"exact_match\": {\"value\": 1.0}}', 'complete', 1, 0, 0.5, 'seed', :now)"
+            "INSERT INTO leases (name, holder, expires_at, acquired_at) VALUES ('seeded', 'seed', :now, :now)"
         ),
-        {"now": now, "id": "d" * 32, "key": "k" * 64},
+        {"now": now},
     )
     conn.execute(
         text(
-            "INSERT INTO eval_items (run_id, position, request, prediction, reference, scores, latency_ms, "
-            "prompt_tokens, completion_tokens, cost_usd) VALUES "
-            "(:run, 0, '{}', 'a', 'a', '{\"exact_match\": 1.0}', 3.5, 2, 1, 0.0)"
+            "INSERT INTO monitor_rollups (grain, bucket, deployment, route, model_version, requests, errors, "
+            "statuses, latency_ms_sum, latency_hist, ttft_hist, prompt_tokens, completion_tokens, cost_usd, "
+            "feedback_count, feedback_sum, users, sessions, turns, regenerations) VALUES ('m', :now, 'seeded', "
+            "'', '', 1, 0, '{\"200\": 1}', 12.5, '{\"128\": 1}', '{}', 3, 5, 0.001, 0, 0, 0, 0, 0, 0)"
         ),
-        {"run": "d" * 32},
-    )
-    conn.execute(
-        text("INSERT INTO leases (name, holder, expires_at) VALUES ('seeded', 'replica-1', :now)"),
         {"now": now},
     )
-    return {"eval_runs": 1, "eval_items": 1, "leases": 1}
+    conn.execute(
+        text("INSERT INTO monitor_state (name, value, updated_at) VALUES ('seeded', '{}', :now)"),
+        {"now": now},
+    )
+    conn.execute(
+        text(
+            "INSERT INTO drift_reports (at, deployment, drifted, report) VALUES (:now, 'seeded', false, '{}')"
+        ),
+        {"now": now},
+    )
+    conn.execute(
+        text(
+            "INSERT INTO alert_events (rule, subject, state, value, threshold, fired_at, sends, detail) "
+            "VALUES ('seeded', 'seeded', 'firing', 2.0, 1.0, :now, 1, '{}')"
+        ),
+        {"now": now},
+    )
+    return {"leases": 1, "monitor_rollups": 1, "monitor_state": 1, "drift_reports": 1, "alert_events": 1}

@@ -1,7 +1,7 @@
-"""evaluation: eval runs and items, leases, feedback source
+"""evaluation: eval runs and items, feedback source (leases come from 0003)
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-03 13:00:00
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
@@ -62,13 +62,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("eval_items", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_eval_items_run_id"), ["run_id"], unique=False)
-    op.create_table(
-        "leases",
-        sa.Column("name", sa.String(length=128), nullable=False),
-        sa.Column("holder", sa.String(length=128), nullable=False),
-        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("name"),
-    )
     with op.batch_alter_table("feedback", schema=None) as batch_op:
         batch_op.add_column(sa.Column("source", sa.String(length=128), server_default="user", nullable=False))
 
@@ -76,7 +69,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("feedback", schema=None) as batch_op:
         batch_op.drop_column("source")
-    op.drop_table("leases")
     with op.batch_alter_table("eval_items", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_eval_items_run_id"))
     op.drop_table("eval_items")

@@ -1,0 +1,5 @@
+"""The web dashboard, mounted by the gateway under /dashboard."""
+
+from corral.monitor.dashboard.app import Dashboard
+
+__all__ = ["Dashboard"]

