@@ -17,11 +17,10 @@ from corral.data.build import BuildOptions, build_rows
 from corral.errors import InvalidInputError, NotFoundError
 from corral.registry import DatasetVersion, Registry
 from corral.store.models import FeedbackRow, TraceRow
-from corral.store.traces import TraceRecord
+from corral.store.traces import EVAL_SOURCE, TraceRecord
 
 SOURCE_TRACE = "source_trace"  # the key under which a dataset row built from a trace keeps its id
 USER_SOURCE = "user"  # feedback.source of people's feedback (a judge's is judge:<rubric>)
-EVAL_SOURCE = "eval"  # traces.meta.source of requests an evaluation sent
 
 
 @dataclass(frozen=True)

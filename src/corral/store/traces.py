@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+EVAL_SOURCE = "eval"  # traces.meta.source of requests an evaluation sent (x-corral-source: eval)
+
 
 @dataclass(slots=True)
 class TraceRecord:
