@@ -125,6 +125,14 @@ def redis_prefix() -> str:
     return f"corral-test-{uuid.uuid4().hex[:10]}:"
 
 
+# the smallest tokenizer.json that `tokenizers` loads: the registry refuses a model without one
+TINY_TOKENIZER = (
+    '{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,'
+    '"pre_tokenizer":null,"post_processor":null,"decoder":null,'
+    '"model":{"type":"WordLevel","vocab":{"[UNK]":0,"hi":1},"unk_token":"[UNK]"}}'
+)
+
+
 @pytest.fixture
 def model_dir(tmp_path: Path):  # type: ignore[no-untyped-def]
     """Factory: a minimal Hugging Face-style directory the registry accepts (no real weights)."""
@@ -134,6 +142,7 @@ def model_dir(tmp_path: Path):  # type: ignore[no-untyped-def]
         path.mkdir(parents=True, exist_ok=True)
         (path / "config.json").write_text(json.dumps({"model_type": "llama", "marker": marker}))
         (path / "weights.bin").write_bytes(marker.encode() * 64)
+        (path / "tokenizer.json").write_text(TINY_TOKENIZER)
         return path
 
     return make

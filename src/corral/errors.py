@@ -48,9 +48,13 @@ class BodyTooLargeError(InvalidInputError):
 
 
 class MethodNotAllowedError(InvalidInputError):
-    """An HTTP method a path does not support."""
+    """An HTTP method a path does not support; `allow` lists those it does (sent as the Allow header)."""
 
     http_status = 405
+
+    def __init__(self, message: str, *, allow: str = "", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.allow = allow
 
 
 class ContentPolicyViolation(InvalidInputError):
@@ -139,6 +143,12 @@ class UpstreamError(CorralError):
     """Every route for a request failed."""
 
     http_status = 502
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """The request as a whole took longer than the gateway allows (gateway.request_timeout_s)."""
+
+    http_status = 504
     error_type = "upstream_error"
 
 
@@ -159,4 +169,7 @@ def openai_error(
     retry_after = getattr(exc, "retry_after_s", None)
     if retry_after is not None:
         headers["retry-after"] = str(max(1, round(retry_after)))
+    allow = getattr(exc, "allow", None)
+    if allow:
+        headers["allow"] = allow
     return exc.http_status, exc.to_openai(), headers

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from corral.artifacts import ArtifactStore
-from corral.errors import ArtifactIntegrityError, NotFoundError
+from corral.errors import ArtifactIntegrityError, InvalidInputError, NotFoundError
 
 
 @pytest.fixture(params=["local", "memory"])
@@ -67,3 +67,29 @@ def test_missing_artifact_and_path_are_clear_errors(artifacts, tmp_path):
         artifacts.get_bytes("sha256:" + "0" * 64)
     with pytest.raises(NotFoundError, match="does not exist"):
         artifacts.put_dir(tmp_path / "nope")
+
+
+def test_a_link_out_of_the_directory_is_refused_not_stored(artifacts, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0")
+    (model / "weights.bin").symlink_to(secret)
+    with pytest.raises(InvalidInputError, match=r"weights.bin is a link to .*secret.txt, outside"):
+        artifacts.put_dir(model)
+    (model / "weights.bin").unlink()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "more.bin").write_text("x")
+    (model / "sub").symlink_to(tmp_path / "outside")
+    with pytest.raises(InvalidInputError, match="sub is a link"):
+        artifacts.put_dir(model)
+
+
+def test_a_link_inside_the_directory_is_stored_as_its_content(artifacts, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"a": 1}')
+    (model / "alias.json").symlink_to(model / "config.json")
+    out = artifacts.materialize(artifacts.put_dir(model))
+    assert (out / "alias.json").read_text() == '{"a": 1}' and not (out / "alias.json").is_symlink()

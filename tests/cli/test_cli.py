@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,8 @@ import pytest
 from corral.cli.main import main
 from corral.errors import ArtifactIntegrityError
 from corral.registry import open_registry
+
+STARTER = Path(str(importlib.resources.files("corral.data") / "starter" / "model"))
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -29,6 +33,8 @@ def one_line_error(err: str) -> str:
 def model_dir(path: Path, marker: str) -> str:
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps({"marker": marker}))
+    (path / "model.safetensors").write_bytes(marker.encode() * 16)
+    shutil.copy(STARTER / "tokenizer.json", path / "tokenizer.json")
     return str(path)
 
 
@@ -204,3 +210,15 @@ def test_a_missing_argument_or_badly_typed_option_is_a_usage_error(capsys):
     assert code == 2 and "internal error" not in err and "--rpm" in err
     code, _, err = run(capsys, "models", "show")
     assert code == 2 and "internal error" not in err
+
+
+def test_register_says_when_files_are_identical_and_refuses_a_model_without_tokenizer(capsys, tmp_path):
+    path = model_dir(tmp_path / "a", "a")
+    assert run(capsys, "models", "register", "support", path)[0] == 0
+    code, out, _ = run(capsys, "models", "register", "support", path)
+    assert code == 0 and "identical to support@1 (same files); no new version registered" in out
+    (Path(path) / "tokenizer.json").unlink()
+    code, _, err = run(capsys, "models", "register", "bare", path)
+    assert code == 2 and "has no tokenizer" in one_line_error(err) and "--no-tokenizer" in err
+    code, out, err = run(capsys, "models", "register", "bare", path, "--no-tokenizer")
+    assert code == 0 and "registered bare@1" in out and "warning:" in err and "has no tokenizer" in err

@@ -94,7 +94,44 @@ def test_an_alias_in_the_query_means_the_version_it_points_at(registry, model_di
     add_trace(registry, 1, "old", version="support@1")
     add_trace(registry, 2, "new", version="support@2")
     assert questions(registry, TraceQuery(model="support@production")) == ["old"]
-    assert questions(registry, TraceQuery(model="support")) == ["new"]
+    assert questions(registry, TraceQuery(model="support@2")) == ["new"]
+
+
+def test_a_bare_model_name_selects_traces_of_every_version_of_it(registry, model_dir):
+    registry.models.register("starter", model_dir("1"))
+    registry.models.register("starter", model_dir("2"))  # the latest: no traffic on it yet
+    registry.models.register("starter_x", model_dir("3"))
+    add_trace(registry, 1, "served by the first", version="starter@1")
+    add_trace(registry, 2, "a look-alike name", version="starter_x@1")
+    assert questions(registry, TraceQuery(model="starter")) == ["served by the first"]
+
+
+def test_an_unknown_model_or_version_is_not_found_rather_than_no_match(registry, model_dir):
+    from corral.errors import NotFoundError
+
+    registry.models.register("support", model_dir("1"))
+    add_trace(registry, 1, "q")
+    with pytest.raises(NotFoundError, match="model 'nope' does not exist"):
+        select_trace_rows(registry, TraceQuery(model="nope@1"))
+    with pytest.raises(NotFoundError, match="model 'nope' does not exist"):
+        select_trace_rows(registry, TraceQuery(model="nope"))
+    with pytest.raises(NotFoundError, match=r"has no version 7 \(latest is 1\)"):
+        select_trace_rows(registry, TraceQuery(model="support@7"))
+
+
+def test_since_and_until_take_dates_spans_and_words_and_say_what_they_take():
+    from corral.cli.data_cmd import parse_when
+
+    now = datetime(2026, 12, 3, 15, 30, tzinfo=UTC)
+    assert parse_when("yesterday", "--since", now) == datetime(2026, 12, 2, tzinfo=UTC)
+    assert parse_when("today", "--since", now) == datetime(2026, 12, 3, tzinfo=UTC)
+    assert parse_when("24h", "--since", now) == now - timedelta(hours=24)
+    assert parse_when("7d", "--since", now) == now - timedelta(days=7)
+    assert parse_when("2026-11-01T12:00", "--since", now) == T0
+    assert parse_when("2026-11-01T12:00+01:00", "--since", now) == T0 - timedelta(hours=1)
+    with pytest.raises(InvalidInputError, match="--until 'soon' is not a time") as info:
+        parse_when("soon", "--until", now)
+    assert "24h" in str(info.value)
 
 
 def test_rows_are_redacted_split_and_registered_with_the_query_in_their_lineage(registry):
@@ -169,3 +206,9 @@ def test_cli_from_traces(capsys, sqlite_url, monkeypatch):
         and "no trace matches the query deployment=nope" in out + err
         and "Traceback" not in out + err
     )
+    code, out, err = run("datasets", "from-traces", "traffic", "--since", "yesterday", "--deployment", "nope")
+    assert code != 0 and "no trace matches" in err and "Input should be" not in err
+    code, out, err = run("datasets", "from-traces", "traffic", "--since", "someday")
+    assert code == 2 and "--since 'someday' is not a time" in err and "Input should be" not in err
+    code, out, err = run("datasets", "from-traces", "traffic", "--model", "nope@1")
+    assert code == 3 and "model 'nope' does not exist" in err

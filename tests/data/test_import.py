@@ -89,3 +89,22 @@ def test_cli_import_reports_counts_and_writes_rejects(capsys, tmp_path):
         main(["datasets", "import", "faq", str(tmp_path / "w.jsonl")])
     _, err = capsys.readouterr()
     assert info.value.code == 2 and "no row matches a dataset schema" in err and "Traceback" not in err
+
+
+def test_a_chat_row_without_an_assistant_turn_is_rejected_with_its_line(tmp_path, registry):
+    unanswered = {"messages": [{"role": "system", "content": "be kind"}, {"role": "user", "content": "hi"}]}
+    result = load_file(write_jsonl(tmp_path / "d.jsonl", [CHAT, unanswered, CHAT]))
+    assert len(result.rows) == 2 and result.rejected[0].line == 2
+    assert "no assistant message" in result.rejected[0].reason
+    with pytest.raises(InvalidInputError, match="row 2: no assistant message"):
+        registry.datasets.register("faq", [CHAT, unanswered])
+
+
+def test_importing_a_directory_says_it_is_a_directory(capsys, tmp_path):
+    (tmp_path / "data").mkdir()
+    with pytest.raises(InvalidInputError, match=r"data is a directory; a dataset is one file"):
+        load_file(tmp_path / "data")
+    with pytest.raises(SystemExit) as info:
+        main(["datasets", "import", "faq", str(tmp_path / "data")])
+    _, err = capsys.readouterr()
+    assert info.value.code == 2 and "is a directory" in err and ".jsonl" in err

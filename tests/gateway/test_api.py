@@ -247,3 +247,18 @@ def test_the_admin_key_comes_from_the_variable_auth_admin_key_env_names(gateway,
         assert h.chat(h.client(gw, key="sk-from-my-variable")).choices
         with pytest.raises(openai.AuthenticationError):
             h.chat(h.client(gw))  # CORRAL_ADMIN_KEY is not the admin key here
+
+
+def test_a_runaway_prompt_template_or_a_self_variable_is_a_400_not_a_500(served, fake, h):
+    served.gateway.registry.prompts.register("loop", {"text": "{% for i in range(n) %}x{% endfor %}"})
+    c = h.client(served)
+    for variables in ({"n": 10**12}, {"n": 2, "self": "me"}):
+        try:
+            c.completions.create(
+                model="m", prompt="", extra_body={"corral": {"prompt": "loop", "variables": variables}}
+            )
+            status = 200
+        except openai.BadRequestError as exc:
+            status = exc.status_code
+            assert "prompt loop@1" in exc.message
+        assert status == (400 if variables["n"] > 2 else 200)

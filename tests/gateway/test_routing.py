@@ -83,3 +83,15 @@ def test_a_success_resets_the_failure_count():
     breaker.record(True, 1)
     breaker.record(False, 2)
     assert breaker.allows(3)
+
+
+def test_a_probe_that_never_reports_does_not_keep_the_breaker_open():
+    breaker = Breaker(failures=1, reset_s=10)
+    breaker.record(False, 0)
+    assert breaker.allows(10)  # the probe goes out...
+    breaker.abandon()  # ...and is cancelled (the client gave up): the next request probes
+    assert breaker.allows(10.5)
+    assert not breaker.allows(11)  # that probe is in flight
+    assert breaker.allows(21)  # a probe silent for reset_s is given up on
+    breaker.record(True, 22)
+    assert not breaker.is_open(22)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +19,7 @@ from corral.gateway.metrics import GatewayMetrics
 from corral.gateway.tracing import TraceWriter
 from corral.store import Store
 from corral.store.traces import TraceRecord
+from corral.testing.fault_proxy import FaultProxy
 
 # the issue's 30 s outage; CORRAL_TEST_OUTAGE_S shortens it for a quick local run
 OUTAGE_S = float(os.environ.get("CORRAL_TEST_OUTAGE_S", "30"))
@@ -33,64 +32,6 @@ def _record(i: int, **fields: Any) -> TraceRecord:
 def _count(store: Store, table: str = "traces") -> int:
     with store.engine.connect() as conn:
         return int(conn.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one())
-
-
-class FaultProxy:
-    """A TCP proxy in front of a server that can cut every connection and refuse new ones (an outage)."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.down = False
-        self._conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.down:
-                client.close()
-                continue
-            upstream = socket.create_connection(self.target)
-            with self._lock:
-                self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def outage(self) -> None:
-        self.down = True
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-                conn.close()
-            except OSError:
-                pass
-
-    def restore(self) -> None:
-        self.down = False
-
-    def close(self) -> None:
-        self.outage()
-        self.listener.close()
 
 
 def test_writer_spools_when_the_store_is_down_and_replays_without_duplicates(tmp_path, sqlite_url):

@@ -44,7 +44,7 @@ def test_diff_shows_rows_added_and_removed(registry):
 
 def test_bad_rows_are_rejected_with_their_number(registry):
     rows = [
-        {"messages": [{"role": "user", "content": "hi"}]},
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
         {"messages": [{"role": "robot", "content": "x"}]},
     ]
     with pytest.raises(InvalidInputError, match="row 2: messages\\[0\\] needs a role"):
@@ -88,3 +88,39 @@ def test_prompt_sandbox_blocks_unsafe_templates(registry):
         registry.prompts.render("evil", {})
     with pytest.raises(InvalidInputError, match="syntax error"):
         registry.prompts.register("broken", {"text": "{{ unclosed"})
+
+
+def test_a_variable_named_self_is_passed_or_refused_clearly(registry):
+    registry.prompts.register("me", {"text": "I am {{ name }}."})
+    assert registry.prompts.render("me", {"name": "Ada", "self": "x"}) == "I am Ada."  # was a TypeError (500)
+    with pytest.raises(InvalidInputError, match="uses self as a variable; Jinja reserves"):
+        registry.prompts.register("mine", {"text": "I am {{ self }}."})
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% for i in range(n) %}x{% endfor %}",
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        "{{ 'x' * 200000000 }}",
+        "{{ 'x' * 1000 * 1000 * 1000 }}",
+        "{{ 2 ** 100000000 }}",
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+        "{% for i in range(90000) %}{{ 'abcdefghijklmnopqrstuvwxyz' }}{% endfor %}",
+        "{{ 'x' | center(900000000) }}",
+        "{{ '%900000000s' | format('x') }}",
+        "{{ '%900000000s' % 'x' }}",
+        "{{ '{:>900000000}'.format('x') }}",
+        "{{ 'x'.ljust(900000000) }}",
+    ],
+)
+def test_runaway_templates_are_bounded_and_a_clear_input_error(registry, source):
+    registry.prompts.register("big", {"text": source})
+    with pytest.raises(InvalidInputError, match=r"prompt big@1 "):
+        registry.prompts.render("big", {"n": 10**12})
+
+
+def test_template_type_errors_are_input_errors_not_crashes(registry):
+    registry.prompts.register("bad", {"text": "{{ a + 1 }}{{ a.__class__ }}"})
+    with pytest.raises(InvalidInputError, match="failed to render: TypeError"):
+        registry.prompts.render("bad", {"a": "x"})

@@ -118,10 +118,55 @@ def test_retire_keeps_artifacts_unless_purged(registry, model_dir):
 def test_purge_keeps_blobs_shared_with_other_versions(registry, model_dir):
     same = model_dir("a")
     v1 = registry.models.register("support", same)
-    v2 = registry.models.register("support", same)
+    v2 = registry.models.register("other", same)
     registry.models.retire("support@1", purge=True)
     assert registry.artifacts.exists(v2.artifact) and v1.artifact == v2.artifact
     assert (registry.models.materialize(v2) / "config.json").is_file()
+
+
+def test_identical_files_answer_with_the_existing_live_version(registry, model_dir):
+    v1 = registry.models.register("support", model_dir("a"))
+    again = registry.models.register("support", model_dir("a"))
+    assert (again.ref, again.created, v1.created) == ("support@1", False, True)
+    assert [v.version for v in registry.models.versions("support")] == [1]
+    registry.models.register("support", model_dir("b"))
+    registry.models.retire("support@1")
+    assert registry.models.register("support", model_dir("a")).ref == "support@3"  # retired: a new version
+
+
+def _weights_dir(tmp_path, **files: str | bytes):  # type: ignore[no-untyped-def]
+    path = tmp_path / "candidate"
+    path.mkdir(exist_ok=True)
+    for name, body in files.items():
+        target = path / name.replace("__", ".")
+        target.write_bytes(body) if isinstance(body, bytes) else target.write_text(body)
+    return path
+
+
+def test_a_model_directory_no_worker_could_load_is_refused(registry, tmp_path):
+    from tests.conftest import TINY_TOKENIZER
+
+    bad_config = _weights_dir(tmp_path, config__json="{not json")
+    with pytest.raises(InvalidInputError, match="config.json is not valid JSON"):
+        registry.models.register("m", bad_config)
+    (bad_config / "config.json").write_text("{}")
+    with pytest.raises(InvalidInputError, match="has no weights"):
+        registry.models.register("m", bad_config)
+    (bad_config / "model.safetensors").write_bytes(b"w" * 8)
+    with pytest.raises(InvalidInputError, match="has no tokenizer") as info:
+        registry.models.register("m", bad_config)
+    assert "--no-tokenizer" in str(info.value)
+    (bad_config / "tokenizer.json").write_text('{"model": "broken"}')
+    with pytest.raises(InvalidInputError, match="tokenizer.json that does not load"):
+        registry.models.register("m", bad_config)
+    (bad_config / "tokenizer.json").write_text(TINY_TOKENIZER)
+    assert registry.models.register("m", bad_config).warnings == []
+
+
+def test_no_tokenizer_registers_with_a_warning_when_asked(registry, tmp_path):
+    path = _weights_dir(tmp_path, config__json="{}", model__safetensors=b"w")
+    version = registry.models.register("m", path, tokenizer_required=False)
+    assert version.ref == "m@1" and "has no tokenizer" in version.warnings[0]
 
 
 def test_adapter_and_endpoint_versions(registry, model_dir, tmp_path):
@@ -129,6 +174,9 @@ def test_adapter_and_endpoint_versions(registry, model_dir, tmp_path):
     adapter_dir = tmp_path / "adapter"
     adapter_dir.mkdir()
     (adapter_dir / "adapter_config.json").write_text('{"r": 8}')
+    with pytest.raises(InvalidInputError, match="has no weights"):
+        registry.models.register("support", adapter_dir, base="base@1")
+    (adapter_dir / "adapter_model.safetensors").write_bytes(b"lora")
     adapter = registry.models.register("support", adapter_dir, base="base@1", lineage={"dataset": "faq@1"})
     assert adapter.kind == "adapter" and adapter.base_ref == "base@1"
     assert adapter.lineage["dataset"] == "faq@1" and adapter.lineage["base"] == "base@1"

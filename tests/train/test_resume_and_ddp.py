@@ -62,10 +62,9 @@ def test_resume_after_kill_9_ends_with_the_same_weights_as_an_uninterrupted_run(
     resumed = train(spec, setup.registry, resume=True, progress=False)
     assert resumed.resumed_from == resumed_at and resumed.version.ref == "tuned@1"
     straight = train(spec, setup.registry, progress=False)
-    assert straight.resumed_from == 0 and straight.version.ref == "tuned@2"
-    a, b = weights(setup.registry, "tuned@1"), weights(setup.registry, "tuned@2")
-    assert a.keys() == b.keys()
-    assert all(a[k].equal(b[k]) for k in a)
+    # bit-identical files: register answers with the resumed run's version instead of making tuned@2
+    assert straight.resumed_from == 0 and straight.version.ref == "tuned@1" and not straight.version.created
+    assert weights(setup.registry, "tuned@1")
 
 
 @pytest.mark.slow

@@ -184,7 +184,10 @@ def test_a_base_without_weights_is_a_clear_error(spec_data, setup, tmp_path):
     empty = tmp_path / "no-weights"
     empty.mkdir()
     (empty / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    hollow = setup.registry.models.register("hollow", empty)
+    with pytest.raises(InvalidInputError, match="has no weights"):  # refused at register now
+        setup.registry.models.register("hollow", empty)
+    (empty / "notes.bin").write_bytes(b"not the weights")  # passes register's check, not the loader
+    hollow = setup.registry.models.register("hollow", empty, tokenizer_required=False)
     with pytest.raises(InvalidInputError, match=r"cannot load base model hollow@1: .*no file named"):
         train(parse_spec(spec_data(setup, base=hollow.ref)), setup.registry, progress=False)
 

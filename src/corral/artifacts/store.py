@@ -26,6 +26,25 @@ CHUNK = 1 << 20
 PREFIX = "sha256:"
 
 
+def regular_files(root: Path) -> list[Path]:
+    """The files under `root`, sorted; a symbolic link that leads out of `root` is an error.
+
+    A link inside the directory is read through (its target is stored anyway); one that leaves it
+    would copy whatever it names (e.g. /etc/passwd) into the store, so it is refused, not followed.
+    """
+    inside = root.resolve()
+    found: list[Path] = []
+    for entry in sorted(root.rglob("*")):
+        if entry.is_symlink() and not entry.resolve().is_relative_to(inside):
+            raise InvalidInputError(
+                f"{entry} is a link to {os.readlink(entry)}, outside {root}; refusing to store it",
+                hint=f"copy the real files into the directory instead (e.g. `cp -rL {root} COPY`)",
+            )
+        if entry.is_file():
+            found.append(entry)
+    return found
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -111,7 +130,7 @@ class ArtifactStore:
         if not path.is_dir():
             raise NotFoundError(f"directory {path} does not exist")
         manifest: dict[str, str] = {}
-        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        for file in regular_files(path):
             manifest[file.relative_to(path).as_posix()] = self.put_file(file)
         if not manifest:
             raise InvalidInputError(f"directory {path} is empty")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +12,29 @@ from corral.cli.common import console, parse_tags, print_json, registry
 from corral.data.build import BuildOptions, build_rows
 from corral.data.loaders import load_file
 from corral.errors import InvalidInputError
+
+AGO = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_when(text: str | None, option: str, now: datetime | None = None) -> datetime | None:
+    """An ISO date or time (UTC unless it says otherwise), `today`, `yesterday`, or a span ago: 30m, 24h, 7d, 2w."""
+    if text is None:
+        return None
+    now = now or datetime.now(UTC)
+    word = text.strip().lower()
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if word in ("today", "yesterday"):
+        return midnight - timedelta(days=1 if word == "yesterday" else 0)
+    if len(word) > 1 and word[-1] in AGO and word[:-1].isdigit():
+        return now - timedelta(**{AGO[word[-1]]: int(word[:-1])})
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInputError(
+            f"{option} '{text}' is not a time",
+            hint="write 2026-12-01, 2026-12-01T12:00, 24h, 7d, today or yesterday",
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _print_report(report: dict[str, object]) -> None:
@@ -75,10 +98,16 @@ def from_traces(
     name: Annotated[str, typer.Argument(help="dataset to write the new version of")],
     deployment: Annotated[str | None, typer.Option(help="only traces of this deployment")] = None,
     model: Annotated[
-        str | None, typer.Option(help="only traces answered by this model version (NAME@N)")
+        str | None,
+        typer.Option(help="only traces answered by NAME@N, NAME@alias, or any version of NAME"),
     ] = None,
-    since: Annotated[datetime | None, typer.Option(help="only traces at or after this time")] = None,
-    until: Annotated[datetime | None, typer.Option(help="only traces before this time")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="only traces at or after this time: 2026-12-01[T12:00], 24h, 7d, yesterday"),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="only traces before this time (same forms as --since)")
+    ] = None,
     min_score: Annotated[float | None, typer.Option(help="only traces with feedback score ≥ this")] = None,
     max_score: Annotated[float | None, typer.Option(help="only traces with feedback score ≤ this")] = None,
     limit: Annotated[int | None, typer.Option(help="at most this many traces (newest first)")] = None,
@@ -88,7 +117,8 @@ def from_traces(
     """Turn selected production traces into chat rows, redact PII, and register them as NAME."""
     from corral.data.traces import TraceQuery, dataset_from_traces
 
-    query = TraceQuery(deployment, model, since, until, min_score, max_score, limit)
+    window = parse_when(since, "--since"), parse_when(until, "--until")
+    query = TraceQuery(deployment, model, *window, min_score, max_score, limit)
     version, report = dataset_from_traces(registry(), name, query, tags=parse_tags(tag))
     if json_out:
         print_json(version)

@@ -6,7 +6,16 @@ from typing import Annotated, Any
 
 import typer
 
-from corral.cli.common import console, fmt_time, parse_tags, print_json, print_table, registry, to_plain
+from corral.cli.common import (
+    console,
+    err_console,
+    fmt_time,
+    parse_tags,
+    print_json,
+    print_table,
+    registry,
+    to_plain,
+)
 from corral.errors import InvalidInputError
 from corral.registry.types import AliasEvent, ModelVersion
 
@@ -37,9 +46,12 @@ def register(
     api_key_env: Annotated[str | None, typer.Option(help="variable holding the endpoint's API key")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="key=value, repeatable")] = None,
     description: Annotated[str, typer.Option(help="what this version is")] = "",
+    no_tokenizer: Annotated[
+        bool, typer.Option("--no-tokenizer", help="register a weights directory that has no tokenizer")
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Register the next version of NAME."""
+    """Register the next version of NAME (identical files answer with the existing version)."""
     version = registry().models.register(
         name,
         path,
@@ -49,9 +61,14 @@ def register(
         api_key_env=api_key_env,
         tags=parse_tags(tag),
         description=description,
+        tokenizer_required=not no_tokenizer,
     )
+    for warning in version.warnings:
+        err_console.print(f"warning: {warning}")
     if json_out:
         print_json(version)
+    elif not version.created:
+        console.print(f"identical to [bold]{version.ref}[/bold] (same files); no new version registered")
     else:
         console.print(f"registered [bold]{version.ref}[/bold] ({version.kind}) {_describe(version)}")
 
@@ -201,4 +218,13 @@ def retire(
     if "@" not in ref:
         raise InvalidInputError(f"name the version to retire, e.g. {ref}@1")
     v = registry().models.retire(ref, purge=purge)
-    console.print(f"{v.ref} is {v.stage}" + (" (files purged)" if v.artifact_purged else ""))
+    console.print(f"{v.ref} is {v.stage}{_retire_note(v)}")
+
+
+def _retire_note(v: ModelVersion) -> str:
+    if v.artifact_purged:
+        return " (files purged)"
+    if v.stage == "draining":
+        then = "retires and its files are purged" if v.purge_requested else "retires"
+        return f": a gateway still has requests on it; it {then} once they finish"
+    return ""

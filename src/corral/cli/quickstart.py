@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import shutil
 from pathlib import Path
 
 from rich.rule import Rule
@@ -18,10 +19,12 @@ from corral.registry import Registry
 
 
 def _demo_model_dir(root: Path, revision: int) -> Path:
-    """A small Hugging Face-style directory standing in for real weights in the registry demo."""
+    """The starter model's files with a revision mark, standing in for two trained versions in the demo."""
     path = root / f"demo-model-v{revision}"
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps({"model_type": "llama", "corral_demo_revision": revision}))
+    starter = Path(str(importlib.resources.files("corral.data") / "starter" / "model"))
+    shutil.copytree(starter, path, dirs_exist_ok=True)
+    config = json.loads((starter / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "corral_demo_revision": revision}, indent=2))
     (path / "README.md").write_text(f"corral quickstart demo model, revision {revision}\n")
     return path
 

@@ -37,6 +37,12 @@ class StoreSettings(Section):
         default=None, description="apply migrations on first use; default: yes for SQLite, no otherwise"
     )
     echo: bool = False
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="PostgreSQL: time to connect, then down")
+    statement_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="PostgreSQL: a statement (or an unanswered connection) past this fails; 0: none",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -101,6 +107,10 @@ class AuthSettings(Section):
     admin_key_env: str = Field(default="CORRAL_ADMIN_KEY", description="variable holding the first admin key")
     require_keys: bool = Field(default=True, description="refuse requests without an API key")
     redis_prefix: str = Field(default="corral:", description="prefix of every Redis key the gateway writes")
+    upstream_key_env_prefix: str = Field(
+        default="CORRAL_UPSTREAM_",
+        description="variables a route's api_key_env may name (besides those named in corral.yaml)",
+    )
 
 
 class GatewaySettings(Section):
@@ -116,6 +126,17 @@ class GatewaySettings(Section):
     )
     breaker_reset_s: float = Field(default=10.0, gt=0, description="how long an open breaker stays open")
     shadow_max_in_flight: int = Field(default=64, ge=0, description="shadow copies beyond this are skipped")
+    metrics_key_env: str | None = Field(
+        default=None, description="variable holding a key /metrics then requires (an admin key works too)"
+    )
+    max_header_kb: float = Field(default=64.0, gt=0, description="request headers past this get a 431")
+    client_header_timeout_s: float = Field(
+        default=10.0, gt=0, description="time a client has to send its headers"
+    )
+    client_body_timeout_s: float = Field(default=60.0, gt=0, description="time a client has to send its body")
+    max_client_connections: int = Field(
+        default=4096, ge=1, description="client connections held at once; more are closed on arrival"
+    )
     worker_command: list[str] = Field(
         default_factory=lambda: [
             "{python}",
@@ -153,6 +174,11 @@ class TracingSettings(Section):
     )
     retention_batch: int = Field(default=500, ge=1, description="rows deleted per purge transaction")
     retention_interval_s: float = Field(default=3600.0, gt=0, description="how often the purge runs")
+    max_body_kb: float = Field(
+        default=1024.0,
+        gt=0,
+        description="bodies past this are not stored; answers past it are streamed through",
+    )
     batch_size: int = Field(default=256, ge=1)
     flush_interval_s: float = Field(default=0.5, gt=0)
     queue_size: int = Field(default=10_000, ge=1)

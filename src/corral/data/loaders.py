@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corral.data.rows import KINDS, detect_kind, row_problem
-from corral.errors import InvalidInputError, NotFoundError
+from corral.data.rows import KINDS, check_data_file, detect_kind, row_problem
+from corral.errors import InvalidInputError
 
 FORMATS = ("jsonl", "csv", "parquet")
 SCHEMA_HINT = "rows need 'messages' (chat), 'prompt'+'completion', or 'text'+'label'"
@@ -131,8 +131,7 @@ def load_file(
 ) -> LoadResult:
     """Read and validate a dataset file; bad rows go to `rejects` (default: PATH.rejects.jsonl)."""
     path = Path(path)
-    if not path.is_file():
-        raise NotFoundError(f"file {path} does not exist")
+    check_data_file(path)
     if kind is not None and kind not in KINDS:
         raise InvalidInputError(f"unknown schema kind '{kind}'; use one of {', '.join(KINDS)}")
     records = list(read_records(path, file_format(path, fmt)))

@@ -48,6 +48,8 @@ def row_problem(row: Any, kind: str) -> str | None:
                 return f"messages[{i}] needs a role among {sorted(ROLES)}"
             if not isinstance(message.get("content"), str):
                 return f"messages[{i}].content must be a string"
+        if not any(message["role"] == "assistant" for message in messages):
+            return "no assistant message: a chat row needs the answer to learn from"
     elif kind == "prompt_completion":
         if not isinstance(row["prompt"], str) or not isinstance(row["completion"], str):
             return "'prompt' and 'completion' must be strings"
@@ -103,11 +105,21 @@ def validate_rows(rows: list[Any], kind: str | None = None, *, source: str = "ro
     return kind
 
 
+def check_data_file(path: Path) -> None:
+    """A dataset file that exists and is a file: a directory or a missing path is a clear error."""
+    if path.is_dir():
+        raise InvalidInputError(
+            f"{path} is a directory; a dataset is one file",
+            hint="give a .jsonl, .json, .csv or .parquet file",
+        )
+    if not path.is_file():
+        raise NotFoundError(f"file {path} does not exist")
+
+
 def read_jsonl(path: str | Path) -> list[Any]:
     """Parse a JSONL file; a bad line is an error naming its line number."""
     path = Path(path)
-    if not path.is_file():
-        raise NotFoundError(f"file {path} does not exist")
+    check_data_file(path)
     rows: list[Any] = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):

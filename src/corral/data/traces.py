@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from corral.data.build import BuildOptions, build_rows
 from corral.errors import InvalidInputError, NotFoundError
-from corral.registry import DatasetVersion, Registry
+from corral.registry import DatasetVersion, Registry, parse_ref
 from corral.store.models import FeedbackRow, TraceRow
 from corral.store.traces import EVAL_SOURCE, TraceRecord
 
@@ -28,7 +28,7 @@ class TraceQuery:
     """Which traces become rows. Score bounds keep only traces with feedback (their mean score)."""
 
     deployment: str | None = None
-    model: str | None = None  # a version reference: NAME@N, NAME@alias or NAME (latest)
+    model: str | None = None  # NAME@N, NAME@alias (the version it points at now) or NAME (any version)
     since: datetime | None = None
     until: datetime | None = None
     min_score: float | None = None
@@ -117,7 +117,7 @@ def select_trace_rows(registry: Registry, query: TraceQuery) -> TraceRows:
     if query.deployment:
         stmt = stmt.where(TraceRow.deployment == query.deployment)
     if query.model:
-        stmt = stmt.where(TraceRow.model_version == _version_ref(registry, query.model))
+        stmt = stmt.where(_answered_by(registry, query.model))
     if query.since:
         stmt = stmt.where(TraceRow.at >= _utc(query.since))
     if query.until:
@@ -144,14 +144,29 @@ def select_trace_rows(registry: Registry, query: TraceQuery) -> TraceRows:
     return out
 
 
-def _version_ref(registry: Registry, ref: str) -> str:
-    """Traces record NAME@N; an alias or bare name is resolved to the version it points at now."""
+def _answered_by(registry: Registry, ref: str) -> Any:
+    """The trace filter for `--model`: NAME@N that version, NAME@alias the version it points at now,
+    a bare NAME every version of that model (traffic usually ran on an older one than the latest).
+
+    A model or version the registry does not know is an error, not an empty selection, unless
+    traces recorded it (they may come from a store whose registry has since changed).
+    """
+    name = parse_ref(ref).name
+    recorded = (
+        TraceRow.model_version.startswith(f"{name}@", autoescape=True)
+        if "@" not in ref
+        else TraceRow.model_version == ref
+    )
     try:
-        return registry.models.resolve(ref).ref
-    except NotFoundError:
         if "@" in ref:
-            return ref  # a version retired or deleted since: match what the traces recorded
-        raise
+            return TraceRow.model_version == registry.models.resolve(ref).ref
+        registry.models.get(name)
+        return recorded
+    except NotFoundError:
+        with registry.store.session() as session:
+            if session.scalar(select(TraceRow.id).where(recorded).limit(1)) is None:
+                raise
+        return recorded
 
 
 def dataset_from_traces(

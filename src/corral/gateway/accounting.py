@@ -35,7 +35,11 @@ class Cost(Stage):
             self.metrics.usage(
                 call.deployment, record.prompt_tokens, record.completion_tokens, record.cost_usd
             )
-            self.limiter.record(call.key, record.prompt_tokens + record.completion_tokens, record.cost_usd)
+            call.state.pop("release", None)
+            held = call.state.pop("reservation", None)
+            self.limiter.record(
+                call.key, record.prompt_tokens + record.completion_tokens, record.cost_usd, held
+            )
 
 
 class Trace(Stage):
@@ -64,7 +68,7 @@ def trace_record(call: Call) -> TraceRecord:
         model_version=endpoint.version_ref if endpoint else None,
         shadow_of=call.shadow_of,
         prompt_ref=call.prompt_ref,
-        request=call.body,
+        request=call.state.get("request_stored", call.body),  # a marker for bodies too large to store
         response=call.response,
         latency_ms=call.latency_s * 1000,
         ttft_ms=call.ttft_s * 1000 if call.ttft_s is not None else None,

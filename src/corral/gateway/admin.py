@@ -14,6 +14,7 @@ from sqlalchemy.exc import DataError, StatementError
 from corral.errors import InvalidInputError, MethodNotAllowedError, NotFoundError, PermissionDeniedError
 from corral.gateway import costs
 from corral.gateway.http import Receive, Send, header, parse_json_object, read_body, send_json
+from corral.gateway.upstream import redact_url
 from corral.store.models import TraceRow
 
 if TYPE_CHECKING:
@@ -73,15 +74,18 @@ class AdminApi:
             raise PermissionDeniedError("the admin API needs an admin key", hint=hint)
         parts = path.strip("/").split("/")[1:]
         resource, name = (parts[0] if parts else ""), ("/".join(parts[1:]) or None)
-        body: dict[str, Any] = {}
-        if method in ("POST", "PUT"):
-            body = parse_json_object(await read_body(receive, 4 * 1024 * 1024))
         handler = getattr(self, f"_{resource}", None)
         if handler is None:
             raise NotFoundError(
                 f"no admin resource '{resource}'",
                 hint="use keys, deployments, costs, traces, users or status",
             )
+        allowed = ALLOWED.get((resource, bool(name)), "")
+        if method not in allowed.split(", "):  # before reading a body the method cannot take
+            raise _bad_method(method, resource, name)
+        body: dict[str, Any] = {}
+        if method in ("POST", "PUT"):
+            body = parse_json_object(await read_body(receive, 4 * 1024 * 1024))
         try:
             status, data = await handler(method, name, body, _query(scope), key.name)
         except (DataError, StatementError) as exc:  # e.g. a NUL character PostgreSQL will not store
@@ -126,7 +130,7 @@ class AdminApi:
         if method == "GET":
             specs = await asyncio.to_thread(ds.specs)
             data = {
-                n: {**s.model_dump(mode="json"), "live": self._live(n)}
+                n: {**_redacted(s.model_dump(mode="json")), "live": self._live(n)}
                 for n, s in specs.items()
                 if name in (None, n)
             }
@@ -136,7 +140,7 @@ class AdminApi:
         if method == "PUT" and name:
             spec = await asyncio.to_thread(ds.put, name, body, actor)
             await asyncio.to_thread(self.refresh)
-            return 200, spec.model_dump(mode="json")
+            return 200, _redacted(spec.model_dump(mode="json"))
         if method == "DELETE" and name:
             await asyncio.to_thread(ds.delete, name, actor)
             await asyncio.to_thread(self.refresh)
@@ -155,7 +159,7 @@ class AdminApi:
                 if e is None
                 else {
                     "label": e.label,
-                    "urls": e.base_urls,
+                    "urls": [redact_url(u) for u in e.base_urls],
                     "in_flight": sum(e.in_flight),
                     "breaker_open": e.breaker.is_open(now),
                 }
@@ -230,6 +234,8 @@ class AdminApi:
     async def _status(
         self, method: str, name: str | None, body: dict[str, Any], query: dict[str, str], actor: str
     ) -> tuple[int, Any]:
+        if method != "GET" or name:
+            raise _bad_method(method, "status", name)
         tracer, workers = self.tracer, self.workers
         return 200, {
             "deployments": {n: self._live(n) for n in self.routes.live},
@@ -242,6 +248,31 @@ class AdminApi:
         }
 
 
+def _redacted(spec: dict[str, Any]) -> dict[str, Any]:
+    """A deployment as shown: credentials in route URLs are taken out (put keys in api_key_env)."""
+    for group in ("routes", "shadow", "fallbacks"):
+        for route in spec.get(group) or []:
+            if route.get("url"):
+                route["url"] = redact_url(route["url"])
+            route["instances"] = [redact_url(u) for u in route.get("instances") or []]
+    return spec
+
+
+ALLOWED = {  # (resource, names one item) -> the methods it takes
+    ("keys", False): "GET, POST",
+    ("keys", True): "DELETE",
+    ("deployments", False): "GET",
+    ("deployments", True): "GET, PUT, DELETE",
+    ("costs", False): "GET",
+    ("traces", False): "GET",
+    ("traces", True): "GET",
+    ("status", False): "GET",
+}
+
+
 def _bad_method(method: str, resource: str, name: str | None) -> Exception:
     target = f"/admin/{resource}" + (f"/{name}" if name else "")
-    return MethodNotAllowedError(f"{method} is not supported on {target}")
+    allow = ALLOWED.get((resource, bool(name)), "")
+    if not allow:
+        return NotFoundError(f"no route {target}", hint="see /openapi.json")
+    return MethodNotAllowedError(f"{method} is not supported on {target}", allow=allow)

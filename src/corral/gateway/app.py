@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hmac
 import logging
+import os
 import time
 from typing import Any
 
 import orjson
 
 from corral.config import Settings
-from corral.errors import CorralError, InvalidInputError, MethodNotAllowedError, NotFoundError
+from corral.errors import CorralError, MethodNotAllowedError, NotFoundError, PermissionDeniedError
 from corral.gateway.admin import AdminApi
+from corral.gateway.feedback import check_owner, parse_feedback
 from corral.gateway.guardrails import moderations
 from corral.gateway.http import (
     Receive,
@@ -60,7 +63,14 @@ class Gateway:
         self.watcher = StoreWatcher(
             p.keys, p.routes, p.limiter, p.store, p.registry.models, g.deployments_poll_s
         )
-        self.proxy = Proxy(build_stages(p, stages), p.pool, p.routes.in_flight, p.metrics, g)
+        self.proxy = Proxy(
+            build_stages(p, stages),
+            p.pool,
+            p.routes.in_flight,
+            p.metrics,
+            g,
+            max_body_bytes=int(p.settings.tracing.max_body_kb * 1024),
+        )
         self.admin = AdminApi(
             p.keys,
             p.routes,
@@ -78,6 +88,13 @@ class Gateway:
 
             self.dashboard = Dashboard(p.store, p.keys, p.settings.monitor)
         self.started = False
+        metrics_env = g.metrics_key_env
+        self._metrics_key = (os.environ.get(metrics_env) or None) if metrics_env else None
+        if metrics_env and self._metrics_key is None:
+            log.warning(
+                "gateway.metrics_key_env names %s, which is not set: /metrics needs an admin key", metrics_env
+            )
+            self._metrics_key = os.urandom(32).hex()  # no value matches: only admin keys get in
         self._openapi = orjson.dumps(openapi_spec())
         self._retention: asyncio.Task[None] | None = None
 
@@ -96,6 +113,7 @@ class Gateway:
             self.store.ensure_ready()
             self.routes.deployments.seed(self.settings.deployments)
             self.watcher.poll()
+            self.parts.heartbeat.start()
 
         await asyncio.to_thread(prepare)
         if self.tracer is not None:
@@ -134,6 +152,7 @@ class Gateway:
             self._retention.cancel()
         self.watcher.stop()
         await self.proxy.drain()
+        await asyncio.to_thread(self.parts.heartbeat.stop)
         await self.parts.pool.close()
         await self.parts.limiter.close()
         if self.tracer is not None:
@@ -206,6 +225,7 @@ class Gateway:
             await send_json(send, 200 if ready else 503, {"ready": ready, "routes": routes}, trace_id)
         elif path == "/metrics":
             _method(method, "GET")
+            await self._metrics_access(scope)
             body = self.metrics.render()
             await send(
                 {
@@ -240,10 +260,29 @@ class Gateway:
         else:
             raise NotFoundError(f"no route {path}", hint="the API is under /v1; see /openapi.json")
 
+    async def _metrics_access(self, scope: dict[str, Any]) -> None:
+        """With gateway.metrics_key_env set, /metrics wants that variable's value (or an admin key) as bearer."""
+        if self._metrics_key is None:
+            return
+        sent = header(scope, b"authorization") or ""
+        if hmac.compare_digest(sent.encode(), f"Bearer {self._metrics_key}".encode()):
+            return
+        key = await self.parts.keys.authenticate(sent or None)
+        if not key.is_admin:
+            raise PermissionDeniedError(
+                "/metrics needs the metrics key (gateway.metrics_key_env) or an admin key"
+            )
+
     async def _feedback(self, scope: dict[str, Any], receive: Receive, send: Send, trace_id: str) -> None:
         key = await self.parts.keys.authenticate(header(scope, b"authorization"))
-        body = parse_json_object(await read_body(receive, 1024 * 1024))
-        record = feedback_record(body, key.id, trace_id)
+        body = parse_json_object(await read_body(receive, 64 * 1024))
+        feedback = parse_feedback(body)
+        await self.parts.limiter.admit(key)  # feedback counts against RPM like any request
+        recent = self.tracer.recent if self.tracer else None
+        await check_owner(key, feedback.trace_id, recent, self.store)
+        record = FeedbackRecord(
+            trace_id, feedback.trace_id, feedback.score, feedback.label, feedback.comment, key.id
+        )
         if self.tracer is not None:
             self.tracer.submit(record)
         await send_json(
@@ -252,27 +291,6 @@ class Gateway:
             {"id": trace_id, "object": "feedback", "trace_id": record.trace_id, "score": record.score},
             trace_id,
         )
-
-
-def feedback_record(body: dict[str, Any], key_id: int | None, feedback_id: str) -> FeedbackRecord:
-    """Check a feedback body: a trace id and a score in [0, 1] (or thumbs up/down), label, comment."""
-    trace = body.get("trace_id")
-    if not isinstance(trace, str) or not (1 <= len(trace) <= 32):
-        raise InvalidInputError("`trace_id` must be the x-corral-trace-id of a response")
-    score = body.get("score")
-    thumbs = body.get("thumbs")
-    if score is None and thumbs in ("up", "down"):
-        score = 1.0 if thumbs == "up" else 0.0
-    if isinstance(score, bool):
-        score = float(score)
-    if not isinstance(score, int | float) or not 0 <= score <= 1:
-        raise InvalidInputError('`score` must be a number from 0 to 1 (or send "thumbs": "up" or "down")')
-    label, comment = body.get("label"), body.get("comment")
-    if label is not None and (not isinstance(label, str) or len(label) > 128):
-        raise InvalidInputError("`label` must be a string of at most 128 characters")
-    if comment is not None and not isinstance(comment, str):
-        raise InvalidInputError("`comment` must be a string")
-    return FeedbackRecord(feedback_id, trace, float(score), label, comment, key_id)
 
 
 def quiet_gc(gen0_threshold: int = 50_000) -> None:
@@ -290,7 +308,7 @@ def quiet_gc(gen0_threshold: int = 50_000) -> None:
 
 def _method(method: str, allowed: str) -> None:
     if method != allowed:
-        raise MethodNotAllowedError(f"use {allowed} here, not {method}")
+        raise MethodNotAllowedError(f"use {allowed} here, not {method}", allow=allowed)
 
 
-__all__ = ["CorralError", "Gateway", "feedback_record"]
+__all__ = ["CorralError", "Gateway"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -11,12 +12,24 @@ from typing import Any
 
 from sqlalchemy import func, or_, select
 
-from corral.errors import AuthenticationError, InvalidInputError, NotFoundError, PermissionDeniedError
+from corral.errors import (
+    AuthenticationError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    StoreUnavailableError,
+)
 from corral.store import Store
 from corral.store.models import ApiKeyRow, utcnow
 
+log = logging.getLogger("corral.gateway.auth")
 KEY_PREFIX = "sk-corral-"
 NEGATIVE_TTL_S = 2.0
+DIGEST_CACHE_BYTES = 1 << 20  # the key → hash cache is cleared past this
+MAX_LOOKUPS = 8  # store look-ups of unknown keys at once; more get a 503 rather than a thread each
+UNAVAILABLE = "API keys cannot be checked now: the store is unavailable"
+MAX_CACHED_KEY_CHARS = 256  # real keys are ~53 characters; longer ones are hashed each time
 
 
 def hash_key(raw: str) -> str:
@@ -141,7 +154,7 @@ class KeyStore:
                 raise NotFoundError(f"no active key with id, name or prefix '{id_or_name}'")
             if len(rows) > 1:
                 ids = ", ".join(str(r.id) for r in rows)
-                raise InvalidInputError(f"'{id_or_name}' matches keys {ids}", hint="revoke by id")
+                raise ConflictError(f"'{id_or_name}' matches keys {ids}", hint="revoke by id")
             rows[0].revoked_at = utcnow()
             return describe(rows[0])
 
@@ -170,13 +183,24 @@ class KeyStore:
 class KeyRing:
     """The keys in memory. A key created on another replica is looked up once, then cached."""
 
-    def __init__(self, keys: KeyStore, admin_key: str | None, require_keys: bool = True) -> None:
+    def __init__(
+        self,
+        keys: KeyStore,
+        admin_key: str | None,
+        require_keys: bool = True,
+        lookup_timeout_s: float | None = None,
+    ) -> None:
         self.keys = keys
+        self.lookup_timeout_s = lookup_timeout_s or max(1.0, keys.store.statement_timeout_s or 30.0)
+        self._lookups = 0  # store look-ups running in executor threads (a hung one keeps its thread)
         self.require_keys = require_keys
         self._admin_hash = hash_key(admin_key) if admin_key else None
         self._by_hash: dict[str, ApiKey] = {}
         self._unknown: dict[str, float] = {}
-        self._digests: dict[str, str] = {}  # key → its hash, so each key is hashed once
+        # a key that authenticated → its hash, so each real key is hashed once; bounded by bytes, and
+        # never holding what a stranger sent (a flood of made-up tokens must not stay in memory)
+        self._digests: dict[str, str] = {}
+        self._digest_bytes = 0
         self.signature: tuple[Any, ...] | None = None
 
     def refresh(self) -> None:
@@ -186,6 +210,15 @@ class KeyRing:
             self._by_hash = self.keys.active()
             self._unknown = {}
             self.signature = signature
+
+    def _remember(self, raw: str, digest: str) -> None:
+        if raw in self._digests or len(raw) > MAX_CACHED_KEY_CHARS:
+            return
+        if self._digest_bytes > DIGEST_CACHE_BYTES:
+            self._digests.clear()
+            self._digest_bytes = 0
+        self._digests[raw] = digest
+        self._digest_bytes += len(raw) + len(digest)
 
     async def authenticate(self, authorization: str | None) -> ApiKey:
         raw = _bearer(authorization)
@@ -198,24 +231,44 @@ class KeyRing:
             )
         digest = self._digests.get(raw)
         if digest is None:
-            if len(self._digests) > 10_000:
-                self._digests.clear()
-            digest = self._digests[raw] = hash_key(raw)
+            digest = hash_key(raw)
         if digest == self._admin_hash:
+            self._remember(raw, digest)
             return ApiKey(id=None, name="admin", models=frozenset({"*"}), is_admin=True)
         key = self._by_hash.get(digest)
         if key is not None:
+            self._remember(raw, digest)
             return key
         if self._unknown.get(digest, 0.0) > time.monotonic():
             raise AuthenticationError("invalid API key")
-        key = await asyncio.to_thread(self.keys.find, digest)
+        key = await self._find(digest)
         if key is None:
             if len(self._unknown) > 10_000:
                 self._unknown.clear()
             self._unknown[digest] = time.monotonic() + NEGATIVE_TTL_S
             raise AuthenticationError("invalid API key")
         self._by_hash[digest] = key
+        self._remember(raw, digest)
         return key
+
+    async def _find(self, digest: str) -> ApiKey | None:
+        """Look a key up in the store, bounded: a silent store answers 503, never a request that hangs.
+
+        The message names no host or port (it goes to whoever sent the key); the log has the detail.
+        """
+        if self._lookups >= MAX_LOOKUPS:
+            raise StoreUnavailableError(UNAVAILABLE, hint="try again shortly")
+        self._lookups += 1
+        found = asyncio.get_running_loop().run_in_executor(None, self.keys.find, digest)
+        found.add_done_callback(self._lookup_done)
+        try:
+            return await asyncio.wait_for(asyncio.shield(found), self.lookup_timeout_s)
+        except (TimeoutError, StoreUnavailableError) as exc:
+            log.warning("could not look up an API key: %s", exc or "the store did not answer in time")
+            raise StoreUnavailableError(UNAVAILABLE, hint="try again shortly") from None
+
+    def _lookup_done(self, _future: Any) -> None:
+        self._lookups -= 1
 
 
 def _bearer(header: str | None) -> str | None:

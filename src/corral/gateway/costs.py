@@ -32,7 +32,9 @@ def prompt_text(body: dict[str, Any]) -> str:
             if isinstance(content, str):
                 parts.append(content)
             elif isinstance(content, list):
-                parts.extend(p.get("text", "") for p in content if isinstance(p, dict))
+                parts.extend(
+                    t for p in content if isinstance(p, dict) and isinstance(t := p.get("text"), str)
+                )
         return "\n".join(parts)
     value = body.get("prompt", body.get("input", ""))
     if isinstance(value, list):
@@ -56,10 +58,15 @@ def usage_tokens(usage: Any) -> tuple[int, int] | None:
     """(prompt, completion) from an OpenAI `usage` object, or None when it is absent or malformed."""
     if not isinstance(usage, dict):
         return None
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens", 0)
-    if not isinstance(prompt, int) or not isinstance(completion, int):
-        return None
-    return prompt, completion
+    prompt: Any = usage.get("prompt_tokens")
+    completion: Any = usage.get("completion_tokens", 0)
+    if not (_count(prompt) and _count(completion)):
+        return None  # negative, huge or not a count: estimate instead
+    return int(prompt), int(completion)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31
 
 
 @functools.lru_cache(maxsize=16)

@@ -12,9 +12,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from corral.config import Deployment, Route
-from corral.errors import CorralError, InvalidInputError, NotFoundError
+from corral.errors import CorralError, InvalidInputError, NotFoundError, PermissionDeniedError
 from corral.gateway.routing import Breaker
-from corral.gateway.upstream import Endpoint
+from corral.gateway.upstream import Endpoint, KeyEnvPolicy, redact_url
 from corral.store import Store
 from corral.store.models import AliasEventRow, AuditRow, DeploymentRow, utcnow
 
@@ -65,8 +65,9 @@ def validate_spec(name: str, spec: Any) -> Deployment:
 class DeploymentStore:
     """Deployment specs in the SQL store. File entries are seeded; admin changes win over the file."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, key_policy: KeyEnvPolicy | None = None) -> None:
         self.store = store
+        self.key_policy = key_policy or KeyEnvPolicy()
 
     def seed(self, from_file: dict[str, Deployment], actor: str = "corral.yaml") -> None:
         wanted = {name: spec.model_dump(mode="json") for name, spec in from_file.items()}
@@ -102,6 +103,8 @@ class DeploymentStore:
 
     def put(self, name: str, spec: Any, actor: str) -> Deployment:
         checked = validate_spec(name, spec)
+        for route in (*checked.routes, *checked.shadow, *checked.fallbacks):
+            self.key_policy.check(route.api_key_env)
         data = checked.model_dump(mode="json")
         with self.store.session() as session:
             row = session.scalar(select(DeploymentRow).where(DeploymentRow.name == name))
@@ -148,7 +151,9 @@ class RouteResolver:
         workers: WorkerDirectory | None,
         breaker: Callable[[], Breaker],
         local_dir: Callable[[Any], str | None] | None = None,
+        key_policy: KeyEnvPolicy | None = None,
     ) -> None:
+        self.key_policy = key_policy or KeyEnvPolicy()
         self.resolve_version = resolve_version
         self.workers = workers
         self.breaker = breaker
@@ -167,17 +172,28 @@ class RouteResolver:
             found.breaker = self.breaker()
         return found
 
+    def _key(self, name: str | None, where: str, registered: bool = False) -> tuple[bool, str | None]:
+        """(allowed, the key): a route naming a variable it may not read cannot serve."""
+        try:
+            return True, self.key_policy.read(name, registered=registered)
+        except PermissionDeniedError as exc:
+            log.error("route %s cannot serve: %s", where, exc)
+            return False, None
+
     def resolve(self, route: Route) -> Endpoint | None:
         if route.url:
+            allowed, api_key = self._key(route.api_key_env, redact_url(route.url))
+            if not allowed:
+                return None
             urls = [route.url, *route.instances]
             ident = ("url", tuple(urls), route.model, route.api_key_env, route.timeout_s, _price_key(route))
             return self._endpoint(
                 ident,
                 lambda: Endpoint(
-                    label=f"{route.model}@{route.url}",
+                    label=f"{route.model}@{redact_url(str(route.url))}",
                     base_urls=urls,
                     model=str(route.model),
-                    api_key=Endpoint.key_from_env(route.api_key_env),
+                    api_key=api_key,
                     timeout_s=route.timeout_s,
                     price=route.price,
                 ),
@@ -196,6 +212,12 @@ class RouteResolver:
         if version.stage in ("draining", "retired"):
             return None
         if version.kind == "endpoint":
+            if route.api_key_env and not version.api_key_env:
+                allowed, api_key = self._key(route.api_key_env, version.ref)
+            else:
+                allowed, api_key = self._key(version.api_key_env, version.ref, registered=True)
+            if not allowed:
+                return None
             ident = (
                 "version",
                 version.ref,
@@ -210,7 +232,7 @@ class RouteResolver:
                     label=version.ref,
                     base_urls=[version.endpoint_url],
                     model=version.upstream_model,
-                    api_key=Endpoint.key_from_env(version.api_key_env or route.api_key_env),
+                    api_key=api_key,
                     timeout_s=route.timeout_s,
                     price=route.price,
                     version_ref=version.ref,

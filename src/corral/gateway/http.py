@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 from typing import Any
@@ -19,17 +18,14 @@ from corral.errors import (
 log = logging.getLogger("corral.gateway")
 JSON_TYPE = (b"content-type", b"application/json")
 TRACE_HEADER = b"x-corral-trace-id"
+MAX_JSON_DEPTH = 64  # request bodies nested deeper are refused; orjson cannot encode past 255
 Send = Any
 Receive = Any
 
 
-_TRACE_PREFIX = os.urandom(8).hex()
-_TRACE_SEQ = itertools.count(1)
-
-
 def new_trace_id() -> str:
-    """32 hex characters: a random per-process prefix and a counter (no syscall per request)."""
-    return f"{_TRACE_PREFIX}{next(_TRACE_SEQ):016x}"
+    """32 random hex characters: 128 bits, so nobody can guess another client's trace ids."""
+    return os.urandom(16).hex()
 
 
 def header(scope: dict[str, Any], name: bytes) -> str | None:
@@ -56,13 +52,30 @@ async def read_body(receive: Receive, limit: int) -> bytes:
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, nested at most MAX_JSON_DEPTH deep (deeper cannot be traced or relayed)."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidInputError(f"the request body is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise InvalidInputError("the request body must be a JSON object")
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and json_depth(data) > MAX_JSON_DEPTH:
+        raise InvalidInputError(f"the request body is nested more than {MAX_JSON_DEPTH} levels deep")
     return data
+
+
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH + 1) -> int:
+    """How deep containers nest in a parsed JSON value, counting at most to `limit`."""
+    if limit <= 0 or not isinstance(value, dict | list):
+        return 0
+    children = value.values() if isinstance(value, dict) else value
+    deepest = 0
+    for child in children:
+        if isinstance(child, dict | list):
+            deepest = max(deepest, json_depth(child, limit - 1))
+            if deepest >= limit - 1:
+                break
+    return 1 + deepest
 
 
 async def send_bytes(

@@ -7,10 +7,13 @@ from typing import Any
 from corral.errors import InvalidInputError, NotFoundError
 from corral.gateway import checks
 from corral.gateway.auth import KeyRing
+from corral.gateway.costs import estimate_tokens, prompt_text
 from corral.gateway.http import header, parse_json_object, read_body
 from corral.gateway.limits import Limiter
 from corral.gateway.routes import RouteTable
 from corral.gateway.stages import Call, Stage
+
+COMPLETION_GUESS = 256  # completion tokens held for a request that sets no max_tokens
 
 
 class Keys(Stage):
@@ -31,14 +34,17 @@ class Deployment(Stage):
         self.body_limit = body_limit
 
     async def before(self, call: Call) -> None:
-        call.body = parse_json_object(await read_body(call.receive, self.body_limit))
+        raw = await read_body(call.receive, self.body_limit)
+        call.state["request_bytes"] = len(raw)
+        call.body = parse_json_object(raw)
         model = call.body.get("model")
         if not isinstance(model, str) or not model:
             raise InvalidInputError(
                 "`model` is required: the name of a deployment (GET /v1/models lists them)"
             )
         call.live = self.routes.live.get(model)
-        if call.live is None:
+        if call.live is None or (call.key is not None and not call.key.reaches(model)):
+            # a deployment this key may not use reads as missing: names are not revealed by 403 vs 404
             raise NotFoundError(
                 f"model '{model}' does not exist", hint="GET /v1/models lists the models you can use"
             )
@@ -52,9 +58,31 @@ class Limits(Stage):
         self.limiter = limiter
 
     async def before(self, call: Call) -> None:
-        assert call.key is not None
-        call.key.check(call.deployment)
-        await self.limiter.admit(call.key)
+        key = call.key
+        assert key is not None
+        key.check(call.deployment)
+        tokens, cost = (0, 0.0)
+        if key.tpm is not None or key.budget_usd is not None:  # only then is the estimate worth making
+            tokens, cost = reservation_estimate(call.body, call.live)
+        held = await self.limiter.admit(key, tokens, cost)
+        # reserved up front so that concurrent requests see each other; Cost settles it, and a later
+        # stage refusing the request releases it
+        call.state["reservation"] = held
+        call.state["release"] = lambda: self.limiter.record(key, 0, 0.0, held)
+
+
+def reservation_estimate(body: dict[str, Any], live: Any) -> tuple[int, float]:
+    """Tokens and cost to hold for a request: its prompt (estimated) plus `max_tokens` (or a default)."""
+    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    completion = (
+        limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else COMPLETION_GUESS
+    )
+    prompt = estimate_tokens(prompt_text(body))
+    prices = [r.price for r in (live.routes if live else []) if r is not None]
+    cost = max(
+        ((prompt * p.prompt_per_1k + completion * p.completion_per_1k) / 1000 for p in prices), default=0.0
+    )
+    return prompt + completion, cost
 
 
 class PromptTemplates(Stage):

@@ -10,6 +10,7 @@ import asyncio
 import calendar
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +33,18 @@ def seconds_to_next_month(now: datetime | None = None) -> float:
     days = calendar.monthrange(now.year, now.month)[1]
     end = now.replace(day=days, hour=23, minute=59, second=59, microsecond=0)
     return max(1.0, (end - now).total_seconds() + 1)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What `admit` held for a request: its estimated tokens (in `minute`) and cost."""
+
+    tokens: int = 0
+    cost: float = 0.0
+    minute: int = -1
+
+
+NO_RESERVATION = Reservation()
 
 
 class LocalCounters:
@@ -76,11 +89,7 @@ class Limiter:
 
     async def start(self) -> None:
         if self._redis_url:
-            import redis.asyncio as aioredis
-
-            self._redis = aioredis.Redis.from_url(
-                self._redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
-            )
+            self._redis = self._client()
             self.metrics.redis_up.set(1)
 
     async def close(self) -> None:
@@ -94,14 +103,35 @@ class Limiter:
         return self._redis is not None and time.monotonic() >= self._redis_retry_at
 
     def _redis_failed(self, exc: BaseException) -> None:
-        if self._redis_retry_at <= time.monotonic():
-            log.warning("Redis unreachable (%s); enforcing limits per process until it is back", exc)
-        self._redis_retry_at = time.monotonic() + REDIS_RETRY_S
+        now = time.monotonic()
+        first = self._redis_retry_at <= now
+        self._redis_retry_at = now + REDIS_RETRY_S
         self.metrics.redis_up.set(0)
+        if not first:
+            return
+        log.warning("Redis unreachable (%s); enforcing limits per process until it is back", exc)
+        # a new client with an empty pool: the pooled connections died with the outage and would each
+        # fail a retry in turn; the old client is closed once its calls in flight are done
+        old, self._redis = self._redis, self._client()
+        task = asyncio.get_running_loop().create_task(old.aclose())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def admit(self, key: ApiKey) -> None:
-        """Raise RateLimitError (429 with Retry-After) when the key is over a limit or its budget."""
-        if key.budget_usd is not None and key.id is not None:
+    def _client(self) -> Any:
+        import redis.asyncio as aioredis
+
+        return aioredis.Redis.from_url(
+            str(self._redis_url), socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+        )
+
+    async def admit(self, key: ApiKey, tokens: int = 0, cost: float = 0.0) -> Reservation:
+        """Raise RateLimitError (429 with Retry-After) when the key is over a limit or its budget.
+
+        Otherwise reserve the request's estimated `tokens` (against TPM) and `cost` (against the budget)
+        at once, so that concurrent requests see each other; `record` settles with what it really took.
+        """
+        budget = key.budget_usd is not None and key.id is not None
+        if budget and key.id is not None and key.budget_usd is not None:
             spent = self.spend_base.get(key.id, 0.0) + self.spend_since.get(key.id, 0.0)
             if spent >= key.budget_usd:
                 self.metrics.rate_limited.labels("budget").inc()
@@ -110,23 +140,36 @@ class Limiter:
                     retry_after_s=seconds_to_next_month(),
                     hint="raise the budget or wait for next month",
                 )
-        if key.rpm is None and key.tpm is None:
-            return
+        reservation = Reservation(0, cost if budget else 0.0, -1)
+        if key.rpm is not None or key.tpm is not None:
+            reservation = await self._admit_rate(key, tokens, reservation.cost)
+        if reservation.cost and key.id is not None:
+            self.spend_since[key.id] = self.spend_since.get(key.id, 0.0) + reservation.cost
+        return reservation
+
+    async def _admit_rate(self, key: ApiKey, tokens: int, cost: float) -> Reservation:
         minute, retry = _window(time.time())
-        requests, tokens = await self._count(key, minute)
+        reserve = max(0, tokens) if key.tpm is not None else 0
+        requests, used = await self._count(key, minute, reserve)
         if key.rpm is not None and requests > key.rpm:
+            self._add_tokens_now(key, minute, -reserve)
             self.metrics.rate_limited.labels("rpm").inc()
             raise RateLimitError(
                 f"key '{key.name}' is over its limit of {key.rpm} requests per minute", retry_after_s=retry
             )
-        if key.tpm is not None and tokens >= key.tpm:
+        if key.tpm is not None and used - reserve >= key.tpm:
+            self._add_tokens_now(key, minute, -reserve)
             self.metrics.rate_limited.labels("tpm").inc()
             raise RateLimitError(
                 f"key '{key.name}' is over its limit of {key.tpm} tokens per minute", retry_after_s=retry
             )
+        return Reservation(reserve, cost, minute)
 
-    async def _count(self, key: ApiKey, minute: int) -> tuple[int, int]:
-        local = self.local.hit(key.id, minute)
+    async def _count(self, key: ApiKey, minute: int, reserve: int) -> tuple[int, int]:
+        """(requests, tokens) this minute, this request and its reserved tokens included."""
+        requests, tokens = self.local.hit(key.id, minute)
+        self.local.add_tokens(key.id, minute, reserve)
+        local = (requests, tokens + reserve)
         if not self.shared:
             return local
         base = f"{self.prefix}{key.id}:{minute}"
@@ -134,21 +177,30 @@ class Limiter:
             pipe = self._redis.pipeline(transaction=False)
             pipe.incr(base + ":rpm")
             pipe.expire(base + ":rpm", 120)
-            pipe.get(base + ":tpm")
-            requests, _, tokens = await pipe.execute()
+            pipe.incrby(base + ":tpm", reserve)
+            pipe.expire(base + ":tpm", 120)
+            shared_requests, _, shared_tokens, _ = await pipe.execute()
         except Exception as exc:  # noqa: BLE001 - any Redis failure means: fall back to local counts
             self._redis_failed(exc)
             return local
         self.metrics.redis_up.set(1)
-        return int(requests), int(tokens or 0)
+        return int(shared_requests), int(shared_tokens or 0)
 
-    def record(self, key: ApiKey, tokens: int, cost: float) -> None:
-        """After a request: count its tokens against the TPM limit and its cost against the budget."""
-        if key.id is not None and cost:
-            self.spend_since[key.id] = self.spend_since.get(key.id, 0.0) + cost
-        if key.tpm is None or not tokens:
+    def record(self, key: ApiKey, tokens: int, cost: float, reservation: Reservation | None = None) -> None:
+        """After a request: settle its tokens (TPM) and cost (budget) against what `admit` reserved."""
+        held = reservation or NO_RESERVATION
+        if key.id is not None and (cost or held.cost):
+            self.spend_since[key.id] = self.spend_since.get(key.id, 0.0) + cost - held.cost
+        if key.tpm is None:
             return
         minute, _ = _window(time.time())
+        # the reservation lives in its own minute; once that has passed, the tokens count in this one
+        delta = tokens - held.tokens if held.minute == minute else tokens
+        self._add_tokens_now(key, minute, delta)
+
+    def _add_tokens_now(self, key: ApiKey, minute: int, tokens: int) -> None:
+        if not tokens:
+            return
         self.local.add_tokens(key.id, minute, tokens)
         if self.shared:
             task = asyncio.get_running_loop().create_task(

@@ -35,6 +35,22 @@ def _op(
     return op
 
 
+def _created(op: dict[str, Any]) -> dict[str, Any]:
+    op["responses"] = {
+        "201": {"description": "Created"},
+        **{k: v for k, v in op["responses"].items() if k != "200"},
+    }
+    return op
+
+
+def _conflict(op: dict[str, Any]) -> dict[str, Any]:
+    op["responses"]["409"] = ERROR  # a name several keys share: revoke by id
+    return op
+
+
+GROUP = "(day|key|model)"
+
+
 def _path_param(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 
@@ -51,8 +67,9 @@ MESSAGE = {
         "content": {"type": "string"},
     },
 }
+MODEL = {"type": "string", "minLength": 1, "description": "a deployment's name (GET /v1/models)"}
 COMMON = {
-    "model": {"type": "string"},
+    "model": MODEL,
     "max_tokens": {"type": "integer", "minimum": 1},
     "temperature": {"type": "number", "minimum": 0, "maximum": 2},
     "stream": {"type": "boolean"},
@@ -82,42 +99,77 @@ EMBEDDING = {
     "type": "object",
     "required": ["model", "input"],
     "properties": {
-        "model": {"type": "string"},
+        "model": MODEL,
         "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
     },
 }
 FEEDBACK = {
     "type": "object",
-    "required": ["trace_id"],
+    "description": "one score: `score` from 0 to 1, or `thumbs`; not both",
+    "oneOf": [{"required": ["trace_id", "score"]}, {"required": ["trace_id", "thumbs"]}],
     "properties": {
-        "trace_id": {"type": "string"},
+        "trace_id": {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "x-corral-trace-id"},
         "score": {"type": "number", "minimum": 0, "maximum": 1},
         "thumbs": {"type": "string", "enum": ["up", "down"]},
-        "label": {"type": "string"},
-        "comment": {"type": "string"},
+        "label": {"type": "string", "maxLength": 128},
+        "comment": {"type": "string", "maxLength": 4096},
     },
 }
 NEW_KEY = {
     "type": "object",
     "required": ["name"],
     "properties": {
-        "name": {"type": "string"},
+        "name": {"type": "string", "minLength": 1, "maxLength": 128},
         "models": {"type": "array", "items": {"type": "string"}},
-        "rpm": {"type": "integer", "minimum": 0},
-        "tpm": {"type": "integer", "minimum": 0},
+        "rpm": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+        "tpm": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
         "budget_usd": {"type": "number", "minimum": 0},
         "admin": {"type": "boolean"},
     },
 }
-ROUTE = {
-    "type": "object",
-    "properties": {
-        "target": {"type": "string"},
-        "url": {"type": "string"},
-        "model": {"type": "string"},
-        "weight": {"type": "number", "minimum": 0},
-        "timeout_s": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
+ROUTE_COMMON = {
+    "weight": {"type": "number", "minimum": 0},
+    "timeout_s": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
+    "price": {
+        "type": "object",
+        "properties": {
+            "prompt_per_1k": {"type": "number", "minimum": 0},
+            "completion_per_1k": {"type": "number", "minimum": 0},
+        },
+        "additionalProperties": False,
     },
+}
+URL = {"type": "string", "pattern": "^https?://[^/]+"}
+ROUTE = {
+    "description": "a registry reference (`target`) or an OpenAI-compatible `url` with its `model`",
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["target"],
+            "properties": {
+                "target": {
+                    "type": "string",
+                    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}(@([1-9][0-9]{0,8}|[A-Za-z][A-Za-z0-9._-]{0,63}))?$",
+                    "description": "name, name@3 or name@production",
+                },
+                "replicas": {"type": "integer", "minimum": 1, "maximum": 64},
+                **ROUTE_COMMON,
+            },
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "required": ["url", "model"],
+            "properties": {
+                "url": URL,
+                "model": {"type": "string", "minLength": 1},
+                "instances": {"type": "array", "items": URL},
+                "api_key_env": {"type": "string", "pattern": "^CORRAL_UPSTREAM_[A-Z0-9_]+$"},
+                **ROUTE_COMMON,
+            },
+            "additionalProperties": False,
+        },
+    ],
 }
 DEPLOYMENT = {
     "type": "object",
@@ -130,6 +182,7 @@ DEPLOYMENT = {
         "fallbacks": {"type": "array", "items": ROUTE},
         "retries": {"type": "integer", "minimum": 0, "maximum": 10},
     },
+    "additionalProperties": False,
 }
 
 
@@ -174,9 +227,12 @@ def openapi_spec() -> dict[str, Any]:
                     "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
                 }
             },
-            "/admin/keys": {"get": _op("List keys"), "post": _op("Create a key (shown once)", NEW_KEY)},
+            "/admin/keys": {
+                "get": _op("List keys"),
+                "post": _created(_op("Create a key (shown once)", NEW_KEY)),
+            },
             "/admin/keys/{key}": {
-                "delete": _op("Revoke a key by id, name or prefix", params=[_path_param("key")])
+                "delete": _conflict(_op("Revoke a key by id, name or prefix", params=[_path_param("key")]))
             },
             "/admin/deployments": {"get": _op("Deployments and their live routes")},
             "/admin/deployments/{name}": {
@@ -188,9 +244,9 @@ def openapi_spec() -> dict[str, Any]:
                 "get": _op(
                     "Requests, tokens and cost by day, key and model",
                     params=[
-                        _query("group_by", {"type": "string"}),
-                        _query("since", {"type": "string"}),
-                        _query("until", {"type": "string"}),
+                        _query("group_by", {"type": "string", "pattern": f"^{GROUP}(,{GROUP})*$"}),
+                        _query("since", {"type": "string", "format": "date"}),
+                        _query("until", {"type": "string", "format": "date"}),
                     ],
                 )
             },

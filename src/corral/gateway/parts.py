@@ -12,6 +12,7 @@ from corral.gateway.accounting import Cost, Trace
 from corral.gateway.auth import KeyRing, KeyStore
 from corral.gateway.deployments import DeploymentStore, RouteResolver, WorkerDirectory, cached_model_dir
 from corral.gateway.guardrails import Guard
+from corral.gateway.heartbeat import Heartbeat
 from corral.gateway.intake import BodyChecks, Deployment, Keys, Limits, PromptTemplates
 from corral.gateway.limits import Limiter
 from corral.gateway.metrics import GatewayMetrics
@@ -19,7 +20,7 @@ from corral.gateway.routes import RouteTable, VersionCounts
 from corral.gateway.routing import Breaker
 from corral.gateway.stages import Stage
 from corral.gateway.tracing import TraceWriter
-from corral.gateway.upstream import UpstreamPool
+from corral.gateway.upstream import KeyEnvPolicy, UpstreamPool
 from corral.store import Store
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class Parts:
     tracer: TraceWriter | None
     metrics: GatewayMetrics
     workers: WorkerDirectory | None
+    heartbeat: Heartbeat  # this replica's in-flight counts, for retirements decided in other processes
 
 
 WorkersFactory = Callable[[Callable[[str], int], Callable[[str], None]], WorkerDirectory]
@@ -77,11 +79,13 @@ def build_parts(
             on_restart=lambda ref: metrics.worker_restarts.labels(ref).inc(),
         )
     g = settings.gateway
+    key_policy = KeyEnvPolicy.from_settings(settings)
     resolver = RouteResolver(
         registry.models.resolve,
         workers,
         lambda: Breaker(g.breaker_failures, g.breaker_reset_s),
         local_dir=lambda version: cached_model_dir(registry, version),
+        key_policy=key_policy,
     )
     admin_key = os.environ.get(settings.auth.admin_key_env) or None
     return Parts(
@@ -91,10 +95,11 @@ def build_parts(
         keys=KeyRing(KeyStore(store), admin_key, settings.auth.require_keys),
         limiter=Limiter(metrics, settings.redis.url, settings.auth.redis_prefix),
         pool=UpstreamPool(g.max_connections),
-        routes=RouteTable(DeploymentStore(store), resolver, in_flight),
+        routes=RouteTable(DeploymentStore(store, key_policy), resolver, in_flight),
         tracer=TraceWriter(store, settings.tracing, metrics) if settings.tracing.enabled else None,
         metrics=metrics,
         workers=workers,
+        heartbeat=Heartbeat(store, lambda: in_flight.counts, g.deployments_poll_s),
     )
 
 

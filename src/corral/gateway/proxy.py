@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from typing import TYPE_CHECKING, Any
@@ -10,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 
-from corral.errors import CorralError, OverloadedError, UpstreamError
+from corral.errors import CorralError, OverloadedError, UpstreamError, UpstreamTimeoutError
 from corral.gateway import checks
+from corral.gateway.accounting import trace_record
 from corral.gateway.http import TRACE_HEADER, Receive, Send, new_trace_id, send_bytes
 from corral.gateway.routing import Attempt, attempt_plan, choose_route
 from corral.gateway.sse import EventSplitter, StreamSummary, event_data, is_usage_only
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from corral.gateway.metrics import GatewayMetrics
     from corral.gateway.routes import VersionCounts
 
+log = logging.getLogger("corral.gateway.proxy")
 PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 STREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
@@ -43,12 +46,15 @@ class Proxy:
         in_flight: VersionCounts,
         metrics: GatewayMetrics,
         settings: GatewaySettings,
+        max_body_bytes: int = 1024 * 1024,
     ) -> None:
         self.stages = stages
+        self.max_body_bytes = max_body_bytes  # answers past this are streamed through, not buffered
         self.pool = pool
         self.in_flight = in_flight
         self.metrics = metrics
         self.shadow_max = settings.shadow_max_in_flight
+        self.request_timeout_s = settings.request_timeout_s
         self._before = [s for s in stages if overrides(s, "before")]
         self._after = [s for s in reversed(stages) if overrides(s, "after")]
         self._chunk = [s for s in reversed(stages) if overrides(s, "chunk") or overrides(s, "stream_end")]
@@ -74,26 +80,49 @@ class Proxy:
         self, kind: str, scope: dict[str, Any], receive: Receive, send: Send, trace_id: str
     ) -> None:
         call = Call(trace_id, kind, scope, receive)
-        for stage in self._before:
-            answer = await stage.before(call)
-            if answer is not None:  # answered without routing (a guard's refusal): traced like any call
-                call.status, call.finished = answer.status, True
-                await send_bytes(send, answer.status, answer.body, trace_id)
-                self.finish(call)
-                return
+        answer = None
+        try:
+            for stage in self._before:
+                answer = await stage.before(call)
+                if answer is not None:
+                    break
+        except BaseException:
+            release = call.state.pop("release", None)  # what an earlier stage reserved (limits)
+            if release is not None:
+                release()
+            raise
+        if answer is not None:  # answered without routing (a guard's refusal): traced like any call
+            call.status, call.finished = answer.status, True
+            await send_bytes(send, answer.status, answer.body, trace_id)
+            self.finish(call)
+            return
         await self._routed(call, receive, send)
 
     async def _routed(self, call: Call, receive: Receive, send: Send) -> None:
         assert call.live is not None
         task = asyncio.current_task()
         watcher = asyncio.ensure_future(receive())
-        watcher.add_done_callback(
-            lambda w: task.cancel() if task and not call.finished and _disconnected(w) else None
-        )
+
+        def on_receive(w: asyncio.Future[Any]) -> None:
+            if task and not call.finished and _disconnected(w):
+                call.state["client_gone"] = True
+                task.cancel()
+
+        watcher.add_done_callback(on_receive)
         try:
-            await self._route(call, call.live, send)
+            async with asyncio.timeout(self.request_timeout_s):
+                await self._route(call, call.live, send)
+        except TimeoutError:  # the whole request, however fast its stream drips
+            limit = f"gateway.request_timeout_s ({self.request_timeout_s:g} s)"
+            await self._cut(call, send, UpstreamTimeoutError(f"the request took longer than {limit}"))
         except asyncio.CancelledError:
-            call.status, call.error = 499, "client disconnected; upstream call cancelled"
+            if call.state.get("client_gone"):
+                call.status, call.error = 499, "client disconnected; upstream call cancelled"
+            else:  # cancelled by the server: its drain timeout ran out during this answer
+                cut = OverloadedError(
+                    "the gateway shut down before this answer ended (its drain timeout ran out)"
+                )
+                await self._cut(call, send, cut)
         except CorralError as exc:
             call.status, call.error = exc.http_status, str(exc)
             raise
@@ -102,6 +131,20 @@ class Proxy:
             watcher.cancel()
             if call.status:
                 self.finish(call)
+
+    async def _cut(self, call: Call, send: Send, error: CorralError) -> None:
+        """End an answer the gateway itself cuts short: an SSE error event if streaming began, else the error."""
+        if call.finished:  # the answer was already on its way out in full
+            return
+        call.status, call.error = error.http_status, str(error)
+        try:
+            if call.state.get("streaming"):
+                event = b"data: " + orjson.dumps(error.to_openai()) + b"\n\n"
+                await send({"type": "http.response.body", "body": event, "more_body": False})
+            else:
+                await send_bytes(send, error.http_status, orjson.dumps(error.to_openai()), call.trace_id)
+        except Exception:  # noqa: BLE001 - the connection is going away as well
+            log.debug("could not tell the client about trace %s being cut", call.trace_id)
 
     async def _route(self, call: Call, live: LiveDeployment, send: Send) -> None:
         spec = live.spec
@@ -171,11 +214,21 @@ class Proxy:
                     await self._stream(call, response, send)
                     return
                 try:
-                    raw = await response.read()
+                    raw, whole = await _read_capped(response, self.max_body_bytes)
                 except STREAM_ERRORS as exc:
                     raise UpstreamFailure(f"{type(exc).__name__}: reading the answer: {exc}") from None
+                if not whole:
+                    endpoint.breaker.record(True, time.monotonic())
+                    await self._relay_large(call, response, raw, send)
+                    return
+                parsed = _json_object(raw)
+                if response.status < 400 and parsed is None:  # HTML from a proxy, a truncated body
+                    kind = response.content_type or "no content type"
+                    raise UpstreamFailure(
+                        f"upstream answered {response.status} with a body that is not JSON ({kind})"
+                    )
                 endpoint.breaker.record(True, time.monotonic())
-                await self._reply(call, response.status, raw, send)
+                await self._reply(call, response.status, raw, send, parsed)
             finally:
                 response.release()
         except StageRetry:
@@ -183,11 +236,16 @@ class Proxy:
         except UpstreamFailure:
             endpoint.breaker.record(False, time.monotonic())
             raise
+        except asyncio.CancelledError:
+            endpoint.breaker.abandon()  # a cancelled probe says nothing about the upstream
+            raise
         finally:
             endpoint.in_flight[instance] -= 1
             self.in_flight.add(endpoint.version_ref, -1)
 
-    async def _reply(self, call: Call, status: int, raw: bytes, send: Send) -> None:
+    async def _reply(
+        self, call: Call, status: int, raw: bytes, send: Send, parsed: dict[str, Any] | None
+    ) -> None:
         call.status, call.answer = status, raw
         for stage in self._after:
             verdict = await stage.after(call)
@@ -195,11 +253,8 @@ class Proxy:
                 raise StageRetry(f"{type(stage).__name__} asked for another attempt: {verdict.reason}")
             if isinstance(verdict, Answer):
                 status, raw = call.status, call.answer = verdict.status, verdict.body
-        try:
-            parsed = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            parsed = None
-        if isinstance(parsed, dict):
+                parsed = _json_object(raw)
+        if parsed is not None:
             call.usage = parsed.get("usage")
             call.response = checks.trace_view(call.kind, parsed)
             if status >= 400:
@@ -207,11 +262,33 @@ class Proxy:
         call.finished = True  # from here a disconnect is the normal end of the exchange
         await send_bytes(send, status, raw, call.trace_id)
 
+    async def _relay_large(
+        self, call: Call, response: aiohttp.ClientResponse, head: bytes, send: Send
+    ) -> None:
+        """An answer past tracing.max_body_kb: passed through as it comes, neither buffered nor stored."""
+        call.status, call.finished = response.status, True
+        headers = [
+            (b"content-type", (response.content_type or "application/json").encode()),
+            (TRACE_HEADER, call.trace_id.encode()),
+        ]
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": head, "more_body": True})
+        size = len(head)
+        try:
+            async for chunk in response.content.iter_chunked(1 << 16):
+                size += len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except STREAM_ERRORS as exc:
+            call.error = f"upstream answer broke after {size} bytes: {type(exc).__name__}"
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        call.response = {"truncated": True, "bytes": size, "note": "over tracing.max_body_kb: not stored"}
+
     async def _stream(self, call: Call, response: aiohttp.ClientResponse, send: Send) -> None:
         options = call.body.get("stream_options")
         wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         headers = [*SSE_HEADERS, (TRACE_HEADER, call.trace_id.encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
+        call.state["streaming"] = True
         splitter, summary = EventSplitter(), StreamSummary()
         call.status = 200
         try:
@@ -229,6 +306,9 @@ class Proxy:
                 if out:
                     await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
         except STREAM_ERRORS as exc:
+            splitter = (
+                EventSplitter()
+            )  # the partial event before the break is dropped, not sent after the error
             call.status, call.error = 502, f"upstream stream broke: {type(exc).__name__}: {exc}"
             error = UpstreamError(call.error).to_openai()
             await send(
@@ -271,8 +351,8 @@ class Proxy:
         try:
             response = await self.pool.open(endpoint, instance, PATHS[call.kind], payload)
             async with response:
-                raw = await response.read()
-            parsed = orjson.loads(raw) if raw else None
+                raw, whole = await _read_capped(response, self.max_body_bytes)
+            parsed = orjson.loads(raw) if raw and whole else None  # a huge answer is not kept
             copy.status = response.status
             if isinstance(parsed, dict):
                 copy.usage, copy.response = parsed.get("usage"), checks.trace_view(call.kind, parsed)
@@ -287,14 +367,49 @@ class Proxy:
             self.finish(copy)
 
     def finish(self, call: Call) -> None:
-        """The stages' `finish` hooks (cost, metrics, limits, the trace): in memory; the writer does I/O."""
+        """The stages' `finish` hooks (cost, metrics, limits, the trace): in memory; the writer does I/O.
+
+        A hook that fails is logged and skipped: finishing never changes the answer's status and never
+        loses the trace (a failed Cost stage leaves an unsettled record, which the Trace stage stores).
+        """
         call.latency_s = time.perf_counter() - call.started
+        if call.state.get("request_bytes", 0) > self.max_body_bytes:
+            call.state["request_stored"] = {"truncated": True, "bytes": call.state["request_bytes"]}
         for stage in self._finish:
-            stage.finish(call)
+            try:
+                stage.finish(call)
+            except Exception as exc:  # noqa: BLE001 - the answer is out; keep the trace
+                log.exception("the %s stage failed to finish trace %s", type(stage).__name__, call.trace_id)
+                if call.record is None:
+                    call.record = trace_record(call)
+                call.record.meta = {
+                    **call.record.meta,
+                    "finish_error": f"{type(stage).__name__}: {exc}"[:300],
+                }
 
     async def drain(self) -> None:
         if self._shadows:
             await asyncio.gather(*self._shadows, return_exceptions=True)
+
+
+async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
+    """(the answer, True), or (its first bytes past `cap`, False) when it is larger."""
+    if response.content_length is not None and response.content_length > cap:
+        return b"", False
+    buffer = bytearray()
+    async for chunk in response.content.iter_chunked(1 << 16):
+        buffer += chunk
+        if len(buffer) > cap:
+            return bytes(buffer), False
+    return bytes(buffer), True
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 def _disconnected(watcher: asyncio.Future[Any]) -> bool:

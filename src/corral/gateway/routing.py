@@ -88,30 +88,42 @@ def least_loaded(in_flight: Sequence[int], start: int = 0) -> int:
 class Breaker:
     """A circuit breaker: `failures` in a row open it for `reset_s`; then one probe decides.
 
-    Times are passed in (monotonic seconds) so the state machine is tested without sleeping.
+    A probe that never reports (its request cancelled by a client that gave up, or by a drain) is
+    abandoned, and one that has not reported within `reset_s` is given up on, so the breaker can
+    never stay open for good. Times are passed in (monotonic seconds): tested without sleeping.
     """
 
     failures: int = 5
     reset_s: float = 10.0
     consecutive: int = 0
     opened_at: float | None = None
-    probing: bool = field(default=False)
+    probe_at: float | None = field(default=None)  # when the half-open probe in flight was let through
+
+    @property
+    def probing(self) -> bool:
+        return self.probe_at is not None
 
     def allows(self, now: float) -> bool:
         if self.opened_at is None:
             return True
-        if now - self.opened_at >= self.reset_s and not self.probing:
-            self.probing = True  # half-open: let exactly one request through
+        if now - self.opened_at < self.reset_s:
+            return False
+        if self.probe_at is None or now - self.probe_at >= self.reset_s:
+            self.probe_at = now  # half-open: let exactly one request through
             return True
         return False
 
     def is_open(self, now: float) -> bool:
         return self.opened_at is not None and (self.probing or now - self.opened_at < self.reset_s)
 
+    def abandon(self) -> None:
+        """The probe ended without an answer either way: the next request may probe."""
+        self.probe_at = None
+
     def record(self, ok: bool, now: float) -> None:
         if ok:
-            self.consecutive, self.opened_at, self.probing = 0, None, False
+            self.consecutive, self.opened_at, self.probe_at = 0, None, None
             return
         self.consecutive += 1
         if self.probing or self.consecutive >= self.failures:
-            self.opened_at, self.probing = now, False
+            self.opened_at, self.probe_at = now, None

@@ -14,6 +14,9 @@ from typing import Any
 
 import uvicorn
 
+from corral.config import GatewaySettings
+from corral.gateway.connections import ConnectionLimits, client_connection_cap, guarded
+
 log = logging.getLogger("corral.gateway")
 
 
@@ -27,20 +30,32 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_config(app: Any, drain_timeout_s: float, log_level: str = "warning") -> uvicorn.Config:
+def uvicorn_config(app: Any, settings: GatewaySettings, log_level: str = "warning") -> uvicorn.Config:
     loop = "uvloop" if _has("uvloop") else "asyncio"
-    http = "httptools" if _has("httptools") else "h11"
-    return uvicorn.Config(
+    if _has("httptools"):
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    else:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base  # type: ignore[assignment]
+    header_bytes = int(settings.max_header_kb * 1024)
+    config = uvicorn.Config(
         app,
         loop=loop,
-        http=http,
+        http=guarded(base),
         lifespan="on",
         log_level=log_level,
         access_log=False,
-        timeout_graceful_shutdown=max(1, round(drain_timeout_s)),
+        timeout_graceful_shutdown=max(1, round(settings.drain_timeout_s)),
         timeout_keep_alive=30,
         backlog=2048,
+        h11_max_incomplete_event_size=header_bytes + 256 * 1024,  # our own cap answers first, with 431
     )
+    config.corral_limits = ConnectionLimits(  # type: ignore[attr-defined]
+        max_header_bytes=header_bytes,
+        header_timeout_s=settings.client_header_timeout_s,
+        body_timeout_s=settings.client_body_timeout_s,
+        max_connections=client_connection_cap(settings.max_client_connections, settings.max_connections),
+    )
+    return config
 
 
 class QuietServer(uvicorn.Server):
@@ -86,7 +101,7 @@ class RunningGateway:
 def serve_in_thread(gateway: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[RunningGateway]:
     """Serve on a background thread until the block ends; the gateway is started and stopped with it."""
     sock = bind(host, port)
-    server = QuietServer(uvicorn_config(gateway, gateway.settings.gateway.drain_timeout_s))
+    server = QuietServer(uvicorn_config(gateway, gateway.settings.gateway))
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -113,7 +128,7 @@ def serve_in_thread(gateway: Any, host: str = "127.0.0.1", port: int = 0) -> Ite
 def serve_forever(gateway: Any, host: str, port: int) -> None:
     """Serve in the foreground until SIGINT/SIGTERM; then drain, flush traces and return."""
     sock = bind(host, port)
-    server = QuietServer(uvicorn_config(gateway, gateway.settings.gateway.drain_timeout_s, "info"))
+    server = QuietServer(uvicorn_config(gateway, gateway.settings.gateway, "info"))
     try:
         try:
             import uvloop

@@ -15,10 +15,50 @@ import orjson
 
 log = logging.getLogger("corral.gateway.spool")
 FILE_BYTES = 4 * 1024 * 1024  # start a new file past this, so a replayed file is a manageable batch
+KEEP_DEPTH = 32  # an unencodable value is stored cut to this nesting depth
+CUT = "\u2026"  # what stands in for the part cut off
+
+
+def clip_depth(value: Any, depth: int = KEEP_DEPTH) -> Any:
+    """The value with everything nested deeper than `depth` replaced by a marker (orjson stops at 255)."""
+    if isinstance(value, dict):
+        return {str(k): clip_depth(v, depth - 1) for k, v in value.items()} if depth > 0 else CUT
+    if isinstance(value, list | tuple):
+        return [clip_depth(v, depth - 1) for v in value] if depth > 0 else CUT
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return str(value)  # orjson refuses integers past 64 bits
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode()  # lone surrogates
+    return value
+
+
+def encodable(record: dict[str, Any], error: BaseException) -> dict[str, Any]:
+    """A copy of a record that orjson refused, each refused field cut down, with an `encoding_error` note.
+
+    A trace must never stop the writer: a field that cannot be encoded (nested past orjson's limit, an
+    odd type) is stored in a safe form instead, and the trace says why in `meta.encoding_error`.
+    """
+    out: dict[str, Any] = {}
+    refused = []
+    for name, value in record.items():
+        try:
+            orjson.dumps(value, default=str, option=orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z)
+            out[name] = value
+        except TypeError:  # orjson.JSONEncodeError is one
+            out[name] = clip_depth(value if isinstance(value, dict | list | tuple) else str(value)[:2000])
+            refused.append(name)
+    meta = out.get("meta")
+    meta = meta if isinstance(meta, dict) else {}
+    out["meta"] = {**meta, "encoding_error": f"{', '.join(refused) or 'record'}: {error}"[:500]}
+    return out
 
 
 def _encode(record: dict[str, Any]) -> bytes:
-    return orjson.dumps(record, option=orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z)
+    options = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
+    try:
+        return orjson.dumps(record, default=str, option=options)
+    except TypeError as exc:
+        return orjson.dumps(encodable(record, exc), default=str, option=options)
 
 
 def _decode(line: bytes) -> dict[str, Any]:

@@ -30,9 +30,10 @@ from sqlalchemy.exc import (
 
 from corral.config import TracingSettings
 from corral.gateway.costs import exact_counter
+from corral.gateway.feedback import RecentTraces
 from corral.gateway.metrics import GatewayMetrics
 from corral.gateway.otlp import OtlpExporter
-from corral.gateway.spool import Spool
+from corral.gateway.spool import Spool, encodable
 from corral.guard.policy import redacted_copy
 from corral.store import Store
 from corral.store.models import FeedbackRow, TraceRow
@@ -43,6 +44,7 @@ TABLES: dict[str, Table] = {"trace": TraceRow.__table__, "feedback": FeedbackRow
 
 
 RETRY_S = 1.0
+REPLAY_GAP_S = 0.1  # under load, at most one spool file replayed per this many seconds
 
 
 @functools.lru_cache(maxsize=8)
@@ -75,16 +77,26 @@ def _json_columns(table: Table) -> tuple[str, ...]:
 JSON_COLUMNS = {table.name: _json_columns(table) for table in TABLES.values()}
 
 
-def _insert(store: Store, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert rows, skipping any whose id is already stored (a replay of a batch that did commit)."""
-    names = JSON_COLUMNS[table.name]
-    prepared = []
-    for row in rows:
-        copy = dict(row)
+def _prepared(row: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The row with its JSON columns as text; a value orjson refuses is stored cut down, with a note."""
+    copy = dict(row)
+    try:
         for name in names:
             value = copy[name]
             copy[name] = None if value is None else orjson.dumps(value, default=str).decode()
-        prepared.append(copy)
+    except TypeError as exc:  # nested past orjson's limit, an integer past 64 bits
+        safe = encodable(row, exc)
+        copy = {k: safe[k] for k in row}
+        for name in names:
+            copy[name] = None if copy[name] is None else orjson.dumps(copy[name], default=str).decode()
+        log.warning("trace %s could not be encoded as it was; stored cut down (%s)", row.get("id"), exc)
+    return copy
+
+
+def _insert(store: Store, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert rows, skipping any whose id is already stored (a replay of a batch that did commit)."""
+    names = JSON_COLUMNS[table.name]
+    prepared = [_prepared(row, names) for row in rows]
     with store.engine.begin() as conn:
         conn.execute(_statement(store.dialect, table), prepared)
 
@@ -104,6 +116,7 @@ class TraceWriter:
             settings.spool_warn_fraction,
         )
         self._records: deque[Record] = deque()
+        self.recent = RecentTraces()  # who made each recent trace, to check feedback on it
         self._batches: queue.Queue[list[Record]] = queue.Queue(
             maxsize=max(2, settings.queue_size // settings.batch_size)
         )
@@ -111,6 +124,9 @@ class TraceWriter:
         self._stop = threading.Event()
         self._store_up = True
         self._retry_at = 0.0
+        self._writing_since: float | None = None  # a store write in progress (a silent store never returns)
+        self._stall_s = max(1.0, store.statement_timeout_s or 30.0)
+        self._replay_at = 0.0
         self._threads: list[threading.Thread] = []
         self.submitted = 0
         self.settled = 0  # records committed to the store or written to the spool
@@ -127,6 +143,8 @@ class TraceWriter:
     # -- request path ------------------------------------------------------------------------------
     def submit(self, record: Record) -> None:
         """Queue one trace or feedback record (never blocks, never touches disk or network)."""
+        if isinstance(record, TraceRecord):
+            self.recent.remember(record.id, record.key_id, record.deployment)
         self.submitted += 1
         self._records.append(record)
         if len(self._records) >= self.settings.batch_size:
@@ -187,9 +205,12 @@ class TraceWriter:
     def _prepare(self, record: Record) -> Record:
         if isinstance(record, TraceRecord):
             if record.tokens_estimated and record.tokenizer_dir:
-                count = exact_counter(record.tokenizer_dir)
-                if count is not None:  # before bodies are dropped: the tokenizer counts their text
-                    record.recount(count)
+                try:
+                    count = exact_counter(record.tokenizer_dir)
+                    if count is not None:  # before bodies are dropped: the tokenizer counts their text
+                        record.recount(count)
+                except Exception as exc:  # noqa: BLE001 - a broken tokenizer keeps the estimate, not the writer down
+                    log.warning("could not recount tokens of trace %s: %s", record.id, exc)
             if self.settings.store_bodies is False:
                 record.drop_bodies()
             elif self.settings.store_bodies == "redacted":
@@ -203,20 +224,31 @@ class TraceWriter:
         while not self._stop.is_set():
             self._wake.wait(self.settings.flush_interval_s)
             self._wake.clear()
-            while self._records:
-                batch = self._take(self.settings.batch_size)
-                self._export(batch)
-                backlog = len(self._records) > self.settings.queue_size
-                if self._store_up and not backlog:
-                    try:
-                        self._batches.put(batch, timeout=0.05)
-                        continue
-                    except queue.Full:
-                        pass
-                self._to_spool(batch)
-            self.metrics.trace_queue.set(
-                len(self._records) + self._batches.qsize() * self.settings.batch_size
-            )
+            try:
+                self._watch_store()
+                self._pump_once()
+            except Exception:  # noqa: BLE001 - the writer outlives any record
+                log.exception("the trace pump failed on a batch; it carries on")
+
+    def _pump_once(self) -> None:
+        while self._records:
+            batch = self._take(self.settings.batch_size)
+            self._export(batch)
+            backlog = len(self._records) > self.settings.queue_size
+            if self._store_up and not backlog:
+                try:
+                    self._batches.put(batch, timeout=0.05)
+                    continue
+                except queue.Full:
+                    pass
+            self._to_spool(batch)
+        self.metrics.trace_queue.set(len(self._records) + self._batches.qsize() * self.settings.batch_size)
+
+    def _watch_store(self) -> None:
+        """A write that has not returned in the store's statement timeout means the store is down."""
+        since = self._writing_since
+        if since is not None and self._store_up and time.monotonic() - since > self._stall_s:
+            self._mark(False, TimeoutError(f"a write has not returned in {self._stall_s:g} s"))
 
     def _export(self, batch: list[Record]) -> None:
         if self.exporter is not None:
@@ -225,12 +257,23 @@ class TraceWriter:
     def _store_loop(self) -> None:
         while not (self._stop.is_set() and self._batches.empty()):
             try:
-                batch = self._batches.get(timeout=0.2)
-            except queue.Empty:
-                if self.spool.pending() and time.monotonic() >= self._retry_at and not self._stop.is_set():
-                    self._replay_one()
-                continue
+                self._store_once()
+            except Exception:  # noqa: BLE001 - the writer outlives any record
+                log.exception("the trace writer failed on a batch; it carries on")
+
+    def _store_once(self) -> None:
+        try:
+            batch = self._batches.get(timeout=0.2)
+        except queue.Empty:
+            batch = None
+        if batch is not None:
             self._deliver(batch)
+        # replay between live batches too, or a spool never drains while traffic keeps coming
+        now = time.monotonic()
+        due = now >= self._retry_at and now >= self._replay_at
+        if due and self.spool.pending() and not self._stop.is_set():
+            self._replay_at = now + (REPLAY_GAP_S if batch is not None else 0.0)
+            self._replay_one()
 
     def _deliver(self, batch: list[Record]) -> None:
         try:
@@ -239,9 +282,21 @@ class TraceWriter:
             self._mark(True)
         except Exception as exc:  # noqa: BLE001 - any store failure means: keep the batch on disk
             self._mark(False, exc)
-            self._to_spool(batch)
+            try:
+                self._to_spool(batch)
+            except Exception:  # noqa: BLE001 - a full disk: count the loss, keep running
+                log.exception("could not spool %d traces; they are dropped", len(batch))
+                self._settle(len(batch))
+                self.metrics.traces_dropped.inc(len(batch))
 
     def _write(self, batch: list[Record]) -> None:
+        self._writing_since = time.monotonic()
+        try:
+            self._write_kinds(batch)
+        finally:
+            self._writing_since = None
+
+    def _write_kinds(self, batch: list[Record]) -> None:
         by_kind: dict[str, list[dict[str, Any]]] = {}
         for record in batch:
             by_kind.setdefault(record.KIND, []).append(record.row())

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 
 from corral.config import Price
+from corral.errors import ConfigError, PermissionDeniedError
 from corral.gateway.routing import Breaker, least_loaded
 
 # What counts as the upstream failing (worth a retry or a fallback) rather than the request being wrong.
@@ -55,8 +56,71 @@ class Endpoint:
         self._turn += 1
         return least_loaded(self.in_flight, self._turn)
 
-    @staticmethod
-    def key_from_env(name: str | None) -> str | None:
+
+def redact_url(url: str) -> str:
+    """The URL with any user and password taken out (http://user:pass@host → http://***@host)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    if "@" not in authority:
+        return url
+    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}"
+
+
+@dataclass(frozen=True)
+class KeyEnvPolicy:
+    """Which environment variables a route's `api_key_env` may name: its value is sent upstream as a bearer.
+
+    An admin chooses a route's URL, so a route naming any variable could send the gateway's own secrets
+    (or cloud credentials) to a server of the admin's choosing. Allowed: names starting with `prefix`
+    and names the operator wrote in corral.yaml; never the admin key's variable nor another CORRAL_* one.
+    """
+
+    prefix: str = "CORRAL_UPSTREAM_"
+    declared: frozenset[str] = frozenset()
+    admin_key_env: str = "CORRAL_ADMIN_KEY"
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> KeyEnvPolicy:
+        declared = {
+            route.api_key_env
+            for spec in settings.deployments.values()
+            for route in (*spec.routes, *spec.shadow, *spec.fallbacks)
+            if route.api_key_env
+        }
+        policy = cls(settings.auth.upstream_key_env_prefix, frozenset(), settings.auth.admin_key_env)
+        for name in sorted(declared):
+            if policy.secret(name):
+                raise ConfigError(
+                    f"{settings.source or 'corral.yaml'}: deployments: a route's api_key_env is {name}, "
+                    "one of corral's own settings; upstream keys must not be corral's secrets",
+                    hint=f"put the upstream key in a variable such as {policy.prefix or 'CORRAL_UPSTREAM_'}NAME",
+                )
+        return cls(policy.prefix, frozenset(declared), policy.admin_key_env)
+
+    def secret(self, name: str) -> bool:
+        own = name.startswith("CORRAL_") and not (self.prefix and name.startswith(self.prefix))
+        return name == self.admin_key_env or own
+
+    def check(self, name: str | None, *, registered: bool = False) -> None:
+        """Raise PermissionDeniedError unless a route may name this variable.
+
+        `registered`: named by a registry endpoint version (written by someone with store access, not
+        through the admin API): any variable but corral's own.
+        """
+        if not name:
+            return
+        allowed = registered or (self.prefix and name.startswith(self.prefix)) or name in self.declared
+        if self.secret(name) or not allowed:
+            raise PermissionDeniedError(
+                f"api_key_env '{name}' is not a variable routes may read",
+                hint=f"use a variable starting with {self.prefix or '(auth.upstream_key_env_prefix)'} "
+                "or name it in corral.yaml",
+            )
+
+    def read(self, name: str | None, *, registered: bool = False) -> str | None:
+        self.check(name, registered=registered)
         return os.environ.get(name) if name else None
 
 

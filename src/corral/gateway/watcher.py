@@ -81,15 +81,16 @@ class StoreWatcher:
             self._complete_retirements(self.models)
 
     def _complete_retirements(self, models: ModelRegistry) -> None:
-        """Versions draining with nothing in flight here become retired."""
+        """Versions draining with nothing in flight here, nor on any live replica, become retired."""
         with self.store.session() as session:
             rows = session.execute(
                 select(ModelRow.name, ModelVersionRow.version)
                 .join(ModelRow, ModelRow.id == ModelVersionRow.model_id)
                 .where(ModelVersionRow.lifecycle == "draining")
             ).all()
-        for name, version in rows:
-            ref = f"{name}@{version}"
+        for name, number in rows:
+            ref = f"{name}@{number}"
             if self.routes.in_flight.get(ref) == 0:
-                models.complete_retirement(ref)
-                log.info("%s drained; retired", ref)
+                done = models.complete_retirement(ref)
+                if done.stage == "retired":
+                    log.info("%s drained; retired%s", ref, " and purged" if done.artifact_purged else "")

@@ -38,6 +38,7 @@ EXEMPT_TABLES = {
     "audit_log": "records that a deletion happened (subject user:ID, counts), never the content",
     "api_keys": "key hashes and limits, no end-user data",
     "deployments": "routing specs",
+    "gateway_heartbeats": "each gateway replica's in-flight counts per model version, no end-user data",
     "alembic_version": "the schema revision",
     "eval_runs": "evaluation summaries and configuration, no end-user text",
     "eval_items": "copies of dataset rows asked in an evaluation; NOT yet purged when a trace-derived row is (follow-up)",

@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session
 
 from corral.artifacts import ArtifactStore
 from corral.data.rows import canonical, validate_rows, with_splits
-from corral.errors import InvalidInputError, NotFoundError
 from corral.registry import audit, owners
-from corral.registry.refs import check_name, parse_ref
+from corral.registry.refs import check_name
 from corral.registry.types import DatasetDiff, DatasetVersion
+from corral.registry.versioned import Versioned
 from corral.store import Store
 from corral.store.models import DatasetRow, DatasetVersionRow
 
@@ -37,31 +37,21 @@ def _to_version(name: str, row: DatasetVersionRow, created: bool = True) -> Data
     )
 
 
-class DatasetRegistry:
+class DatasetRegistry(Versioned[DatasetVersion]):
+    """Datasets: versioned like models and prompts, addressed by number only (no aliases)."""
+
+    kind = "dataset"
+    owner_table = DatasetRow
+    version_table = DatasetVersionRow
+    owner_fk = "dataset_id"
+    aliased = False
+
     def __init__(self, store: Store, artifacts: ArtifactStore, actor: str) -> None:
-        self.store = store
+        super().__init__(store, actor)
         self.artifacts = artifacts
-        self.actor = actor
 
-    def _dataset_row(self, session: Session, name: str, *, lock: bool = False) -> DatasetRow:
-        return owners.find(session, DatasetRow, name, "dataset", lock=lock)
-
-    def _version_row(self, session: Session, dataset: DatasetRow, ref: str) -> DatasetVersionRow:
-        parsed = parse_ref(ref)
-        if parsed.alias is not None:
-            raise InvalidInputError(f"datasets have no aliases; write {dataset.name}@N or {dataset.name}")
-        latest = session.scalar(
-            select(func.max(DatasetVersionRow.version)).where(DatasetVersionRow.dataset_id == dataset.id)
-        )
-        number = parsed.version or latest
-        row = session.scalar(
-            select(DatasetVersionRow).where(
-                DatasetVersionRow.dataset_id == dataset.id, DatasetVersionRow.version == number
-            )
-        )
-        if row is None:
-            raise NotFoundError(f"dataset '{dataset.name}' has no version {number} (latest is {latest})")
-        return row
+    def _to_version(self, session: Session, owner: DatasetRow, row: DatasetVersionRow) -> DatasetVersion:
+        return _to_version(owner.name, row)
 
     def register(
         self,
@@ -92,14 +82,7 @@ class DatasetRegistry:
             )
             if existing is not None:
                 return _to_version(name, existing, created=False)
-            number = (
-                session.scalar(
-                    select(func.max(DatasetVersionRow.version)).where(
-                        DatasetVersionRow.dataset_id == dataset.id
-                    )
-                )
-                or 0
-            ) + 1
+            number = self._next_number(session, dataset)
             row = DatasetVersionRow(
                 dataset_id=dataset.id,
                 version=number,
@@ -125,20 +108,10 @@ class DatasetRegistry:
             return _to_version(name, row)
 
     def get(self, ref: str) -> DatasetVersion:
-        parsed = parse_ref(ref)
-        with self.store.session() as session:
-            dataset = self._dataset_row(session, parsed.name)
-            return _to_version(dataset.name, self._version_row(session, dataset, ref))
+        return self._lookup(ref)
 
     def versions(self, name: str) -> builtins.list[DatasetVersion]:
-        with self.store.session() as session:
-            dataset = self._dataset_row(session, name)
-            rows = session.scalars(
-                select(DatasetVersionRow)
-                .where(DatasetVersionRow.dataset_id == dataset.id)
-                .order_by(DatasetVersionRow.version)
-            ).all()
-            return [_to_version(name, row) for row in rows]
+        return self._all_versions(name)
 
     def list(self) -> builtins.list[DatasetVersion]:
         """The latest version of every dataset."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,10 @@ from sqlalchemy.orm import Session
 
 from corral.artifacts import ArtifactStore
 from corral.errors import ConflictError, InvalidInputError, NotFoundError
-from corral.registry import aliases, audit, owners, sources
-from corral.registry.refs import Ref, check_name, parse_ref
-from corral.registry.types import AliasEvent, Model, ModelVersion
+from corral.registry import aliases, audit, drain, owners, sources
+from corral.registry.refs import check_name, parse_ref
+from corral.registry.types import Model, ModelVersion
+from corral.registry.versioned import Versioned
 from corral.store import Store
 from corral.store.models import ModelRow, ModelVersionRow, utcnow
 
@@ -31,8 +33,13 @@ def _stage(row: ModelVersionRow, pointing: list[str]) -> str:
     return "registered"
 
 
-class ModelRegistry:
+class ModelRegistry(Versioned[ModelVersion]):
     """Registry operations on models. Every change is one transaction with its audit row."""
+
+    kind = KIND
+    owner_table = ModelRow
+    version_table = ModelVersionRow
+    owner_fk = "model_id"
 
     def __init__(
         self,
@@ -41,46 +48,13 @@ class ModelRegistry:
         actor: str,
         in_flight: Callable[[str], int] | None = None,
     ) -> None:
-        self.store = store
+        super().__init__(store, actor)
         self.artifacts = artifacts
-        self.actor = actor
         # How many requests a version is serving; the gateway wires the real count.
         self.in_flight = in_flight or (lambda ref: 0)
 
-    # -- lookups ----------------------------------------------------------------------------
-    def _model_row(self, session: Session, name: str, *, lock: bool = False) -> ModelRow:
-        return owners.find(session, ModelRow, name, "model", lock=lock)
-
-    def _latest(self, session: Session, model: ModelRow, *, live_only: bool = False) -> int | None:
-        query = select(func.max(ModelVersionRow.version)).where(ModelVersionRow.model_id == model.id)
-        if live_only:
-            query = query.where(ModelVersionRow.lifecycle.is_(None))
-        return session.scalar(query)
-
-    def _version_row(self, session: Session, model: ModelRow, ref: Ref) -> ModelVersionRow:
-        number = ref.version
-        if ref.alias is not None:
-            number = aliases.current(session, KIND, model.id, ref.alias)
-            if number is None:
-                known = ", ".join(sorted(aliases.aliases_of(session, KIND, model.id))) or "none"
-                raise NotFoundError(f"model '{model.name}' has no alias '{ref.alias}' (aliases: {known})")
-        elif number is None:
-            number = self._latest(session, model, live_only=True)
-            if number is None:
-                raise NotFoundError(f"model '{model.name}' has no live version")
-        row = session.scalar(
-            select(ModelVersionRow).where(
-                ModelVersionRow.model_id == model.id, ModelVersionRow.version == number
-            )
-        )
-        if row is None:
-            latest = self._latest(session, model)
-            raise NotFoundError(f"model '{model.name}' has no version {number} (latest is {latest})")
-        return row
-
     def _to_version(self, session: Session, model: ModelRow, row: ModelVersionRow) -> ModelVersion:
-        alias_map = aliases.aliases_of(session, KIND, model.id)
-        pointing = sorted(name for name, version in alias_map.items() if version == row.version)
+        pointing = self._pointing(session, model, row.version)
         base_ref = None
         if row.base_version_id is not None:
             base = session.get(ModelVersionRow, row.base_version_id)
@@ -105,18 +79,16 @@ class ModelRegistry:
             created_at=row.created_at,
             retired_at=row.retired_at,
             artifact_purged=row.artifact_purged,
+            purge_requested=row.purge_requested,
         )
 
     def resolve(self, ref: str) -> ModelVersion:
         """The version a reference names: `name@3`, `name@production`, or `name` (latest live)."""
-        parsed = parse_ref(ref)
-        with self.store.session() as session:
-            model = self._model_row(session, parsed.name)
-            return self._to_version(session, model, self._version_row(session, model, parsed))
+        return self._lookup(ref)
 
     def get(self, name: str) -> Model:
         with self.store.session() as session:
-            row = self._model_row(session, check_name(name, "model name"))
+            row = self._owner(session, check_name(name, "model name"))
             return Model(
                 row.name,
                 row.description,
@@ -144,14 +116,7 @@ class ModelRegistry:
             ]
 
     def versions(self, name: str) -> builtins.list[ModelVersion]:
-        with self.store.session() as session:
-            model = self._model_row(session, name)
-            rows = session.scalars(
-                select(ModelVersionRow)
-                .where(ModelVersionRow.model_id == model.id)
-                .order_by(ModelVersionRow.version)
-            ).all()
-            return [self._to_version(session, model, row) for row in rows]
+        return self._all_versions(name)
 
     def materialize(self, version: ModelVersion) -> Path:
         """A verified local directory with this version's files, for a worker to load."""
@@ -187,15 +152,20 @@ class ModelRegistry:
         metrics: dict[str, Any] | None = None,
         tags: dict[str, Any] | None = None,
         description: str = "",
+        tokenizer_required: bool = True,
     ) -> ModelVersion:
-        """Add the next version of `name`: a weights directory, an adapter over `base`, or an endpoint."""
+        """Add the next version of `name`: a weights directory, an adapter over `base`, or an endpoint.
+
+        A directory no worker could load is refused (see `sources.check_model_dir`). Files identical
+        to a live version of `name` (same base) return that version with `created=False`.
+        """
         check_name(name, "model name")
         kind = sources.kind_of(path, base=base, endpoint=endpoint, upstream_model=upstream_model)
-        digest = None
+        digest, warnings = None, []
         if kind != "endpoint":
             if base is not None:
                 self.resolve(base)  # fail on an unknown base before copying any files
-            sources.check_model_dir(Path(str(path)), kind)
+            warnings = sources.check_model_dir(Path(str(path)), kind, tokenizer_required=tokenizer_required)
             digest = self.artifacts.put_dir(str(path))
         lineage = dict(lineage or {})
         if path is not None:
@@ -203,17 +173,13 @@ class ModelRegistry:
         with self.store.session() as session:
             base_id = None
             if base is not None:
-                base_ref = parse_ref(base)
-                base_model = self._model_row(session, base_ref.name)
-                base_row = self._version_row(session, base_model, base_ref)
-                if base_row.kind != "weights":
-                    raise InvalidInputError(
-                        f"base {base} is an {base_row.kind} version; an adapter needs full weights"
-                    )
-                base_id = base_row.id
-                lineage.setdefault("base", f"{base_model.name}@{base_row.version}")
+                base_id, base_label = self._base(session, base)
+                lineage.setdefault("base", base_label)
             model = self._get_or_create_model(session, name, description, tags or {})
-            number = (self._latest(session, model) or 0) + 1
+            same = self._same_content(session, model, digest, base_id)
+            if same is not None:
+                return replace(self._to_version(session, model, same), created=False, warnings=warnings)
+            number = self._next_number(session, model)
             row = ModelVersionRow(
                 model_id=model.id,
                 version=number,
@@ -239,13 +205,42 @@ class ModelRegistry:
                 None,
                 {"kind": kind, "artifact": digest, "endpoint": endpoint, "base": lineage.get("base")},
             )
-            return self._to_version(session, model, row)
+            return replace(self._to_version(session, model, row), warnings=warnings)
+
+    def _base(self, session: Session, base: str) -> tuple[int, str]:
+        """The row id and `name@N` of an adapter's base, which must be a full-weights version."""
+        ref = parse_ref(base)
+        model = self._owner(session, ref.name)
+        row = self._version_row(session, model, ref)
+        if row.kind != "weights":
+            raise InvalidInputError(f"base {base} is an {row.kind} version; an adapter needs full weights")
+        return row.id, f"{model.name}@{row.version}"
+
+    def _same_content(
+        self, session: Session, model: ModelRow, digest: str | None, base_id: int | None
+    ) -> ModelVersionRow | None:
+        """A live version of `model` with exactly these files (and base), if there is one."""
+        if digest is None:
+            return None
+        return session.scalar(
+            select(ModelVersionRow)
+            .where(
+                ModelVersionRow.model_id == model.id,
+                ModelVersionRow.artifact == digest,
+                ModelVersionRow.base_version_id.is_(None)
+                if base_id is None
+                else ModelVersionRow.base_version_id == base_id,
+                ModelVersionRow.lifecycle.is_(None),
+            )
+            .order_by(ModelVersionRow.version)
+            .limit(1)
+        )
 
     def add_metrics(self, ref: str, metrics: dict[str, Any]) -> ModelVersion:
         """Attach evaluation results to a version (new keys only: recorded results never change)."""
         parsed = parse_ref(ref)
         with self.store.session() as session:
-            model = self._model_row(session, parsed.name, lock=True)
+            model = self._owner(session, parsed.name, lock=True)
             row = self._version_row(session, model, parsed)
             clash = sorted(set(metrics) & set(row.metrics or {}))
             if clash:
@@ -262,81 +257,11 @@ class ModelRegistry:
             )
             return self._to_version(session, model, row)
 
-    def set_alias(self, name: str, alias: str, version: str | int, reason: str = "") -> ModelVersion:
-        """Point `alias` at a version (a number or a reference such as `support@staging`)."""
-        text = str(version)
-        ref = parse_ref(text if "@" in text else f"{name}@{text}")
-        if ref.name != name:
-            raise InvalidInputError(f"alias of model '{name}' cannot point at a version of '{ref.name}'")
-        with self.store.session() as session:
-            model = self._model_row(session, name, lock=True)
-            row = self._version_row(session, model, ref)
-            if row.lifecycle:
-                raise ConflictError(f"{name}@{row.version} is {row.lifecycle}; an alias cannot point at it")
-            aliases.move(
-                session,
-                kind=KIND,
-                owner_id=model.id,
-                subject=name,
-                alias=alias,
-                version=row.version,
-                actor=self.actor,
-                reason=reason,
-            )
-            return self._to_version(session, model, row)
-
-    def remove_alias(self, name: str, alias: str, reason: str = "") -> None:
-        with self.store.session() as session:
-            model = self._model_row(session, name, lock=True)
-            if aliases.current(session, KIND, model.id, alias) is None:
-                raise NotFoundError(f"model '{name}' has no alias '{alias}'")
-            aliases.move(
-                session,
-                kind=KIND,
-                owner_id=model.id,
-                subject=name,
-                alias=alias,
-                version=None,
-                actor=self.actor,
-                reason=reason,
-            )
-
-    def alias_history(self, name: str, alias: str | None = None) -> builtins.list[AliasEvent]:
-        with self.store.session() as session:
-            model = self._model_row(session, name)
-            return aliases.history(session, KIND, model.id, alias)
-
-    def rollback(self, name: str, alias: str = "production", reason: str = "") -> ModelVersion:
-        """Move `alias` back to the version it held before its current one."""
-        with self.store.session() as session:
-            model = self._model_row(session, name, lock=True)
-
-            def live(target: int) -> None:
-                row = self._version_row(session, model, Ref(name, version=target))
-                if row.lifecycle:
-                    raise ConflictError(
-                        f"cannot roll back {name}@{alias} to version {target}: it is {row.lifecycle}"
-                    )
-
-            target = aliases.rollback(
-                session,
-                kind=KIND,
-                owner_id=model.id,
-                subject=name,
-                alias=alias,
-                actor=self.actor,
-                reason=reason,
-                check=live,
-            )
-            return self._to_version(
-                session, model, self._version_row(session, model, Ref(name, version=target))
-            )
-
     def retire(self, ref: str, *, purge: bool = False) -> ModelVersion:
         """Stop serving a version: `draining` now, `retired` once nothing is in flight."""
         parsed = parse_ref(ref)
         with self.store.session() as session:
-            model = self._model_row(session, parsed.name, lock=True)
+            model = self._owner(session, parsed.name, lock=True)
             row = self._version_row(session, model, parsed)
             label = f"{model.name}@{row.version}"
             pointing = [a for a, v in aliases.aliases_of(session, KIND, model.id).items() if v == row.version]
@@ -357,28 +282,37 @@ class ModelRegistry:
                     f"cannot purge {label}: {dependants} live adapter version(s) use it as their base"
                 )
             before = row.lifecycle
-            row.lifecycle = "draining"
+            if before != "draining":
+                row.lifecycle, row.draining_since = "draining", utcnow()
+            row.purge_requested = row.purge_requested or purge
             audit.record(
                 session,
                 self.actor,
                 "version.drain",
                 f"model:{label}",
                 {"lifecycle": before},
-                {"lifecycle": "draining"},
+                {"lifecycle": "draining", "purge": row.purge_requested},
             )
-        return self.complete_retirement(label, purge=purge)
+        return self.complete_retirement(label)
 
     def complete_retirement(self, ref: str, *, purge: bool = False) -> ModelVersion:
-        """Finish retiring a draining version if nothing is in flight; otherwise leave it draining."""
+        """Finish retiring a draining version once no gateway has it in flight; else leave it draining.
+
+        Any process may call this: it reads this process's count (`in_flight`) and every live gateway
+        replica's heartbeat. A purge asked for at `retire` is stored and carried out here.
+        """
         parsed = parse_ref(ref)
         with self.store.session() as session:
-            model = self._model_row(session, parsed.name, lock=True)
+            model = self._owner(session, parsed.name, lock=True)
             row = self._version_row(session, model, parsed)
             label = f"{model.name}@{row.version}"
-            if row.lifecycle == "draining" and self.in_flight(label) == 0:
+            since = drain.as_utc(row.draining_since) if row.draining_since else None
+            if row.lifecycle == "draining" and drain.drained(
+                label, self.in_flight(label), drain.beats(session), since, utcnow()
+            ):
                 row.lifecycle = "retired"
                 row.retired_at = utcnow()
-                if purge and row.artifact and not row.artifact_purged:
+                if (purge or row.purge_requested) and row.artifact and not row.artifact_purged:
                     keep = session.scalars(
                         select(ModelVersionRow.artifact).where(
                             ModelVersionRow.artifact.is_not(None),

@@ -40,6 +40,9 @@ class ModelVersion:
     created_at: datetime
     retired_at: datetime | None = None
     artifact_purged: bool = False
+    purge_requested: bool = False  # `retire --purge` asked; the files go once the version has drained
+    created: bool = True  # False when `register` found a live version with the same files
+    warnings: list[str] = field(default_factory=list)  # what `register` allowed but you should know
 
     @property
     def ref(self) -> str:

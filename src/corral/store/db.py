@@ -44,16 +44,52 @@ def _sqlite_engine(url: str, echo: bool) -> Engine:
     return engine
 
 
+def _timeouts(url: str, connect_s: float, statement_s: float) -> dict[str, Any]:
+    """libpq settings so that a silent server (packets dropped, not refused) fails instead of hanging.
+
+    connect_timeout bounds the connection handshake; statement_timeout a statement the server works on;
+    tcp_user_timeout and keepalives a connection whose packets go unanswered.
+    """
+    if make_url(url).get_driver_name() not in ("psycopg", "psycopg2"):
+        return {}
+    args: dict[str, Any] = {
+        "connect_timeout": max(1, round(connect_s)),
+        "keepalives": 1,
+        "keepalives_idle": max(1, round(connect_s)),
+        "keepalives_interval": max(1, round(connect_s / 2)),
+        "keepalives_count": 3,
+    }
+    if statement_s:
+        args["tcp_user_timeout"] = int(statement_s * 1000)
+        args["options"] = f"-c statement_timeout={int(statement_s * 1000)}"
+    return args
+
+
 class Store:
     """The SQL store: an engine, a session factory and the migration state."""
 
-    def __init__(self, url: str, *, echo: bool = False, auto_upgrade: bool | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        auto_upgrade: bool | None = None,
+        connect_timeout_s: float = 5.0,
+        statement_timeout_s: float = 30.0,
+    ) -> None:
         self.url = url
         self.dialect = make_url(url).get_backend_name()
+        self.statement_timeout_s = statement_timeout_s
         if self.dialect == "sqlite":
             self.engine = _sqlite_engine(url, echo)
         else:
-            self.engine = create_engine(url, echo=echo, pool_pre_ping=True)
+            self.engine = create_engine(
+                url,
+                echo=echo,
+                pool_pre_ping=True,
+                pool_timeout=connect_timeout_s + statement_timeout_s,
+                connect_args=_timeouts(url, connect_timeout_s, statement_timeout_s),
+            )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._auto_upgrade = self.dialect == "sqlite" if auto_upgrade is None else auto_upgrade
         self._checked = False
@@ -61,8 +97,13 @@ class Store:
 
     @classmethod
     def from_settings(cls, settings: Any) -> Store:
+        s = settings.store
         return cls(
-            settings.store.resolved_url(), echo=settings.store.echo, auto_upgrade=settings.store.auto_upgrade
+            s.resolved_url(),
+            echo=s.echo,
+            auto_upgrade=s.auto_upgrade,
+            connect_timeout_s=s.connect_timeout_s,
+            statement_timeout_s=s.statement_timeout_s,
         )
 
     def safe_url(self) -> str:

@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -45,6 +56,9 @@ class ModelVersionRow(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     lifecycle: Mapped[str | None] = mapped_column(String(16), default=None)  # None | draining | retired
     artifact_purged: Mapped[bool] = mapped_column(default=False)
+    # asked for by `retire --purge`; carried out by whichever process completes the retirement
+    purge_requested: Mapped[bool] = mapped_column(default=False, server_default=false())
+    draining_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     created_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
@@ -350,3 +364,18 @@ class AlertEventRow(Base):
     last_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     sends: Mapped[int] = mapped_column(Integer, default=0)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class GatewayHeartbeatRow(Base):
+    """One gateway replica's latest report: requests in flight per model version, fresh until `expires_at`.
+
+    A draining version retires once every fresh heartbeat reads 0 for it, whichever process asks.
+    """
+
+    __tablename__ = "gateway_heartbeats"
+    replica: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(256), default="")
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+    in_flight: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"support@1": 3}; zeros omitted
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

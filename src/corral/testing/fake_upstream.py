@@ -33,10 +33,14 @@ class FakeSettings:
     token_delay_s: float = 0.0  # between stream chunks
     tokens: int = 4  # words in an answer
     usage: bool = True  # false: never report usage, as some servers do
-    fault: str = "none"  # none | status | reset | hang
+    fault: str = (
+        "none"  # none | status | reset | hang | html (a 200 HTML page) | not_json (a 200 cut-off body)
+    )
     fault_status: int = 500
     fail_next: int = 0  # the next N requests fail with `fault` (or status when fault is none), then it heals
     record: bool = True
+    usage_override: dict[str, Any] | None = None  # reported instead of the real usage (e.g. negative counts)
+    answer_bytes: int = 0  # pad a non-streamed answer's text to about this many bytes
     models: list[str] = field(default_factory=lambda: ["fake-model"])
     answer: str | None = None  # a fixed answer instead of words; "{prompt}" becomes the last user text
     chunk_chars: int = 0  # stream a fixed answer in pieces of this many characters (0: by word)
@@ -163,6 +167,14 @@ class FakeUpstream:
             return body, web.Response(status=500)
         if s.fault == "hang":
             await asyncio.sleep(3600)
+        if s.fault == "html":
+            return body, web.Response(
+                status=200, text="<html><body>502 Bad Gateway</body></html>", content_type="text/html"
+            )
+        if s.fault == "not_json":
+            return body, web.Response(
+                status=200, body=b'{"choices": [{"mess', content_type="application/json"
+            )
         message = {
             "error": {
                 "message": f"{s.name} fails on purpose",
@@ -190,11 +202,15 @@ class FakeUpstream:
         words = _answer_pieces(self.settings, body)
         usage = {"prompt_tokens": _prompt_tokens(body), "completion_tokens": len(words), "total_tokens": 0}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if self.settings.usage_override is not None:
+            usage = self.settings.usage_override
         model = body.get("model", "fake-model")
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{self.count}"
         if body.get("stream"):
             return await self._stream(request, kind, rid, model, words, usage, body)
         text = "".join(words)
+        if self.settings.answer_bytes > len(text):
+            text += " " + "x" * (self.settings.answer_bytes - len(text) - 1)
         choice: dict[str, Any] = (
             {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
             if kind == "chat"

@@ -1,4 +1,4 @@
-"""Rows for every table that revision 0004 creates (evaluation runs and items)."""
+"""Rows for what revision 0004 adds: a model version asking for a purge, a gateway heartbeat."""
 
 from __future__ import annotations
 
@@ -11,19 +11,17 @@ def seed(conn) -> dict[str, int]:  # type: ignore[no-untyped-def]
     now = datetime.now(UTC)
     conn.execute(
         text(
-            "INSERT INTO eval_runs (id, target, target_kind, dataset, split, metrics, config, config_key, "
-            "summary, status, item_count, error_count, duration_s, created_by, created_at) VALUES "
-            "(:id, 'seeded@1', 'model', 'seeded@1', 'test', '[\"exact_match\"]', '{}', :key, "
-            "'{\"exact_match\": {\"value\": 1.0}}', 'complete', 1, 0, 0.5, 'seed', :now)"
+            "INSERT INTO model_versions (id, model_id, version, kind, artifact, lineage, metrics, tags, description, "
+            "lifecycle, artifact_purged, purge_requested, created_by, created_at) VALUES (903, 901, 3, 'weights', "
+            "'sha256:' || :h, '{}', '{}', '{}', '', 'draining', false, true, 'seed', :now)"
         ),
-        {"now": now, "id": "d" * 32, "key": "k" * 64},
+        {"now": now, "h": "3" * 64},
     )
     conn.execute(
         text(
-            "INSERT INTO eval_items (run_id, position, request, prediction, reference, scores, latency_ms, "
-            "prompt_tokens, completion_tokens, cost_usd) VALUES "
-            "(:run, 0, '{}', 'a', 'a', '{\"exact_match\": 1.0}', 3.5, 2, 1, 0.0)"
+            "INSERT INTO gateway_heartbeats (replica, host, pid, in_flight, at, expires_at) "
+            "VALUES ('seeded', 'host', 1, '{\"seeded@3\": 1}', :now, :now)"
         ),
-        {"run": "d" * 32},
+        {"now": now},
     )
-    return {"eval_runs": 1, "eval_items": 1}
+    return {"model_versions": 1, "gateway_heartbeats": 1}

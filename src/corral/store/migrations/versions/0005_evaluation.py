@@ -1,7 +1,7 @@
-"""evaluation: eval runs and items, feedback source (leases come from 0003)
+"""evaluation: eval runs and items, feedback source (leases come from 0003_monitor)
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-03 13:00:00
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
