@@ -52,9 +52,14 @@ def test_failed_requests_count_as_errors_without_stopping_the_run(reg, qa, answe
 
 def test_unknown_metric_and_missing_fields_are_refused_before_any_request(reg, answering):
     fake = answering(half_right)
-    no_refs = reg.datasets.register(
-        "open", [{"messages": [{"role": "user", "content": "q1"}], "split": "test"}]
-    )
+    # a conversation ending on the user's turn: the earlier answer makes it a valid chat row, but
+    # the item asked has no reference answer
+    turns = [
+        {"role": "user", "content": "q0"},
+        {"role": "assistant", "content": "a0"},
+        {"role": "user", "content": "q1"},
+    ]
+    no_refs = reg.datasets.register("open", [{"messages": turns, "split": "test"}])
     with pytest.raises(InvalidInputError, match="unknown metric 'blue'.*valid metrics: .*bleu"):
         run(_target(fake), no_refs.ref, "blue", registry=reg, options=QUIET)
     with pytest.raises(
