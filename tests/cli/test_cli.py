@@ -144,6 +144,33 @@ def test_malformed_and_unknown_config_keys_fail_with_exit_2(capsys, tmp_path):
     assert code == 2 and "unknown key 'gateway.portt'" in one_line_error(err)
 
 
+def test_config_is_accepted_before_and_after_the_command(capsys, tmp_path):
+    (tmp_path / "a.yaml").write_text("gateway:\n  port: 7101\n")
+    (tmp_path / "b.yaml").write_text("gateway:\n  port: 7102\n")
+    code, out, err = run(capsys, "config", "show", "--json", "--config", str(tmp_path / "a.yaml"))
+    assert code == 0, err
+    assert json.loads(out)["gateway"]["port"] == 7101
+    code, out, _ = run(
+        capsys,
+        "--config",
+        str(tmp_path / "a.yaml"),
+        "config",
+        "show",
+        "-c",
+        str(tmp_path / "b.yaml"),
+        "--json",
+    )
+    assert json.loads(out)["gateway"]["port"] == 7102  # the one nearer the command wins
+    code, _, err = run(capsys, "models", "list", "--config", str(tmp_path / "missing.yaml"))
+    assert code == 2 and "missing.yaml does not exist" in one_line_error(err)
+
+
+def test_config_show_leaves_out_settings_that_are_not_available_yet(capsys):
+    code, out, _ = run(capsys, "config", "show", "--json")
+    shown = json.loads(out)
+    assert code == 0 and "pipeline" not in shown and "request_timeout_s" in shown["gateway"]
+
+
 def test_config_show_masks_secrets(capsys, monkeypatch):
     monkeypatch.setenv("CORRAL_DATABASE_URL", "postgresql+psycopg://me:s3cret@127.0.0.1:9/x")
     code, out, _ = run(capsys, "config", "show", "--json")

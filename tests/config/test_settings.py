@@ -114,3 +114,79 @@ def test_masked_hides_passwords():
     settings = load_settings(environ={"CORRAL_DATABASE_URL": "postgresql+psycopg://u:hunter2@db/x"})
     shown = masked(settings)
     assert "hunter2" not in str(shown) and shown["store"]["database_url"] == "postgresql+psycopg://u:***@db/x"
+
+
+def test_a_key_set_twice_is_refused_naming_file_key_and_line(tmp_path):
+    cfg = write(tmp_path / "c.yaml", "gateway:\n  port: 9000\ndeployments: {}\ngateway:\n  host: 0.0.0.0\n")
+    with pytest.raises(
+        ConfigError, match=r"c.yaml: line 4, column 1: duplicate key 'gateway' \(first set on line 1\)"
+    ):
+        load_settings(cfg, environ={})
+    nested = write(tmp_path / "n.yaml", "gateway:\n  port: 9000\n  port: 9001\n")
+    with pytest.raises(ConfigError, match="line 3.*duplicate key 'port'"):
+        load_settings(nested, environ={})
+
+
+def test_merge_keys_may_be_overridden_beside_them(tmp_path):
+    cfg = write(
+        tmp_path / "c.yaml",
+        "x-route: &r {target: a@1, weight: 1}\n"
+        "deployments:\n  s:\n    routes:\n      - {<<: *r, weight: 3}\n",
+    )
+    with pytest.raises(ConfigError, match="unknown key 'x-route'"):  # merged fine; the anchor key is unknown
+        load_settings(cfg, environ={})
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("gateway:\n  port: true\n", "gateway.port': Input should be a valid integer (got True)"),
+        ('auth:\n  require_keys: "no"\n', "auth.require_keys': Input should be a valid boolean (got 'no')"),
+        ("auth:\n  require_keys: 0\n", "auth.require_keys': Input should be a valid boolean (got 0)"),
+        ('gateway:\n  port: "8000"\n', "gateway.port': Input should be a valid integer"),
+        ("deployments:\n  s:\n    routes:\n      - {url: http://x/v1, model: 5}\n", "routes.0.model'"),
+    ],
+)
+def test_settings_types_are_strict_in_yaml(tmp_path, text, needle):
+    cfg = write(tmp_path / "c.yaml", text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, environ={})
+    assert str(cfg) in str(info.value) and needle in str(info.value)
+
+
+def test_variables_are_strings_that_still_set_numbers_and_booleans():
+    env = {
+        "CORRAL_GATEWAY__PORT": "9000",
+        "CORRAL_GATEWAY__MAX_BODY_MB": "2.5",
+        "CORRAL_AUTH__REQUIRE_KEYS": "False",
+        "CORRAL_STORE__AUTO_UPGRADE": "true",
+        "CORRAL_DEPLOYMENTS__S": '{"routes": [{"url": "http://x/v1", "model": "m"}]}',
+        "CORRAL_DEPLOYMENTS__S__RETRIES": "3",
+    }
+    settings = load_settings(environ=env)
+    assert settings.gateway.port == 9000 and settings.gateway.max_body_mb == 2.5
+    assert settings.auth.require_keys is False and settings.store.auto_upgrade is True
+    assert settings.deployments["s"].retries == 3
+    for value in ("0", "no", "off", ""):
+        with pytest.raises(ConfigError, match="CORRAL_AUTH__REQUIRE_KEYS: key 'auth.require_keys'"):
+            load_settings(environ={"CORRAL_AUTH__REQUIRE_KEYS": value})
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "feature"),
+    [
+        ("pipeline:\n  enabled: true\n", "pipeline", "the refresh pipeline"),
+    ],
+)
+def test_a_section_nothing_reads_yet_is_refused_when_set(tmp_path, text, key, feature):
+    cfg = write(tmp_path / "c.yaml", text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, environ={})
+    message = str(info.value)
+    assert f"{cfg}: key '{key}'" in message and feature in message and "not available yet" in message
+
+
+def test_a_bad_target_names_the_file_and_key(tmp_path):
+    cfg = write(tmp_path / "c.yaml", "deployments:\n  chat:\n    routes:\n      - target: 'bad name@1'\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: key 'deployments.chat.routes.0.target': invalid name"):
+        load_settings(cfg, environ={})

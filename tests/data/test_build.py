@@ -84,6 +84,12 @@ def test_cli_build_registers_a_version_with_its_lineage(capsys, tmp_path):
     ("args", "needle", "code"),
     [
         (["datasets", "build", "x", "--from", "nosuch@1"], "dataset 'nosuch' does not exist", 3),
+        (
+            ["datasets", "build", "x", "--from", "missing.jsonl"],
+            "'missing.jsonl' is neither a file nor a dataset",
+            3,
+        ),
+        (["datasets", "build", "x", "--from", "data/missing.csv"], "is neither a file nor a dataset", 3),
         (["datasets", "build", "x", "--from", "FILE", "--split", "1/2"], "must be three numbers", 2),
         (["datasets", "build", "x", "--from", "FILE", "--split", "50/50/50"], "add up to 100", 2),
         (["datasets", "build", "x", "--from", "FILE", "--near", "3"], "threshold must be in (0, 1]", 2),

@@ -212,3 +212,35 @@ def test_cli_from_traces(capsys, sqlite_url, monkeypatch):
     assert code == 2 and "--since 'someday' is not a time" in err and "Input should be" not in err
     code, out, err = run("datasets", "from-traces", "traffic", "--model", "nope@1")
     assert code == 3 and "model 'nope' does not exist" in err
+
+
+def test_a_tool_call_conversation_becomes_a_row_with_its_calls_results_and_tools():
+    from corral.data import BuildOptions, build_rows
+
+    call = {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": '{"order": 42}'}}
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    request = {
+        "tools": tools,
+        "messages": [
+            {"role": "user", "content": "where is order 42?"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "in Berlin"},
+        ],
+    }
+    answer = {"choices": [{"message": {"role": "assistant", "content": "It is in Berlin."}}]}
+    row = trace_to_row("chat", request, answer)
+    assert row == {
+        "tools": tools,
+        "messages": [
+            {"role": "user", "content": "where is order 42?"},
+            {"role": "assistant", "content": "", "tool_calls": [call]},
+            {"role": "tool", "content": "in Berlin", "tool_call_id": "c1"},
+            {"role": "assistant", "content": "It is in Berlin."},
+        ],
+    }
+    # an answer that is only a tool call is a row too, and cleaning does not drop it as empty
+    only_call = {"choices": [{"message": {"role": "assistant", "content": None, "tool_calls": [call]}}]}
+    row = trace_to_row("chat", {"messages": request["messages"][:1]}, only_call)
+    assert isinstance(row, dict) and row["messages"][-1]["tool_calls"] == [call]
+    built = build_rows([row], BuildOptions(redact=True), "chat")
+    assert built.rows[0]["messages"][-1]["tool_calls"][0]["function"]["name"] == "lookup"

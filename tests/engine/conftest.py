@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -75,3 +75,11 @@ def make_lora_adapter(base_dir: Path, out: Path, arch: str = "llama") -> object:
                 param.normal_(0, 0.2)  # B starts at zero; make the adapter actually change the model
     peft_model.save_pretrained(str(out))
     return peft_model.merge_and_unload().eval()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _auto_dtype_is_float32() -> Iterator[None]:
+    """Tests compare text and logits with HF in fp32: `auto` must not move to bf16 on a machine with AMX."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("corral.engine.loader.fast_dtypes", lambda device: (False, False))
+        yield

@@ -75,7 +75,11 @@ def test_worker_serves_embeddings_to_the_openai_sdk(model: EmbeddingModel, tiny_
                 assert worst < 1e-6
         with pytest.raises(openai.BadRequestError, match="dimensions"):
             client.embeddings.create(model="all-MiniLM-L6-v2", input="x", dimensions=64)
+        # the version's reference names its embeddings too, and /v1/models lists the embeddings model
+        assert client.embeddings.create(model="tiny@1", input="x").model == "tiny@1"
+        listed = [m.id for m in client.models.list().data]
+        assert listed[0] == "tiny@1" and "all-MiniLM-L6-v2" in listed
         with pytest.raises(openai.NotFoundError):
-            client.embeddings.create(model="tiny@1", input="x")
+            client.embeddings.create(model="nope", input="x")
     finally:
         running.stop()

@@ -83,3 +83,17 @@ def prompt_logits(engine: LLMEngine, prompt: list[int]) -> torch.Tensor:
     _, logits = engine.runner.run(engine.scheduler.schedule().seqs)
     assert seq.num_computed_tokens == 0
     return logits[0]
+
+
+def test_auto_dtype_is_bf16_only_where_fast_and_a_dtype_without_kernels_is_a_start_up_error() -> None:
+    from corral.engine.loader import pick_dtype
+    from corral.errors import CorralError
+
+    assert pick_dtype("cpu", "auto", bf16_fast=True, fp16_fast=False) == "bfloat16"
+    assert pick_dtype("cpu", "auto", bf16_fast=False, fp16_fast=False) == "float32"
+    assert pick_dtype("cuda", "auto", bf16_fast=False, fp16_fast=True) == "float16"
+    assert pick_dtype("cpu", "bfloat16", bf16_fast=False, fp16_fast=False) == "bfloat16"  # slow, but runs
+    with pytest.raises(CorralError, match="no bfloat16 support"):
+        pick_dtype("cuda", "bfloat16", bf16_fast=False, fp16_fast=True)
+    with pytest.raises(CorralError, match="no float16 kernels"):
+        pick_dtype("cpu", "float16", bf16_fast=False, fp16_fast=False)

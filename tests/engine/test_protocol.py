@@ -33,7 +33,9 @@ def test_integers_are_numbers_but_numbers_are_not_integers() -> None:
         ({"prompt": "x", "logprobs": True}, "logprobs"),
         ({"prompt": "x", "stream_options": {"include_usage": "yes"}}, "include_usage"),
         ({"prompt": "x", "n": 0}, "n"),
-        ({"prompt": "x", "echo": True}, "echo"),
+        ({"prompt": "x", "suffix": "y"}, "suffix"),
+        ({"prompt": "x", "echo": "yes"}, "echo"),
+        ({"prompt": "x", "min_tokens": -1}, "min_tokens"),
     ],
 )
 def test_wrong_types_and_unsupported_fields_are_named(body: dict[str, Any], needle: str) -> None:

@@ -176,7 +176,9 @@ def test_models_health_and_metrics(worker: RunningWorker) -> None:
         ({"temperature": True}, "temperature"),
         ({"stream": "yes"}, "stream"),
         ({"max_completion_tokens": 0}, "max_completion_tokens"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"tools": [{"type": "function", "function": {"name": "not a name"}}]}, "tools"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"response_format": {"type": "yaml"}}, "response_format"),
         ({"frobnicate": 1}, "frobnicate"),
         ({"messages": "hi"}, "messages"),
     ],
@@ -271,3 +273,38 @@ def test_hundred_streaming_clients_with_a_third_disconnecting_leak_no_blocks(wor
     assert engine.block_manager.num_used_blocks == 0
     assert all(b.ref_count == 0 for b in engine.block_manager.blocks)
     assert engine.stats.aborted - aborted_before >= 1
+
+
+def test_a_message_without_content_and_an_empty_prompt_list_are_400s(worker: RunningWorker) -> None:
+    no_content = {"model": "tiny@1", "messages": [{"role": "user"}], "max_tokens": 2}
+    r = httpx.post(worker.url + "/v1/chat/completions", json=no_content)
+    assert r.status_code == 400 and "needs `content`" in r.json()["error"]["message"]
+    r = httpx.post(worker.url + "/v1/completions", json={"model": "tiny@1", "prompt": [], "max_tokens": 2})
+    assert r.status_code == 400 and "'prompt'" in r.json()["error"]["message"]
+
+
+def test_a_prompt_too_long_for_any_tokenization_is_refused_without_tokenizing(worker: RunningWorker) -> None:
+    calls: list[int] = []
+    original = worker.worker.encode
+    worker.worker.encode = lambda text, special: calls.append(len(text)) or original(text, special)  # type: ignore[method-assign]
+    try:
+        huge = "word " * 2_000_000  # 10 MB: far past the context, whatever the tokens
+        body = {"model": "tiny@1", "messages": [{"role": "user", "content": huge}], "max_tokens": 2}
+        r = httpx.post(worker.url + "/v1/chat/completions", json=body, timeout=60)
+        assert r.status_code == 400 and "maximum context length" in r.json()["error"]["message"]
+        assert calls == []  # refused before the tokenizer saw it
+        assert httpx.get(worker.url + "/health").status_code == 200
+    finally:
+        worker.worker.encode = original  # type: ignore[method-assign]
+
+
+def test_the_default_kv_cache_fits_every_sequence_at_full_context_up_to_a_cap() -> None:
+    from corral.engine.llm_engine import kv_cache_blocks
+
+    mib = 2**20
+    # a small model: 64 sequences x 256 tokens in 16-token blocks, far under the cap
+    assert kv_cache_blocks(mib // 64, 16, 256, 64, None) == 64 * 16
+    # a big context: capped at 1 GiB
+    assert kv_cache_blocks(mib, 16, 32768, 64, None) == 1024
+    # an explicit size wins
+    assert kv_cache_blocks(mib, 16, 256, 64, 0.5) == 512

@@ -262,3 +262,37 @@ def test_a_runaway_prompt_template_or_a_self_variable_is_a_400_not_a_500(served,
             status = exc.status_code
             assert "prompt loop@1" in exc.message
         assert status == (400 if variables["n"] > 2 else 200)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "says"),
+    [
+        (
+            "/v1/chat/completions",
+            {"model": 5, "messages": [{"role": "user", "content": "x"}]},
+            "`model` must be a string, not int",
+        ),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}, "`model` is required"),
+        (
+            "/v1/chat/completions",
+            {"model": "m", "messages": [{"role": "user"}]},
+            "`messages[0].content` is required",
+        ),
+        ("/v1/completions", {"model": "m", "prompt": []}, "non-empty list"),
+        ("/v1/embeddings", {"model": "m", "input": []}, "non-empty list"),
+    ],
+)
+def test_malformed_requests_are_400s_that_name_the_field(served, fake, h, path, body, says):
+    r = httpx.post(served.base_url + path, json=body, headers={"Authorization": f"Bearer {h.ADMIN_KEY}"})
+    assert r.status_code == 400 and says in r.json()["error"]["message"], r.text
+    assert fake.count == 0  # refused before any upstream saw it
+
+
+def test_an_assistant_turn_with_tool_calls_needs_no_content(served, fake, h):
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "42"},
+    ]
+    assert h.client(served).chat.completions.create(model="m", messages=messages).choices

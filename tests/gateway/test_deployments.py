@@ -30,6 +30,16 @@ def _wait(predicate, timeout_s: float = 10.0) -> bool:  # type: ignore[no-untype
     return False
 
 
+def _registered(settings, *endpoints: str):  # type: ignore[no-untyped-def]
+    """The registry the gateway will use, with one `support` version per endpoint: targets must resolve."""
+    from corral.registry import open_registry
+
+    reg = open_registry(settings)
+    for url in endpoints:
+        reg.models.register("support", endpoint=url, upstream_model="fake-model")
+    return reg
+
+
 def _even_canary(h, fake, fake_b, sticky_by: str) -> dict:  # type: ignore[no-untyped-def,type-arg]
     """A 50/50 canary between the two fakes, sticky by `sticky_by`."""
     routes = [h.url_route(fake, weight=50), h.url_route(fake_b, weight=50)]
@@ -123,11 +133,10 @@ def test_instances_of_one_route_are_balanced_by_least_in_flight(gateway, fake, f
 
 
 def test_alias_move_and_rollback_reach_the_gateway_without_restart(gateway, fake, fake_b, h, tmp_path):
-    with gateway(h.settings({"support": {"routes": [{"target": "support@production"}]}})) as gw:
-        reg = gw.gateway.registry
-        reg.models.register("support", endpoint=fake.url, upstream_model="fake-model")
-        reg.models.register("support", endpoint=fake_b.url, upstream_model="fake-model")
-        reg.models.set_alias("support", "production", 1)
+    settings = h.settings({"support": {"routes": [{"target": "support@production"}]}})
+    reg = _registered(settings, fake.url, fake_b.url)
+    reg.models.set_alias("support", "production", 1)
+    with gateway(settings) as gw:
         c = h.client(gw)
         assert _wait(
             lambda: "support" in gw.gateway.live and gw.gateway.live["support"].routes[0] is not None, 2.5
@@ -142,10 +151,10 @@ def test_alias_move_and_rollback_reach_the_gateway_without_restart(gateway, fake
 
 def test_a_draining_version_gets_no_requests_and_retires_when_idle(gateway, fake, fake_b, h):
     spec = {"routes": [{"target": "support@1", "weight": 1}, {"target": "support@2", "weight": 1}]}
-    with gateway(h.settings({"support": spec})) as gw:
+    settings = h.settings({"support": spec})
+    _registered(settings, fake.url, fake_b.url)
+    with gateway(settings) as gw:
         reg = gw.gateway.registry
-        reg.models.register("support", endpoint=fake.url, upstream_model="fake-model")
-        reg.models.register("support", endpoint=fake_b.url, upstream_model="fake-model")
         assert _wait(lambda: all(r is not None for r in gw.gateway.live["support"].routes), 2.5)
         c = h.client(gw)
         gw.gateway.version_in_flight["support@1"] = 1  # as if a long request were still on it
@@ -194,11 +203,10 @@ def test_sticky_by_key_keeps_each_api_key_on_one_version(gateway, fake, fake_b, 
 
 def test_retire_waits_for_a_real_request_in_flight_on_the_draining_version(gateway, fake, fake_b, h):
     fake.configure(latency_s=4.0)
-    with gateway(h.settings({"support": {"routes": [{"target": "support@production"}]}})) as gw:
+    settings = h.settings({"support": {"routes": [{"target": "support@production"}]}})
+    _registered(settings, fake.url, fake_b.url).models.set_alias("support", "production", 1)
+    with gateway(settings) as gw:
         reg = gw.gateway.registry
-        reg.models.register("support", endpoint=fake.url, upstream_model="fake-model")
-        reg.models.register("support", endpoint=fake_b.url, upstream_model="fake-model")
-        reg.models.set_alias("support", "production", 1)
         assert _wait(lambda: "support" in gw.gateway.live and gw.gateway.live["support"].routes[0], 2.5)
         c = h.client(gw)
         answers: list[str] = []
@@ -222,7 +230,7 @@ class _ReadyWorkers:
     def __init__(self, url: str) -> None:
         self.url = url
 
-    def ensure(self, version, replicas):  # type: ignore[no-untyped-def]
+    def ensure(self, version, replicas, embeddings=False):  # type: ignore[no-untyped-def]
         return [self.url]
 
     def retain(self, refs) -> None:  # type: ignore[no-untyped-def]
@@ -241,9 +249,11 @@ def test_without_usage_tokens_are_counted_with_the_local_models_tokenizer(gatewa
     tokenizer.save(str(src / "tokenizer.json"))
     fake.configure(usage=False)
     settings = h.settings({"tok": {"routes": [{"target": "tok@1"}]}}, tracing={"store_bodies": False})
+    from corral.registry import open_registry
+
+    reg = open_registry(settings)
+    reg.models.materialize(reg.models.register("tok", src))  # as the worker does before it is ready
     with gateway(settings, workers=_ReadyWorkers(fake.url)) as gw:
-        reg = gw.gateway.registry
-        reg.models.materialize(reg.models.register("tok", src))  # as the worker does before it is ready
         assert _wait(lambda: "tok" in gw.gateway.live and gw.gateway.live["tok"].routes[0] is not None, 2.5)
         h.chat(h.client(gw), model="tok", text="one two three four five six seven eight")
         [trace] = h.traces(gw)
@@ -270,11 +280,15 @@ def test_retire_from_another_process_waits_for_the_request_in_flight(gateway, fa
     fake.configure(tokens=600, token_delay_s=0.1)  # a stream that lasts until the test speeds it up
     store = Store(db_url, auto_upgrade=True)
     settings = h.settings({"support": {"routes": [{"target": "support@production"}]}})
+    from corral.artifacts import ArtifactStore
+    from corral.registry import Registry
+
+    first = Registry(store, ArtifactStore.from_settings(settings))  # targets must resolve at start
+    first.models.register("support", endpoint=fake.url, upstream_model="fake-model")
+    first.models.register("support", endpoint=fake_b.url, upstream_model="fake-model")
+    first.models.set_alias("support", "production", 1)
     with gateway(settings, store=store) as gw:
         reg = gw.gateway.registry
-        reg.models.register("support", endpoint=fake.url, upstream_model="fake-model")
-        reg.models.register("support", endpoint=fake_b.url, upstream_model="fake-model")
-        reg.models.set_alias("support", "production", 1)
         assert _wait(lambda: "support" in gw.gateway.live and gw.gateway.live["support"].routes[0], 2.5)
         answers: list[str] = []
         c = h.client(gw)
@@ -301,3 +315,32 @@ def test_retire_from_another_process_waits_for_the_request_in_flight(gateway, fa
     reg.models.set_alias("support", "production", 3)
     assert "support@2 is retired" in _corral(db_url, "models", "retire", "support@2")
     store.dispose()
+
+
+def test_a_retired_or_unknown_target_is_refused_by_the_admin_api_and_explained_by_503_and_ready(
+    gateway, fake, h
+):
+    import httpx
+
+    settings = h.settings({"support": {"routes": [{"target": "support@1"}]}})
+    reg = _registered(settings, fake.url)
+    with gateway(settings) as gw, h.admin(gw) as a:
+        for target, says in (
+            ("nosuch@production", "does not resolve"),
+            ("support@9", "does not resolve"),
+        ):
+            r = a.put("/admin/deployments/new", json={"routes": [{"target": target}]})
+            assert r.status_code == 400, r.text
+            assert f"key 'routes[0].target': '{target}' {says}" in r.json()["error"]["message"]
+        assert h.chat(h.client(gw), model="support").choices
+        reg.models.retire("support@1")  # nothing in flight: draining, then retired
+        assert _wait(lambda: reg.models.resolve("support@1").stage == "retired", 5.0)
+        assert _wait(lambda: gw.gateway.live["support"].routes[0] is None, 2.0)
+        with pytest.raises(openai.APIStatusError) as refused:
+            h.chat(h.client(gw), model="support")
+        assert refused.value.status_code == 503
+        assert "routes[0]: support@1 is retired" in refused.value.message
+        ready = httpx.get(gw.base_url + "/ready")
+        assert ready.status_code == 503 and "retired" in ready.json()["problems"]["support"][0]
+        r = a.put("/admin/deployments/new", json={"routes": [{"target": "support@1"}]})
+        assert r.status_code == 400 and "'support@1' is retired" in r.json()["error"]["message"]

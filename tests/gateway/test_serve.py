@@ -160,3 +160,108 @@ def test_sigterm_during_100_streams_drops_none_and_flushes_every_trace(tmp_path,
             conn.execute(text("SELECT COUNT(*) FROM traces WHERE status = 200 AND stream")).scalar_one()
             == 100
         )
+
+
+def _fake_config(worker_url: str, **changes: object) -> None:
+    httpx.post(worker_url.removesuffix("/v1") + "/_fake/config", json=changes, timeout=5).raise_for_status()
+
+
+@pytest.mark.slow
+def test_a_serving_worker_survives_failed_probes_and_is_restarted_only_after_many_in_a_row(
+    tmp_path, model_dir
+):
+    from corral.artifacts import ArtifactStore
+    from corral.registry import Registry
+
+    reg = Registry(
+        Store(f"sqlite:///{tmp_path / 'serve.db'}", auto_upgrade=True),
+        ArtifactStore(str(tmp_path / "art"), tmp_path / "cache"),
+        actor="t",
+    )
+    reg.models.register("support", model_dir("1"))
+    proc, base, _ = _serve(
+        tmp_path,
+        "gateway:\n"
+        + FAKE_WORKER
+        + "  worker_failed_probes: 20\n  worker_start_timeout_s: 10\n"
+        + "deployments:\n  m:\n    routes:\n      - {target: support@1}\n",
+    )
+    try:
+        assert _wait(lambda: _chat(base).status_code == 200), (tmp_path / "serve.log").read_text()[-3000:]
+        [worker] = _workers(base)
+        time.sleep(10)  # past the start-up timeout, which once applied to any failed probe
+        _fake_config(worker["url"], healthy=False)  # as a worker busy past its probes' timeout looks
+        assert _wait(lambda: _workers(base)[0]["failed_probes"] >= 3, 10)
+        assert _chat(base).status_code == 200  # it keeps serving meanwhile; start-up timeout long past
+        _fake_config(worker["url"], healthy=True)
+        assert _wait(lambda: _workers(base)[0]["failed_probes"] == 0, 10)
+        assert _restarts(base) == 0 and _workers(base)[0]["pid"] == worker["pid"]
+        _fake_config(worker["url"], healthy=False)  # now for good: restarted after 20 in a row
+        assert _wait(lambda: _restarts(base) == 1, 30)
+        assert _wait(lambda: _chat(base).status_code == 200)
+        assert "failed 20 health probes in a row" in (tmp_path / "serve.log").read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
+def _serve_once(tmp_path: Path, yaml_body: str) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "corral.yaml"
+    config.write_text(f"store: {{database_url: 'sqlite:///{tmp_path / 'serve.db'}'}}\n" + yaml_body)
+    env = {**os.environ, "CORRAL_CONFIG": str(config), "CORRAL_ADMIN_KEY": ADMIN}
+    command = [sys.executable, "-m", "corral.cli.main", "serve", "--port", str(_free_port())]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_serve_refuses_a_target_that_does_not_resolve_naming_the_file_and_key(tmp_path):
+    done = _serve_once(tmp_path, "deployments:\n  m:\n    routes:\n      - {target: nosuch@production}\n")
+    assert done.returncode == 2, done.stderr
+    assert "corral.yaml: key 'deployments.m.routes[0].target': 'nosuch@production' does not resolve" in (
+        done.stderr.replace("\n", " ")
+    )
+
+
+@pytest.mark.slow
+def test_serve_reloads_deployments_on_change_and_sighup_and_lists_admin_ones_at_start(tmp_path, fake):
+    route = f"{{url: '{fake.url}', model: fake-model}}"
+    first = f"gateway: {{deployments_poll_s: 0.2}}\ndeployments:\n  m:\n    routes: [{route}]\n"
+    proc, base, _ = _serve(tmp_path, first)
+    config = tmp_path / "corral.yaml"
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    try:
+        assert _chat(base).status_code == 200
+        body = {"routes": [{"url": fake.url, "model": "fake-model"}]}
+        for name in ("extra", "gone"):
+            assert httpx.put(f"{base}/admin/deployments/{name}", json=body, headers=admin).status_code == 200
+        assert httpx.delete(f"{base}/admin/deployments/gone", headers=admin).status_code == 200
+        # an edit of the file reaches the routes, no restart
+        config.write_text(config.read_text() + f"  n:\n    routes: [{route}]\n")
+        assert _wait(lambda: _chat(base, model="n").status_code == 200)
+        # a target that cannot serve is refused, naming the file and key; the rest stays as it was
+        config.write_text(config.read_text() + "  bad:\n    routes: [{target: nosuch@production}]\n")
+        assert _wait(lambda: "not reloaded" in (tmp_path / "serve.log").read_text())
+        assert "key 'deployments.bad.routes[0].target'" in (tmp_path / "serve.log").read_text()
+        assert _chat(base, model="n").status_code == 200 and _chat(base, model="bad").status_code == 404
+        # SIGHUP reloads even when the file's time and size look unchanged
+        text = config.read_text().replace("  bad:\n    routes: [{target: nosuch@production}]\n", "")
+        text = text.replace("  n:\n", "  o:\n")
+        stat = config.stat()
+        config.write_text(text + " " * (stat.st_size - len(text.encode())))
+        os.utime(config, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        time.sleep(1)
+        assert _chat(base, model="o").status_code == 404  # not noticed without the signal
+        proc.send_signal(signal.SIGHUP)
+        assert _wait(lambda: _chat(base, model="o").status_code == 200)
+        assert _chat(base, model="n").status_code == 404
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    proc, base, _ = _serve(tmp_path, first)  # again, on the same store
+    try:
+        assert _wait(
+            lambda: "gateway ready: 2 deployment(s): extra, m" in (tmp_path / "serve.log").read_text()
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    assert "is invalid and is skipped" not in (tmp_path / "serve.log").read_text()  # the deleted one

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from corral.data.traces import TraceQuery, dataset_from_traces
 from corral.errors import InvalidInputError
 from corral.privacy import EXEMPT_TABLES, erase_user, purge_rule
-from corral.store.models import Base, EvalItemRow, EvalRunRow, FeedbackRow, TraceRow
+from corral.store.models import Base, DriftReportRow, EvalItemRow, EvalRunRow, FeedbackRow, TraceRow
 
 T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
 MARK = "zebra-7731"  # a word only alice's requests contain
@@ -57,6 +57,15 @@ def add_eval_run(registry: Any, run_id: str, dataset: str, split: str) -> None:
             )  # fmt: skip
 
 
+def add_drift_reports(registry: Any, examples: dict[str, str]) -> None:
+    """A drift report whose new-topic examples name their traces, and an older one that does not."""
+    topics = {"share": 0.5, "examples": list(examples.values()), "example_traces": list(examples)}
+    legacy = {"share": 0.5, "examples": list(examples.values())}
+    with registry.store.session() as s:
+        s.add(DriftReportRow(deployment="support", report={"new_topics": topics}))
+        s.add(DriftReportRow(deployment="support", report={"new_topics": legacy}))
+
+
 @pytest.fixture
 def world(registry, tmp_path, model_dir) -> dict[str, Any]:
     """Alice and bob have traces (alice's with a shadow copy), feedback, a dataset, a model, spool lines."""
@@ -78,6 +87,7 @@ def world(registry, tmp_path, model_dir) -> dict[str, Any]:
         {"kind": "trace", "row": {"id": "8" * 32, "user": "bob", "request": {"q": "hello"}}},
     ]
     (spool / "spool-0001.jsonl").write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    add_drift_reports(registry, {a1: f"my order {MARK} is late", b1: "where is my parcel"})
     return {"alice": [a1, a2, shadow], "bob": b1, "dataset": version.ref, "spool": spool}
 
 
@@ -133,6 +143,13 @@ def test_nothing_of_the_user_remains_in_any_table_artifact_or_spool(registry, wo
     with registry.store.session() as s:  # bob's row stays asked, in both runs that had it
         asked = [i.request["messages"][0]["content"] for i in s.scalars(select(EvalItemRow))]
     assert asked == ["where is my parcel"] * 2
+    with registry.store.session() as s:
+        reports = [
+            r.report["new_topics"] for r in s.scalars(select(DriftReportRow).order_by(DriftReportRow.id))
+        ]
+    assert reports[0]["examples"] == ["where is my parcel"] and reports[0]["example_traces"] == [world["bob"]]
+    assert reports[1]["examples"] == []  # without trace ids nobody can tell whose they were
+    assert report.tables["drift_reports"] == 3
     spool = (world["spool"] / "spool-0001.jsonl").read_text()
     assert MARK not in spool and "alice" not in spool and "bob" in spool
     # the dataset: a new version without alice's rows; the old version's artifact is gone

@@ -40,6 +40,18 @@ def test_prompt_completion_rows_mask_the_prompt_and_end_with_eos(tokenizer):
     assert targets(tokenizer, example) == "4" + tokenizer.eos_token
 
 
+def test_classification_rows_train_the_label_as_the_chat_answer_to_the_text(tokenizer):
+    example = encode(
+        {"text": "my card was charged twice", "label": "billing"}, "classification", tokenizer, 512
+    )
+    assert targets(tokenizer, example) == "billing<|im_end|>\n"
+    messages = [
+        {"role": "user", "content": "my card was charged twice"},
+        {"role": "assistant", "content": "billing"},
+    ]
+    assert tokenizer.decode(example.input_ids) == tokenizer.apply_chat_template(messages, tokenize=False)
+
+
 def test_rows_whose_targets_fall_past_max_len_are_skipped(tokenizer):
     row = {"prompt": "a long prompt " * 20, "completion": "x"}
     assert encode(row, "prompt_completion", tokenizer, 8) is None

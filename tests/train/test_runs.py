@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import json
+import sys
+import types
 
 import pytest
 import yaml
@@ -134,6 +136,70 @@ def test_mlflow_gets_params_metrics_and_the_model_when_configured(spec_data, set
     assert steps == {1, 2}
     model_files = [a.path for a in client.list_artifacts(run.info.run_id, "model")]
     assert "model/adapter_config.json" in model_files
+
+
+def test_the_mlflow_setting_wins_over_the_variable(spec_data, setup, monkeypatch):
+    from corral.config import load_settings
+
+    uris: list[str] = []
+    fake = types.SimpleNamespace(
+        set_tracking_uri=uris.append,
+        start_run=lambda **k: None,
+        log_params=lambda p: None,
+        log_metrics=lambda m, step: None,
+        log_artifacts=lambda path, artifact_path: None,
+        set_tags=lambda t: None,
+        end_run=lambda **k: None,
+    )
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://from-the-variable.invalid")
+    settings = load_settings(
+        environ={"CORRAL_TRACING__MLFLOW_TRACKING_URI": "http://from-the-setting.invalid"}
+    )
+    train(parse_spec(spec_data(setup, max_steps=1)), setup.registry, progress=False, settings=settings)
+    assert uris == ["http://from-the-setting.invalid"]
+
+
+def test_max_seq_len_beyond_the_models_context_is_refused_and_the_default_fits_it(spec_data, setup):
+    with pytest.raises(
+        InvalidInputError, match=r"max_seq_len 4096 is longer than the context of base .* \(256 tokens\)"
+    ):
+        train(parse_spec(spec_data(setup, max_seq_len=4096)), setup.registry, progress=False)
+    from corral.train.model import sequence_length
+
+    default = parse_spec(spec_data(setup))
+    assert default.max_seq_len == 512 and sequence_length(default, 256) == 256
+    assert sequence_length(parse_spec(spec_data(setup, max_seq_len=128)), 256) == 128
+
+
+def test_a_failed_run_still_leaves_the_process_group(spec_data, setup, monkeypatch):
+    from corral.train import distributed
+
+    stopped: list[object] = []
+    monkeypatch.setattr(distributed, "stop", stopped.append)
+    with pytest.raises(NotFoundError):
+        train(parse_spec(spec_data(setup, base="ghost@1")), setup.registry, progress=False)
+    assert len(stopped) == 1
+
+
+def test_a_classification_dataset_trains_label_answers_and_says_so(spec_data, setup):
+    from io import StringIO
+
+    from rich.console import Console
+
+    rows = [{"text": f"ticket {i}", "label": "billing" if i % 2 else "shipping"} for i in range(40)]
+    dataset = setup.registry.datasets.register("intents", rows)
+    out = StringIO()
+    result = train(
+        parse_spec(spec_data(setup, dataset=dataset.ref, max_steps=2)),
+        setup.registry,
+        console=Console(file=out, width=300),
+    )
+    assert result.version is not None
+    assert (
+        f"{dataset.ref} is a classification dataset: training the model to answer each text with its label"
+        in out.getvalue()
+    )
 
 
 def test_cli_train_runs_a_spec_file_and_prints_the_version(spec_data, setup, capsys, tmp_path):

@@ -77,6 +77,15 @@ def test_malformed_yaml_is_one_line_with_its_position(tmp_path):
     assert "\n" not in str(info.value)
 
 
+def test_a_key_set_twice_in_a_spec_is_refused_with_its_line(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("output: a\nbase: tiny@1\ndataset: plus@1\nlr: 0.1\nlr: 0.001\n")
+    with pytest.raises(
+        ConfigError, match=r"spec.yaml: line 5, column 1: duplicate key 'lr' \(first set on line 4\)"
+    ):
+        load_spec(path)
+
+
 def test_overrides_are_checked_like_the_file(tmp_path):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(GOOD))

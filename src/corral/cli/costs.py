@@ -1,4 +1,4 @@
-"""`corral costs`: requests, tokens and spend per key, model and day, from the traces."""
+"""`corral costs`: requests, tokens and spend per day, key, deployment, model version or route, from the traces."""
 
 from __future__ import annotations
 
@@ -11,17 +11,18 @@ from corral.cli import common
 
 def costs(
     by: Annotated[
-        str, typer.Option("--by", help="group by any of day, key, model (comma-separated)")
-    ] = "day,key,model",
+        str,
+        typer.Option("--by", help="group by any of day, key, deployment, version, route (comma-separated)"),
+    ] = "day,key,deployment",  # costs.DEFAULT_GROUPS (the gateway is imported only when run)
     since: Annotated[str | None, typer.Option("--since", help="first day, YYYY-MM-DD")] = None,
     until: Annotated[str | None, typer.Option("--until", help="last day, YYYY-MM-DD")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Totals of traced requests: count, prompt and completion tokens, cost in USD."""
-    from corral.gateway.costs import totals
+    from corral.gateway.costs import group_names, totals
     from corral.store import Store
 
-    group_by = [g.strip() for g in by.split(",") if g.strip()]
+    group_by = group_names(by)
     rows = totals(Store.from_settings(common.settings()), group_by, since, until)
     if as_json:
         common.print_json(rows)

@@ -11,7 +11,7 @@ import typer
 from corral.cli.common import console, parse_tags, print_json, registry
 from corral.data.build import BuildOptions, build_rows
 from corral.data.loaders import load_file
-from corral.errors import InvalidInputError
+from corral.errors import InvalidInputError, NotFoundError
 
 AGO = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -76,7 +76,13 @@ def build(
         if loaded.rejected:
             console.print(loaded.summary, highlight=False)
     else:
-        dataset = reg.datasets.get(source)
+        try:
+            dataset = reg.datasets.get(source)
+        except (NotFoundError, InvalidInputError) as exc:
+            raise NotFoundError(
+                f"--from '{source}' is neither a file nor a dataset ({exc.message})",
+                hint="give a JSONL, CSV or Parquet file, or a dataset version NAME@N",
+            ) from None
         rows, kind, origin = reg.datasets.rows(dataset.ref), dataset.schema_kind, {"parent": dataset.ref}
     result = build_rows(rows, options, kind)
     version = reg.datasets.register(

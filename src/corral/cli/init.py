@@ -31,5 +31,7 @@ def init() -> None:
         config.write_text(STARTER_CONFIG)
         console.print(f"wrote {config}")
     store = Store.from_settings(settings())
+    if store.create_if_empty():
+        console.print(f"created the schema in the empty database at {store.safe_url()}")
     store.ensure_ready()
     console.print(f"store ready at {store.safe_url()}; artifacts at {settings().artifacts.resolved_url()}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
 
 import typer
 
@@ -20,13 +19,8 @@ app = typer.Typer(
 
 
 @app.callback()
-def _global(
-    config: Annotated[
-        str | None,
-        typer.Option("--config", "-c", help="corral.yaml to use (default: $CORRAL_CONFIG or ./corral.yaml)"),
-    ] = None,
-) -> None:
-    common.STATE.config_path = config
+def _global(config: common.ConfigOption = None) -> None:
+    common.use_config(config)
 
 
 _registered = False
@@ -37,7 +31,7 @@ def _register_commands() -> None:
     if _registered:
         return
     _registered = True
-    # Imported here so `corral --help` stays fast and a broken optional stage cannot break the rest.
+    # Imported here so `corral --help` stays fast; see common.OPTIONAL_COMMANDS for the later stages.
     from corral.cli import audit, config_cmd, datasets, db, init, models, privacy, prompts, quickstart
 
     app.add_typer(models.app, name="models")
@@ -49,8 +43,9 @@ def _register_commands() -> None:
     app.command("audit")(audit.audit)
     app.command("init")(init.init)
     app.command("quickstart")(quickstart.quickstart)
-    for module_name in common.OPTIONAL_COMMANDS:
-        common.add_optional(app, module_name)
+    for module_name, command in common.OPTIONAL_COMMANDS.items():
+        common.add_optional(app, module_name, command)
+    common.add_config_option(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,6 +11,7 @@ import yaml
 
 from corral.cli.common import console, fmt_time, print_json, print_table, registry
 from corral.cli.models import print_history
+from corral.config.yamlfile import parse_yaml
 from corral.errors import InvalidInputError, NotFoundError
 
 app = typer.Typer(help="Versioned prompt templates (sandboxed Jinja2).", no_args_is_help=True)
@@ -23,10 +24,7 @@ def load_template(path: Path) -> dict[str, Any]:
         raise NotFoundError(f"file {path} does not exist")
     text = path.read_text(encoding="utf-8")
     if path.suffix in {".yaml", ".yml", ".json"}:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise InvalidInputError(f"{path} is not valid YAML/JSON: {exc}") from None
+        data = parse_yaml(text, path)  # JSON is YAML too; a key set twice is refused in either
         if not isinstance(data, dict) or not ({"messages", "text"} & set(data)):
             raise InvalidInputError(f"{path} needs a top-level `messages:` list or `text:` string")
         return {k: data[k] for k in ("messages", "text") if k in data}

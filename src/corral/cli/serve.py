@@ -14,20 +14,21 @@ from corral.cli import common
 
 def serve(
     host: Annotated[str | None, typer.Option(help="interface to listen on (default: gateway.host)")] = None,
-    port: Annotated[int | None, typer.Option(help="port (default: gateway.port)")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="port, 1-65535 (default: gateway.port)")
+    ] = None,
 ) -> None:
     """Serve the OpenAI-compatible gateway; SIGTERM drains requests, flushes traces and stops workers."""
     from corral.gateway import serve as run
+    from corral.gateway.server import bind
 
     settings = common.settings()
+    host, port = host or settings.gateway.host, port or settings.gateway.port
+    bind(host, port).close()  # a port in use is one clear line before any worker starts
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    names = (
-        ", ".join(sorted(settings.deployments))
-        or "none yet (add them under `deployments:` or PUT /admin/deployments)"
-    )
-    common.console.print(
-        f"corral gateway on http://{host or settings.gateway.host}:{port or settings.gateway.port}/v1 — models: {names}"
-    )
+    # the deployments (from corral.yaml and the admin API alike) are listed once the store is read:
+    # the "gateway ready" line names them all
+    common.console.print(f"corral gateway on http://{host}:{port}/v1")
     with _online_evaluation(settings):
         run(settings, host, port)
 

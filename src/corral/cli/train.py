@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 import yaml
 
-from corral.cli.common import console, print_json, registry
+from corral.cli.common import console, print_json, registry, settings
 from corral.errors import InvalidInputError
 
 
@@ -35,7 +35,14 @@ def train_command(
     from corral.train import load_spec, train
 
     spec = load_spec(spec_path, _overrides(set_))
-    result = train(spec, registry(), resume=resume, progress=progress and not json_out, console=console)
+    result = train(
+        spec,
+        registry(),
+        resume=resume,
+        progress=progress and not json_out,
+        console=console,
+        settings=settings(),
+    )
     if result.version is None:  # a DDP rank other than 0
         return
     if json_out:

@@ -13,19 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from corral.config.sections import ENV_PREFIX, NON_SETTING_VARS, SECRET_WORDS, SHORT_NAMES, Settings
+from corral.config.yamlfile import parse_yaml
 from corral.errors import ConfigError
-
-
-def yaml_error(path: Path, exc: yaml.YAMLError) -> ConfigError:
-    """One line for a YAML file that does not parse: the file, line and column, what the parser expected."""
-    mark = getattr(exc, "problem_mark", None)
-    where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    return ConfigError(f"{path}:{where}: malformed YAML: {problem}", hint="fix the syntax")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -35,10 +27,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist", hint="create it or drop --config") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise yaml_error(path, exc) from None
+    data = parse_yaml(text, path)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -46,15 +35,45 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _env_value(raw: str) -> Any:
-    """Variables are strings; a JSON list or object in one is parsed so nested values can be set too."""
+def _env_value(raw: str, path: tuple[str, ...]) -> Any:
+    """Variables are strings: a JSON list or object is parsed so nested values can be set too, and a
+    number or boolean key gets its type here, because the settings themselves are strict (in YAML,
+    `port: true` or `require_keys: "no"` is an error, not 1 or false). Booleans are `true` or `false`."""
     stripped = raw.strip()
     if stripped[:1] in "[{":
         try:
             return json.loads(stripped)
         except json.JSONDecodeError:
             return raw
-    return raw
+    annotation = _annotation_at(path)
+    if annotation is None:
+        return raw  # an unknown key: validation names it
+    if _takes_bool(annotation):
+        return {"true": True, "false": False}.get(stripped.lower(), raw)
+    try:
+        return TypeAdapter(annotation).validate_strings(stripped)
+    except ValidationError:
+        return raw  # validation reports it against the variable
+
+
+def _takes_bool(annotation: Any) -> bool:
+    return annotation is bool or bool in getattr(annotation, "__args__", ())
+
+
+def _annotation_at(path: tuple[str, ...]) -> Any:
+    """The type of the setting at `path`; a key that is not a field (a deployment name) stays on its model."""
+    annotation: Any = Settings
+    for part in path:
+        model = _model_of(annotation)
+        if model is None:
+            return None
+        if part in model.model_fields:
+            annotation = model.model_fields[part].annotation
+        elif annotation is model:
+            return None
+        else:
+            annotation = model
+    return annotation
 
 
 def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
@@ -77,7 +96,7 @@ def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tup
         if "__" not in var:
             continue  # process-level variables such as CORRAL_TEST_*; only SECTION__KEY forms are settings
         path = tuple(part.lower() for part in var[len(ENV_PREFIX) :].split("__"))
-        put(path, _env_value(environ[var]), var)
+        put(path, _env_value(environ[var], path), var)
     for var, path in SHORT_NAMES.items():
         if environ.get(var):
             put(path, environ[var], var)
@@ -172,6 +191,17 @@ def _mask_url(value: str) -> str:
     return value
 
 
+def _not_available_yet(model: Any) -> dict[str, Any]:
+    """The keys refused for now (Section.NOT_AVAILABLE_YET), as a model_dump `exclude`, so nobody copies them."""
+    exclude: dict[str, Any] = dict.fromkeys(model.NOT_AVAILABLE_YET, True)
+    for name, field in model.model_fields.items():
+        inner = _model_of(field.annotation)
+        nested = _not_available_yet(inner) if field.annotation is inner and name not in exclude else {}
+        if nested:
+            exclude[name] = nested
+    return exclude
+
+
 def masked(settings: Settings) -> dict[str, Any]:
     """The effective settings as plain data, with passwords and secrets masked."""
 
@@ -186,7 +216,7 @@ def masked(settings: Settings) -> dict[str, Any]:
             return _mask_url(node)
         return node
 
-    data = settings.model_dump(mode="json")
+    data = settings.model_dump(mode="json", exclude=_not_available_yet(Settings))
     data["store"]["database_url"] = settings.store.resolved_url()
     data["artifacts"]["url"] = settings.artifacts.resolved_url()
     return walk(data)

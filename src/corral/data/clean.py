@@ -30,7 +30,7 @@ def map_texts(row: dict[str, Any], kind: str, fn: Callable[[str], str]) -> dict[
     """A copy of `row` with `fn` applied to every text field of its kind."""
     out = dict(row)
     if kind == "chat":
-        out["messages"] = [{**m, "content": fn(m["content"])} for m in row["messages"]]
+        out["messages"] = [_map_message(m, fn) for m in row["messages"]]
     elif kind == "prompt_completion":
         out["prompt"], out["completion"] = fn(row["prompt"]), fn(row["completion"])
     else:
@@ -38,9 +38,34 @@ def map_texts(row: dict[str, Any], kind: str, fn: Callable[[str], str]) -> dict[
     return out
 
 
+def _calls(message: dict[str, Any]) -> list[dict[str, Any]]:
+    calls = message.get("tool_calls")
+    return (
+        [c for c in calls if isinstance(c, dict) and isinstance(c.get("function"), dict)]
+        if isinstance(calls, list)
+        else []
+    )
+
+
+def _map_message(message: dict[str, Any], fn: Callable[[str], str]) -> dict[str, Any]:
+    """`fn` over a message's text: its content and its tool calls' arguments (PII hides there too)."""
+    out = {**message, "content": fn(message["content"])}
+    if message.get("tool_calls"):
+        out["tool_calls"] = [
+            {**c, "function": {**c["function"], "arguments": fn(str(c["function"].get("arguments", "")))}}
+            for c in _calls(message)
+        ]
+    return out
+
+
+def _message_text(message: dict[str, Any]) -> str:
+    calls = [f"{c['function'].get('name')} {c['function'].get('arguments')}" for c in _calls(message)]
+    return "\n".join([message["content"], *calls]) if calls else message["content"]
+
+
 def texts(row: dict[str, Any], kind: str) -> list[str]:
     if kind == "chat":
-        return [m["content"] for m in row["messages"]]
+        return [_message_text(m) for m in row["messages"]]
     if kind == "prompt_completion":
         return [row["prompt"], row["completion"]]
     return [row["text"]]
@@ -49,7 +74,7 @@ def texts(row: dict[str, Any], kind: str) -> list[str]:
 def _is_empty(row: dict[str, Any], kind: str) -> bool:
     if kind == "chat":
         spoken = [m for m in row["messages"] if m["role"] in ("user", "assistant")]
-        return not spoken or any(not m["content"] for m in spoken)
+        return not spoken or any(not m["content"] and not m.get("tool_calls") for m in spoken)
     return any(not t for t in texts(row, kind))
 
 

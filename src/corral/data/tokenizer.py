@@ -11,9 +11,27 @@ from pathlib import Path
 from typing import Any
 
 # ChatML; also what training saves with a base tokenizer that has no chat template of its own.
+# With `tools`, a system turn lists them (one JSON line each) and says how to call one; assistant
+# turns show their calls and `tool` turns their results, as Hermes/Qwen templates do. Without tools
+# it renders exactly the plain ChatML the starter model was trained on.
 CHATML_TEMPLATE = (
+    "{% if tools %}"
+    "{{ '<|im_start|>system\n' }}"
+    "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\n\n' }}{% endif %}"
+    "{{ 'Tools you may call:\n' }}"
+    "{% for tool in tools %}{{ (tool['function'] if tool['function'] is defined else tool) | tojson }}"
+    "{{ '\n' }}{% endfor %}"
+    "{{ 'Call one as <tool_call> JSON with name and arguments </tool_call>.<|im_end|>\n' }}"
+    "{% endif %}"
     "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% if not (tools and loop.first and message['role'] == 'system') %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + (message['content'] or '') }}"
+    "{% for call in message['tool_calls'] or [] %}"
+    "{{ '<tool_call>\n' + {'name': call['function']['name'], 'arguments': call['function']['arguments']}"
+    " | tojson + '\n</tool_call>' }}"
+    "{% endfor %}"
+    "{{ '<|im_end|>' + '\n' }}"
+    "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )

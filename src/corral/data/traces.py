@@ -64,37 +64,92 @@ def _utc(when: datetime) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _answer(response: dict[str, Any] | None) -> str | None:
+def _tool_calls(message: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """A message's tool calls as training rows keep them (id, type, function name and arguments)."""
+    calls = message.get("tool_calls")
+    if not isinstance(calls, list) or not calls:
+        return None
+    out = []
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            return None
+        arguments = function.get("arguments")
+        out.append(
+            {
+                "id": call.get("id"),
+                "type": call.get("type") or "function",
+                "function": {
+                    "name": function["name"],
+                    "arguments": arguments if isinstance(arguments, str) else "{}",
+                },
+            }
+        )
+    return out
+
+
+def _answer(response: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The first choice as an assistant message: its text, or its tool calls (content then "")."""
     choices = (response or {}).get("choices") or []
     if not choices or not isinstance(choices[0], dict):
         return None
     first = choices[0]
     message = first.get("message")
     text = message.get("content") if isinstance(message, dict) else first.get("text")
-    return text if isinstance(text, str) and text.strip() else None
+    calls = _tool_calls(message) if isinstance(message, dict) else None
+    if calls:
+        return {"role": "assistant", "content": text if isinstance(text, str) else "", "tool_calls": calls}
+    if isinstance(text, str) and text.strip():
+        return {"role": "assistant", "content": text}
+    return None
+
+
+def _history(messages: Any) -> list[dict[str, Any]] | None:
+    """Request messages as row messages: plain text, assistant tool calls, tool results; None if not."""
+    if not isinstance(messages, list):
+        return None
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if not isinstance(m, dict):
+            return None
+        role, content, calls = str(m.get("role")), m.get("content"), _tool_calls(m)
+        if role == "assistant" and calls:
+            out.append(
+                {"role": role, "content": content if isinstance(content, str) else "", "tool_calls": calls}
+            )
+        elif isinstance(content, str):
+            row: dict[str, Any] = {"role": role, "content": content}
+            if role == "tool" and isinstance(m.get("tool_call_id"), str):
+                row["tool_call_id"] = m["tool_call_id"]
+            out.append(row)
+        else:
+            return None
+    return out
 
 
 def trace_to_row(
     endpoint: str, request: dict[str, Any] | None, response: dict[str, Any] | None
 ) -> dict[str, Any] | str:
-    """A chat row from one stored exchange, or the reason it cannot be one."""
+    """A chat row from one stored exchange (tool calls and the tools offered included), or why not."""
     if request is None or response is None:
         return "bodies not stored"
     answer = _answer(response)
     if answer is None:
         return "no answer text"
+    tools = None
     if endpoint == "chat":
-        messages = request.get("messages")
-        if not isinstance(messages, list) or not all(
-            isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages
-        ):
+        history = _history(request.get("messages"))
+        if history is None:
             return "messages are not plain text"
-        history = [{"role": str(m.get("role")), "content": m["content"]} for m in messages]
+        tools = request.get("tools") if isinstance(request.get("tools"), list) else None
     elif endpoint == "completions" and isinstance(request.get("prompt"), str):
         history = [{"role": "user", "content": request["prompt"]}]
     else:
         return f"{endpoint} request"
-    return {"messages": [*history, {"role": "assistant", "content": answer}]}
+    row: dict[str, Any] = {"messages": [*history, answer]}
+    if tools:
+        row["tools"] = tools
+    return row
 
 
 def select_trace_rows(registry: Registry, query: TraceQuery) -> TraceRows:

@@ -64,8 +64,8 @@ class BlockManager:
     # -- prefix cache -------------------------------------------------------------------------
     def _cached_prefix(self, seq: Sequence) -> list[int]:
         """Block ids holding this sequence's leading full blocks, leaving at least one token to compute."""
-        if not self.enable_prefix_caching:
-            return []
+        if not self.enable_prefix_caching or seq.params.prompt_logprobs is not None:
+            return []  # prompt logprobs need every prompt position computed
         hits: list[int] = []
         prev: int | None = None
         for i in range((len(seq) - 1) // self.block_size):

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 from corral.config import EngineSettings
 from corral.engine.attention import KVCache
 from corral.engine.block_manager import BlockManager
+from corral.engine.guided import GrammarBook
 from corral.engine.loader import LoadedModel, load_model, resolve_device_dtype
 from corral.engine.model_runner import ModelRunner
 from corral.engine.sampler import Sample, Sampler
@@ -42,6 +44,23 @@ class EngineStats:
     aborted: int = 0
 
 
+DEFAULT_KV_CACHE_CAP_GB = 1.0
+
+
+def kv_cache_blocks(
+    bytes_per_block: int, block_size: int, max_model_len: int, max_num_seqs: int, kv_cache_gb: float | None
+) -> int:
+    """KV blocks to allocate: `kv_cache_gb` when given; else every sequence at full context, at most 1 GiB.
+
+    A 4 MB model with a 256-token context then takes a few MB, not a gigabyte per worker.
+    """
+    if kv_cache_gb is not None:
+        return max(1, int(kv_cache_gb * 2**30) // bytes_per_block)
+    wanted = max_num_seqs * -(-max_model_len // block_size)
+    cap = int(DEFAULT_KV_CACHE_CAP_GB * 2**30) // bytes_per_block
+    return max(1, min(wanted, cap))
+
+
 class LLMEngine:
     def __init__(
         self,
@@ -63,7 +82,9 @@ class LLMEngine:
             per_block = KVCache.bytes_per_block(
                 model.num_layers, model.num_kv_heads, model.head_dim, bs, dtype
             )
-            num_blocks = max(1, int(self.settings.kv_cache_gb * 2**30) // per_block)
+            num_blocks = kv_cache_blocks(
+                per_block, bs, model.max_model_len, self.settings.max_num_seqs, self.settings.kv_cache_gb
+            )
         self.block_manager = BlockManager(num_blocks, bs, enable_prefix_caching)
         self.scheduler = Scheduler(
             self.block_manager, self.settings.max_num_seqs, self.settings.max_num_batched_tokens
@@ -73,6 +94,14 @@ class LLMEngine:
         self.max_model_len = min(model.max_model_len, num_blocks * bs)
         self.seqs: dict[str, Sequence] = {}
         self.stats = EngineStats()
+
+    @cached_property
+    def grammars(self) -> GrammarBook:
+        """The guided-decoding compiler for this model's tokenizer, built on first use."""
+        if self.tokenizer is None:
+            raise InvalidInputError("this worker has no tokenizer, so it cannot guide decoding")
+        vocab = self.loaded.model.vocab_size
+        return GrammarBook(self.tokenizer, vocab, list(self.loaded.eos_token_ids))
 
     # -- requests -----------------------------------------------------------------------------
     def encode(self, prompt: str) -> list[int]:
@@ -110,6 +139,8 @@ class LLMEngine:
             raise InvalidInputError(f"request id {seq.request_id!r} is already running")
         if not params.ignore_eos:
             params.stop_token_ids = sorted(set(params.stop_token_ids) | set(self.loaded.eos_token_ids))
+        if params.grammar is not None:
+            seq.matcher = self.grammars.matcher(params.grammar)
         seq.arrival_time = time.monotonic()
         self.seqs[seq.request_id] = seq
         self.scheduler.add(seq)
@@ -152,6 +183,8 @@ class LLMEngine:
 
     def _record(self, seq: Sequence, sample: Sample) -> StepOutput:
         seq.append_token(sample.token_id)
+        if seq.matcher is not None and not seq.matcher.is_terminated():
+            seq.matcher.accept_token(sample.token_id)
         self.stats.generation_tokens += 1
         if seq.first_token_time is None:
             seq.first_token_time = time.monotonic()

@@ -114,14 +114,43 @@ def load_tokenizer(path: Path) -> Any:
         raise InvalidInputError(f"cannot load the tokenizer in {path}: {exc}".splitlines()[0]) from None
 
 
+def fast_dtypes(device: str) -> tuple[bool, bool]:
+    """(bfloat16, float16) have fast kernels here: oneDNN's on CPUs with AVX-512 BF16/FP16 or AMX."""
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported(), True
+    mkldnn = torch.ops.mkldnn
+    bf16 = torch.backends.mkldnn.is_available() and bool(mkldnn._is_mkldnn_bf16_supported())
+    fp16 = hasattr(mkldnn, "_is_mkldnn_fp16_supported") and bool(mkldnn._is_mkldnn_fp16_supported())
+    return bf16, fp16
+
+
+def pick_dtype(device: str, dtype: str, bf16_fast: bool, fp16_fast: bool) -> str:
+    """`auto`: bfloat16 where the machine has fast kernels for it, else float32 (float16 on old GPUs).
+
+    A half precision the device has no kernels for is a start-up error, not a silent crawl.
+    """
+    if dtype == "auto":
+        if bf16_fast:
+            return "bfloat16"
+        return "float16" if device == "cuda" else "float32"
+    if dtype == "bfloat16" and device == "cuda" and not bf16_fast:
+        raise CorralError("engine.dtype is 'bfloat16' but this GPU has no bfloat16 support; use float16")
+    if dtype == "float16" and device == "cpu" and not fp16_fast:
+        raise CorralError(
+            "engine.dtype is 'float16' but this CPU has no float16 kernels (AVX-512 FP16 or AMX)",
+            hint="use float32, or bfloat16",
+        )
+    return dtype
+
+
 def resolve_device_dtype(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
-    """`auto` means CUDA with bfloat16 when present, else the CPU with float32."""
+    """`auto` device: CUDA when present, else the CPU; `auto` dtype: see `pick_dtype`."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise CorralError("engine.device is 'cuda' but no CUDA device is available")
-    if dtype == "auto":
-        dtype = "bfloat16" if device == "cuda" else "float32"
+    if dtype == "auto" or dtype in ("bfloat16", "float16"):
+        dtype = pick_dtype(device, dtype, *fast_dtypes(device))
     return torch.device(device), getattr(torch, dtype)
 
 

@@ -152,7 +152,29 @@ class ModelRunner:
         ids, positions, meta, sampled, rows = self.prepare(seqs)
         meta = self._to_device(meta)
         hidden = self.model.forward(ids.to(self.device), positions.to(self.device), self.cache, meta)
+        if any(s.params.prompt_logprobs is not None for s in seqs):
+            self._prompt_logprobs(seqs, meta, hidden)
         if not sampled:
             return sampled, hidden.new_empty((0, self.model.vocab_size), dtype=torch.float32)
         logits = self.model.logits(hidden[rows.to(self.device)])
         return sampled, logits.float()
+
+    def _prompt_logprobs(self, seqs: list[Sequence], meta: AttentionMetadata, hidden: Tensor) -> None:
+        """Record, for prefilling sequences that asked, each prompt token's logprob given those before it."""
+        prefilling = [s for s in seqs if s.num_scheduled_tokens > 1]
+        for seq, seg in zip(prefilling, meta.prefills, strict=True):
+            top = seq.params.prompt_logprobs
+            start = seq.num_computed_tokens
+            # position p predicts token p + 1; keep those not recorded yet (a preempted sequence recomputes)
+            first = max(start, len(seq.prompt_logprobs) - 1)
+            last = min(start + seq.num_scheduled_tokens, seq.num_prompt_tokens - 1)
+            if top is None or first >= last:
+                continue
+            rows = torch.arange(seg.q_start + first - start, seg.q_start + last - start, device=hidden.device)
+            logp = self.model.logits(hidden[rows]).float().log_softmax(dim=-1)
+            targets = torch.tensor(seq.token_ids[first + 1 : last + 1], device=hidden.device)
+            chosen = logp.gather(1, targets[:, None])[:, 0].tolist()
+            values, ids = logp.topk(top, dim=-1) if top else (logp[:, :0], logp[:, :0].long())
+            for j, token in enumerate(targets.tolist()):
+                pairs = list(zip(ids[j].tolist(), values[j].tolist(), strict=True))
+                seq.prompt_logprobs.append((token, chosen[j], pairs))

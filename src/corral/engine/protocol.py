@@ -6,21 +6,18 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from corral.engine.llm_engine import StepOutput
 from corral.engine.sampler import Sample
 from corral.engine.sequence import SamplingParams
+from corral.engine.tools import ResponseFormat, Tool, ToolChoice
 from corral.errors import InvalidInputError
 
 # Fields OpenAI defines that a local model cannot honour yet: named in a 400 rather than ignored.
 UNSUPPORTED = (
-    "tools",
-    "tool_choice",
     "functions",
     "function_call",
-    "parallel_tool_calls",
-    "response_format",
     "logit_bias",
     "audio",
     "modalities",
@@ -28,10 +25,9 @@ UNSUPPORTED = (
     "reasoning_effort",
     "web_search_options",
     "suffix",
-    "echo",
     "best_of",
 )
-HARMLESS_DEFAULTS: dict[str, Any] = {"response_format": {"type": "text"}, "logit_bias": {}, "echo": False}
+HARMLESS_DEFAULTS: dict[str, Any] = {"logit_bias": {}}
 
 
 # strict: a wrong JSON type ("10" for an int, true for a number) is a 400, as OpenAI answers it
@@ -56,6 +52,8 @@ class _Request(BaseModel):
     presence_penalty: float = 0.0
     repetition_penalty: float = 1.0
     ignore_eos: bool = False
+    min_tokens: int = Field(default=0, ge=0)  # vLLM's extras, which evaluation clients send
+    prompt_logprobs: int | None = Field(default=None, ge=0, le=20)
     user: str | None = None  # accepted and ignored, as are the next three
     metadata: dict[str, str] | None = None
     store: bool | None = None
@@ -75,6 +73,8 @@ class _Request(BaseModel):
             stop=[s for s in stop if s],
             ignore_eos=self.ignore_eos,
             logprobs=logprobs,
+            min_tokens=min(self.min_tokens, max_tokens),
+            prompt_logprobs=self.prompt_logprobs,
         )
 
     @property
@@ -90,9 +90,15 @@ class TextPart(BaseModel):
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+
+    @model_validator(mode="after")
+    def _content_given(self) -> Message:
+        if self.content is None and self.role != "assistant":
+            raise ValueError(f"a {self.role} message needs `content`")
+        return self
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -105,6 +111,19 @@ class ChatRequest(_Request):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool = True  # accepted; a forced choice writes one call
+    response_format: ResponseFormat | None = None
+
+    @property
+    def tool_mode(self) -> ToolChoice | None:
+        """How tools constrain the answer: None without tools, else OpenAI's choice (auto by default)."""
+        if not self.tools:
+            if self.tool_choice not in (None, "none"):
+                raise InvalidInputError("'tool_choice' needs 'tools'")
+            return None
+        return self.tool_choice or "auto"
 
     def logprob_count(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
@@ -113,6 +132,13 @@ class ChatRequest(_Request):
 class CompletionRequest(_Request):
     prompt: str | list[str] | list[int] | list[list[int]]
     logprobs: int | None = None
+    echo: bool = False
+
+    def sampling(self, max_tokens: int, logprobs: int | None) -> SamplingParams:
+        params = super().sampling(max_tokens, logprobs)
+        if self.echo and logprobs is not None:
+            params.prompt_logprobs = max(params.prompt_logprobs or 0, logprobs)
+        return params
 
 
 def parse(cls: type[_Request], body: Any) -> Any:
@@ -187,6 +213,26 @@ class TokenText:
             "top_logprobs": [{self.token(t): lp for t, lp in s.top_logprobs} for s in samples],
             "text_offset": offsets,
         }
+
+    def prompt_entries(self, seq: Any) -> list[dict[str, Any] | None]:
+        """vLLM's `prompt_logprobs`: per prompt position, {token id: {logprob, decoded_token}}, None first."""
+        out: list[dict[str, Any] | None] = [None]
+        for token, logprob, top in seq.prompt_logprobs[1:]:
+            entry = {str(t): {"logprob": lp, "decoded_token": self.token(t)} for t, lp in top}
+            entry[str(token)] = {"logprob": logprob, "decoded_token": self.token(token)}
+            out.append(entry)
+        return out
+
+    def echoed(self, seq: Any, samples: list[Sample], text: str) -> tuple[str, dict[str, Any] | None]:
+        """A completion with its prompt in front (`echo`), and logprobs over both when asked for."""
+        prompt = str(self.tokenizer.decode(seq.token_ids[: seq.num_prompt_tokens])) if self.tokenizer else ""
+        if seq.params.logprobs is None:
+            return prompt + text, None
+        head = [Sample(t, lp, top) for t, lp, top in seq.prompt_logprobs[1:]]
+        first = Sample(seq.token_ids[0], None, [])
+        lp = self.completion_logprobs([first, *head, *samples]) or {}
+        lp["top_logprobs"][0] = None
+        return prompt + text, lp
 
 
 def chunk(kind: str, rid: str, model: str, created: int, choice: dict[str, Any]) -> dict[str, Any]:

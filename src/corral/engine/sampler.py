@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from corral.engine.guided import apply_masks
 from corral.engine.sequence import Sequence
 
 
@@ -95,6 +96,14 @@ class Sampler:
         ):
             logits = logits.clone()
             apply_penalties(logits, seqs)
+        guided = [(i, s.matcher) for i, s in enumerate(seqs) if s.matcher is not None]
+        early = [i for i, s in enumerate(seqs) if s.num_output_tokens < s.params.min_tokens]
+        if guided or early:
+            logits = logits.clone() if logits is raw else logits
+            if guided:
+                apply_masks(logits, guided)
+            for i in early:
+                logits[i, seqs[i].params.stop_token_ids] = float("-inf")
         chosen = logits.argmax(dim=-1).tolist()
         rows = [i for i, s in enumerate(seqs) if not s.params.greedy]
         if rows:

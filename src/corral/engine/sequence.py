@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from corral.errors import InvalidInputError
 
@@ -25,6 +26,9 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)
     ignore_eos: bool = False
     logprobs: int | None = None  # None = off; N = also return the N most likely tokens
+    min_tokens: int = 0  # stop tokens are masked until this many tokens were generated (vLLM's)
+    prompt_logprobs: int | None = None  # None = off; N = logprobs of the prompt's tokens, top N each
+    grammar: Any = None  # an xgrammar CompiledGrammar the output must match (corral.engine.guided)
 
     def __post_init__(self) -> None:
         checks = [
@@ -36,6 +40,11 @@ class SamplingParams:
             (-2 <= self.frequency_penalty <= 2, "frequency_penalty must be in [-2, 2]"),
             (-2 <= self.presence_penalty <= 2, "presence_penalty must be in [-2, 2]"),
             (self.logprobs is None or 0 <= self.logprobs <= 20, "logprobs must be in [0, 20]"),
+            (0 <= self.min_tokens <= self.max_tokens, "min_tokens must be in [0, max_tokens]"),
+            (
+                self.prompt_logprobs is None or 0 <= self.prompt_logprobs <= 20,
+                "prompt_logprobs must be in [0, 20]",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -85,6 +94,10 @@ class Sequence:
         self.first_token_time: float | None = None
         self.finish_time: float | None = None
         self.num_preemptions = 0
+        # logprobs of each prompt token given the ones before (None for the first), when asked for:
+        # (token id, logprob, [(top id, logprob)]) per position
+        self.prompt_logprobs: list[Any] = [None]
+        self.matcher: Any = None  # the grammar matcher of a guided request, fed each sampled token
 
     def __len__(self) -> int:
         return len(self.token_ids)

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from corral.engine import protocol as p
+from corral.engine import tools
 from corral.engine.async_engine import AsyncEngine
 from corral.engine.chat_template import render_chat
 from corral.engine.llm_engine import LLMEngine, StepOutput
@@ -47,6 +48,9 @@ class Worker:
             load_tokenizer(self.engine.loaded.path) if self.engine.tokenizer is not None else None
         )
         self.text = p.TokenText(self.tokenizer)
+        if self.embeddings is not None:  # the version's reference names its embeddings too
+            self.embeddings.names |= set(self.names)
+        self._longest_token: int | None = None
 
     def check_model(self, model: str) -> str:
         if model not in self.names:
@@ -59,6 +63,30 @@ class Worker:
         if self.tokenizer is None:
             raise InvalidInputError("this worker has no tokenizer; send token ids to /v1/completions")
         return list(self.tokenizer.encode(text, add_special_tokens=special))
+
+    def check_length(self, text: str) -> None:
+        """Refuse, without tokenizing, text too long to fit the context whatever its tokens.
+
+        No token covers more bytes than the longest one in the vocabulary, so text past
+        `max_model_len` times that (doubled, for normalizers) cannot fit: a 10 MB prompt is a quick
+        400 instead of seconds of tokenizing.
+        """
+        if self.tokenizer is None:
+            return
+        if self._longest_token is None:
+            self._longest_token = max((len(t) for t in self.tokenizer.get_vocab()), default=1)
+        limit = self.engine.max_model_len * self._longest_token * 2
+        if len(text) > limit and len(text.encode("utf-8")) > limit:
+            raise InvalidInputError(
+                f"this model's maximum context length is {self.engine.max_model_len} tokens, and a prompt "
+                f"of {len(text)} characters is longer than that in any tokenization",
+                hint="shorten the prompt",
+            )
+
+    async def encode_off_loop(self, text: str, special: bool) -> list[int]:
+        """Tokenize on a thread, so /health and other requests never wait on one long prompt."""
+        self.check_length(text)
+        return await asyncio.to_thread(self.encode, text, special)
 
 
 def error_response(exc: CorralError) -> JSONResponse:
@@ -84,17 +112,34 @@ async def read_json(request: Request) -> Any:
         raise InvalidInputError("the request body is not valid JSON") from None
 
 
-def _prompts(worker: Worker, req: p.CompletionRequest) -> list[list[int]]:
+async def _prompts(worker: Worker, req: p.CompletionRequest) -> list[list[int]]:
     prompt = req.prompt
     if isinstance(prompt, str):
-        return [worker.encode(prompt, special=True)]
-    if prompt and all(isinstance(x, int) for x in prompt):
+        return [await worker.encode_off_loop(prompt, special=True)]
+    if not prompt:
+        raise InvalidInputError("invalid 'prompt': give a string, a list of strings or token ids, not []")
+    if all(isinstance(x, int) for x in prompt):
         return [list(prompt)]  # type: ignore[arg-type]
-    return [worker.encode(x, special=True) if isinstance(x, str) else list(x) for x in prompt]  # type: ignore[arg-type]
+    return [
+        await worker.encode_off_loop(x, special=True) if isinstance(x, str) else list(x)  # type: ignore[arg-type]
+        for x in prompt
+    ]
+
+
+def _grammar(worker: Worker, req: p.ChatRequest) -> Any:
+    """The compiled grammar a chat answer must follow (tools or response_format), or None."""
+    mode = req.tool_mode
+    fmt = req.response_format if req.response_format and req.response_format.type != "text" else None
+    if mode not in (None, "none"):
+        if fmt is not None and mode != "auto":
+            raise InvalidInputError("'response_format' cannot be combined with a forced 'tool_choice'")
+        if fmt is None or mode != "auto":
+            return tools.tool_grammar(worker.engine.grammars, req.tools or [], mode)
+    return tools.response_grammar(worker.engine.grammars, fmt) if fmt is not None else None
 
 
 def _submit(
-    worker: Worker, req: Any, prompts: list[list[int]], logprobs: int | None
+    worker: Worker, req: Any, prompts: list[list[int]], logprobs: int | None, grammar: Any = None
 ) -> list[tuple[str, int]]:
     """Queue n choices per prompt; returns (request id, prompt length) per choice. All or nothing."""
     limit = worker.engine.max_model_len
@@ -110,6 +155,7 @@ def _submit(
                 max_tokens = req.max_completion_tokens
             for i in range(req.n):
                 params = req.sampling(max_tokens, logprobs)
+                params.grammar = grammar
                 if params.seed is not None:
                     params.seed += i  # n seeded choices should differ from each other
                 ids.append((worker.front.submit(prompt, params), len(prompt)))
@@ -159,7 +205,9 @@ async def _collect(worker: Worker, kind: str, req: Any, ids: list[tuple[str, int
     texts = ["" for _ in ids]
     samples: list[list[Any]] = [[] for _ in ids]
     counts, reasons = [0] * len(ids), ["stop"] * len(ids)
+    seqs: list[Any] = [None] * len(ids)
     async for index, out in merged(worker, ids):
+        seqs[index] = out.seq
         texts[index] += out.text
         samples[index] += out.logprobs
         counts[index] += len(out.token_ids)
@@ -169,17 +217,15 @@ async def _collect(worker: Worker, kind: str, req: Any, ids: list[tuple[str, int
     for i, text in enumerate(texts):
         if kind == "chat":
             lp = worker.text.chat_logprobs(samples[i])
-            choices.append(
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": text},
-                    "logprobs": lp,
-                    "finish_reason": reasons[i],
-                }
-            )
+            message, reason = tools.chat_message(text, reasons[i], _tool_names(req))
+            choices.append({"index": i, "message": message, "logprobs": lp, "finish_reason": reason})
         else:
             lp = worker.text.completion_logprobs(samples[i])
+            if req.echo and seqs[i] is not None:
+                text, lp = worker.text.echoed(seqs[i], samples[i], text)
             choices.append({"index": i, "text": text, "logprobs": lp, "finish_reason": reasons[i]})
+        if req.prompt_logprobs is not None and seqs[i] is not None:
+            choices[-1]["prompt_logprobs"] = worker.text.prompt_entries(seqs[i])
     obj = "chat.completion" if kind == "chat" else "text_completion"
     prefix = "chatcmpl" if kind == "chat" else "cmpl"
     return {
@@ -221,6 +267,9 @@ async def _sse(worker: Worker, kind: str, req: Any, ids: list[tuple[str, int]]) 
                 "finish_reason": None,
             }
             yield _data(p.chunk(kind, rid, req.model, created, first))
+    names = _tool_names(req) if kind == "chat" else None
+    held = [tools.ToolStream(names) for _ in ids] if names else None
+    started: set[int] = set()
     try:
         async for index, out in merged(worker, ids):
             completion_tokens += len(out.token_ids)
@@ -228,8 +277,14 @@ async def _sse(worker: Worker, kind: str, req: Any, ids: list[tuple[str, int]]) 
                 lp = worker.text.chat_logprobs(out.logprobs)
             else:
                 lp = worker.text.completion_logprobs(out.logprobs)
-            if out.text or out.finished or lp:
-                yield _data(p.chunk(kind, rid, req.model, created, p.stream_choice(kind, index, out, lp)))
+            choice = p.stream_choice(kind, index, out, lp)
+            if held is not None:
+                _hold_calls(choice, held[index], out)
+            if index not in started:
+                started.add(index)
+                _first_extras(worker, req, choice, out)
+            if (choice["delta"] if kind == "chat" else choice["text"]) or out.finished or lp:
+                yield _data(p.chunk(kind, rid, req.model, created, choice))
     except CorralError as exc:
         yield _data(exc.to_openai())
         return
@@ -242,6 +297,37 @@ async def _sse(worker: Worker, kind: str, req: Any, ids: list[tuple[str, int]]) 
         }
         yield _data({**last, "choices": [], "usage": p.usage(_prompt_tokens(req, ids), completion_tokens)})
     yield "data: [DONE]\n\n"
+
+
+def _first_extras(worker: Worker, req: Any, choice: dict[str, Any], out: StepOutput) -> None:
+    """A choice's first streamed chunk carries the echoed prompt and the prompt logprobs."""
+    if getattr(req, "echo", False):
+        choice["text"], lp = worker.text.echoed(out.seq, out.logprobs, choice["text"])
+        choice["logprobs"] = lp if lp is not None else choice["logprobs"]
+    if req.prompt_logprobs is not None:
+        choice["prompt_logprobs"] = worker.text.prompt_entries(out.seq)
+
+
+def _tool_names(req: Any) -> set[str] | None:
+    """The function names a chat answer may call, or None where it answers in text only."""
+    if not isinstance(req, p.ChatRequest) or req.tool_mode in (None, "none"):
+        return None
+    return {t.function.name for t in req.tools or []}
+
+
+def _hold_calls(choice: dict[str, Any], held: tools.ToolStream, out: StepOutput) -> None:
+    """Rewrite a streamed chat choice so tool calls arrive whole in `delta.tool_calls`."""
+    content = held.feed(out.text)
+    delta: dict[str, Any] = {"content": content} if content else {}
+    if out.finished:
+        tail, calls = held.finish()
+        if tail:
+            delta["content"] = delta.get("content", "") + tail
+        if calls:
+            delta["tool_calls"] = tools.streamed_calls(calls)
+            if choice["finish_reason"] == "stop":
+                choice["finish_reason"] = "tool_calls"
+    choice["delta"] = delta
 
 
 def _data(obj: dict[str, Any]) -> str:
@@ -268,18 +354,19 @@ def build_app(worker: Worker) -> Starlette:
         worker.check_model(req.model)
         if worker.tokenizer is None:
             raise InvalidInputError("this worker has no tokenizer, so it cannot render chat messages")
-        messages = [
-            {"role": m.role if m.role != "developer" else "system", "content": m.text()} for m in req.messages
-        ]
-        prompt = worker.encode(render_chat(worker.tokenizer, messages), special=False)
+        fns = [t.model_dump(by_alias=True, exclude_none=True) for t in req.tools or []] or None
+        text = render_chat(worker.tokenizer, tools.template_messages(req.messages), fns)
+        worker.check_length(text)
+        prompt = await worker.encode_off_loop(text, special=False)
+        grammar = await asyncio.to_thread(_grammar, worker, req)
         return await _answer(
-            worker, request, "chat", req, _submit(worker, req, [prompt], req.logprob_count())
+            worker, request, "chat", req, _submit(worker, req, [prompt], req.logprob_count(), grammar)
         )
 
     async def completions(request: Request) -> Response:
         req = p.parse(p.CompletionRequest, await read_json(request))
         worker.check_model(req.model)
-        ids = _submit(worker, req, _prompts(worker, req), req.logprobs)
+        ids = _submit(worker, req, await _prompts(worker, req), req.logprobs)
         return await _answer(worker, request, "completion", req, ids)
 
     async def models(_: Request) -> Response:
@@ -294,6 +381,17 @@ def build_app(worker: Worker) -> Starlette:
             }
             for name in worker.names
         ]
+        if worker.embeddings is not None:
+            data += [
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": worker.created,
+                    "owned_by": "corral",
+                    "root": str(worker.embeddings.path),
+                }
+                for name in sorted(worker.embeddings.names - set(worker.names))
+            ]
         return JSONResponse({"object": "list", "data": data})
 
     async def health(_: Request) -> Response:

@@ -32,12 +32,17 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     """`corral serve`: local workers for `target:` routes, then the gateway, until SIGTERM drains both."""
     import logging
 
+    from corral.gateway.deployments import check_targets
     from corral.gateway.parts import supervisor_of
+    from corral.gateway.reload import watch_config
     from corral.gateway.server import serve_forever
 
     parts = build_parts(settings, local_workers=True)
+    parts.store.ensure_ready()  # a bad target is a clear error before any socket opens
+    check_targets(settings.deployments, parts.registry.models.resolve, settings.source or "settings")
     supervisor = supervisor_of(parts)
     gateway = Gateway(parts, tune_gc=True)
+    reloader = watch_config(parts)
     supervisor.start()
     monitor = _start_monitor(parts.store, settings) if settings.monitor.enabled else None
     try:
@@ -45,6 +50,8 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     finally:
         if monitor is not None:
             monitor.set()
+        if reloader is not None:
+            reloader.stop()
         supervisor.stop()
         logging.getLogger("corral.gateway").info("gateway stopped; traces flushed, workers stopped")
 

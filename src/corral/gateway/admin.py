@@ -13,6 +13,7 @@ from sqlalchemy.exc import DataError, StatementError
 
 from corral.errors import InvalidInputError, MethodNotAllowedError, NotFoundError, PermissionDeniedError
 from corral.gateway import costs
+from corral.gateway.deployments import unservable_targets, validate_spec
 from corral.gateway.http import Receive, Send, header, parse_json_object, read_body, send_json
 from corral.gateway.upstream import redact_url
 from corral.store.models import TraceRow
@@ -138,6 +139,13 @@ class AdminApi:
                 raise NotFoundError(f"no deployment '{name}'")
             return 200, data
         if method == "PUT" and name:
+            checked, resolve = validate_spec(name, body), self.routes.resolver.resolve_version
+            problems = await asyncio.to_thread(unservable_targets, checked, resolve) if resolve else []
+            if problems:
+                raise InvalidInputError(
+                    f"deployment '{name}': " + "; ".join(f"key '{key}': {why}" for key, why in problems),
+                    hint="register the model or point the alias at a live version first",
+                )
             spec = await asyncio.to_thread(ds.put, name, body, actor)
             await asyncio.to_thread(self.refresh)
             return 200, _redacted(spec.model_dump(mode="json"))
@@ -166,14 +174,19 @@ class AdminApi:
                 for e in endpoints
             ]
 
-        return {"routes": show(live.routes), "shadow": show(live.shadow), "fallbacks": show(live.fallbacks)}
+        return {
+            "routes": show(live.routes),
+            "shadow": show(live.shadow),
+            "fallbacks": show(live.fallbacks),
+            "problems": live.problems,
+        }
 
     async def _costs(
         self, method: str, name: str | None, body: dict[str, Any], query: dict[str, str], actor: str
     ) -> tuple[int, Any]:
         if method != "GET":
             raise _bad_method(method, "costs", name)
-        group_by = [g for g in query.get("group_by", "day,key,model").split(",") if g]
+        group_by = costs.group_names(query.get("group_by") or query.get("by") or costs.DEFAULT_GROUPS)
         rows = await asyncio.to_thread(
             costs.totals, self.store, group_by, query.get("since"), query.get("until")
         )

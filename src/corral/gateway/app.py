@@ -15,6 +15,7 @@ import orjson
 from corral.config import Settings
 from corral.errors import CorralError, MethodNotAllowedError, NotFoundError, PermissionDeniedError
 from corral.gateway.admin import AdminApi
+from corral.gateway.deployments import check_targets
 from corral.gateway.feedback import check_owner, parse_feedback
 from corral.gateway.guardrails import moderations
 from corral.gateway.http import (
@@ -111,6 +112,9 @@ class Gateway:
     async def start(self) -> None:
         def prepare() -> None:
             self.store.ensure_ready()
+            check_targets(
+                self.settings.deployments, self.registry.models.resolve, self.settings.source or "settings"
+            )
             self.routes.deployments.seed(self.settings.deployments)
             self.watcher.poll()
             self.parts.heartbeat.start()
@@ -126,7 +130,10 @@ class Gateway:
             quiet_gc()
         self.started = True
         log.info(
-            "gateway ready: %d deployment(s): %s", len(self.live), ", ".join(sorted(self.live)) or "none"
+            "gateway ready: %d deployment(s): %s",
+            len(self.live),
+            ", ".join(sorted(self.live))
+            or "none yet (add them under `deployments:` in corral.yaml or PUT /admin/deployments/NAME)",
         )
 
     async def _purge_expired(self) -> None:
@@ -220,9 +227,12 @@ class Gateway:
             await send_json(send, 200, {"status": "ok"}, trace_id)
         elif path == "/ready":
             _method(method, "GET")
-            ready = self.started and bool(self.live) or self.started and not self.settings.deployments
-            routes = self.routes.ready_routes()
-            await send_json(send, 200 if ready else 503, {"ready": ready, "routes": routes}, trace_id)
+            # ready while every deployment has a route that can serve: not while a worker crash-loops
+            # or a target is retired or unresolvable (the problems say which)
+            ready = self.started and all(live.servable for live in self.live.values())
+            problems = {name: live.problems for name, live in self.live.items() if live.problems}
+            state = {"ready": ready, "routes": self.routes.ready_routes(), "problems": problems}
+            await send_json(send, 200 if ready else 503, state, trace_id)
         elif path == "/metrics":
             _method(method, "GET")
             await self._metrics_access(scope)

@@ -18,13 +18,13 @@ def check(kind: str, body: dict[str, Any]) -> bool:
         if not isinstance(messages, list) or not messages:
             raise InvalidInputError("`messages` must be a non-empty list of {role, content} objects")
         for index, message in enumerate(messages):
-            if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-                raise InvalidInputError(f"`messages[{index}]` must be an object with a string `role`")
+            check_message(index, message)
     elif kind == "completions":
-        if not isinstance(body.get("prompt"), str | list):
-            raise InvalidInputError("`prompt` must be a string or a list")
-    elif not isinstance(body.get("input"), str | list):
-        raise InvalidInputError("`input` must be a string or a list")
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str | list) or (isinstance(prompt, list) and not prompt):
+            raise InvalidInputError("`prompt` must be a string or a non-empty list")
+    elif not isinstance(body.get("input"), str | list) or body.get("input") == []:
+        raise InvalidInputError("`input` must be a string or a non-empty list")
     stream = body.get("stream", False)
     if stream is None:
         stream = False
@@ -36,6 +36,19 @@ def check(kind: str, body: dict[str, Any]) -> bool:
     if options is not None and not isinstance(options, dict):
         raise InvalidInputError("`stream_options` must be an object")
     return stream
+
+
+def check_message(index: int, message: Any) -> None:
+    """A chat message needs a string `role`; all but assistant (with tool calls) and tool need `content`."""
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+        raise InvalidInputError(f"`messages[{index}]` must be an object with a string `role`")
+    content = message.get("content")
+    if message["role"] == "assistant" and (message.get("tool_calls") or message.get("function_call")):
+        return
+    if not isinstance(content, str | list):
+        raise InvalidInputError(
+            f"`messages[{index}].content` is required: a string or a list of content parts"
+        )
 
 
 def user_of(body: dict[str, Any]) -> str | None:

@@ -9,13 +9,36 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import func, select
 
 from corral.errors import InvalidInputError
 from corral.store import Store
 from corral.store.models import TraceRow
 
-GROUPS = {"day": TraceRow.day, "key": TraceRow.key_name, "model": TraceRow.deployment}
+# What costs can be grouped by: `version` is the model version that answered and `route` the route
+# taken, so a canary's cost can be set beside production's within one deployment.
+GROUPS = {
+    "day": TraceRow.day,
+    "key": TraceRow.key_name,
+    "deployment": TraceRow.deployment,
+    "version": TraceRow.model_version,
+    "route": TraceRow.route,
+    "model": TraceRow.deployment,  # the first name of `deployment`, still accepted
+}
+DEFAULT_GROUPS = "day,key,deployment"
+
+
+def group_names(text: str) -> list[str]:
+    """`deployment,version` → ['deployment', 'version'], every name checked."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in GROUPS]
+    if unknown:
+        shown = [g for g in GROUPS if g != "model"]
+        raise InvalidInputError(
+            f"cannot group costs by {', '.join(unknown)}", hint=f"use any of {', '.join(shown)}"
+        )
+    return names
 
 
 def estimate_tokens(text: str) -> int:
@@ -23,18 +46,39 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4) if text else 0
 
 
+def _tool_calls_text(message: dict[str, Any]) -> list[str]:
+    """The names and arguments of an assistant message's tool calls: tokens the model wrote or reads."""
+    parts: list[str] = []
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            parts.extend(str(function.get(k) or "") for k in ("name", "arguments"))
+    legacy = message.get("function_call")
+    if isinstance(legacy, dict):
+        parts.extend(str(legacy.get(k) or "") for k in ("name", "arguments"))
+    return parts
+
+
 def prompt_text(body: dict[str, Any]) -> str:
-    """The text a request sends, for counting: chat messages, a completion prompt or embedding input."""
+    """The text a request sends, for counting: chat messages (with tool calls and the `tools` schemas),
+    a completion prompt or embedding input."""
     if isinstance(body.get("messages"), list):
         parts = []
         for message in body["messages"]:
-            content = message.get("content") if isinstance(message, dict) else None
+            if not isinstance(message, dict):
+                continue
+            content = message.get("content")
             if isinstance(content, str):
                 parts.append(content)
             elif isinstance(content, list):
                 parts.extend(
                     t for p in content if isinstance(p, dict) and isinstance(t := p.get("text"), str)
                 )
+            parts.extend(_tool_calls_text(message))
+        for schemas in (body.get("tools"), body.get("functions")):
+            if isinstance(schemas, list) and schemas:
+                parts.append(orjson.dumps(schemas).decode())  # the model reads the schemas too
         return "\n".join(parts)
     value = body.get("prompt", body.get("input", ""))
     if isinstance(value, list):
@@ -43,6 +87,7 @@ def prompt_text(body: dict[str, Any]) -> str:
 
 
 def answer_text(response: dict[str, Any] | None) -> str:
+    """The text an answer holds, for counting: message content and tool calls, or completion text."""
     parts = []
     for choice in (response or {}).get("choices") or ():
         if not isinstance(choice, dict):
@@ -51,6 +96,8 @@ def answer_text(response: dict[str, Any] | None) -> str:
         text = message.get("content") if isinstance(message, dict) else choice.get("text")
         if isinstance(text, str):
             parts.append(text)
+        if isinstance(message, dict):
+            parts.extend(_tool_calls_text(message))
     return "".join(parts)
 
 
@@ -69,6 +116,9 @@ def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31
 
 
+MAX_RECOUNT_CHARS = 1_000_000  # longer traces keep the four-characters-a-token estimate
+
+
 @functools.lru_cache(maxsize=16)
 def _tokenizer(directory: str) -> Any:
     path = Path(directory) / "tokenizer.json"
@@ -83,15 +133,23 @@ def _tokenizer(directory: str) -> Any:
 
 def exact_counter(
     directory: str,
-) -> Callable[[dict[str, Any] | None, dict[str, Any] | None], tuple[int, int]] | None:
-    """(prompt, completion) token counts of an exchange with the local model's tokenizer, if it has one."""
+) -> Callable[[dict[str, Any] | None, dict[str, Any] | None], tuple[int, int] | None] | None:
+    """(prompt, completion) token counts of an exchange with the local model's tokenizer, if it has one.
+
+    The counter gives None for an exchange past MAX_RECOUNT_CHARS: its estimate stands (and says so)
+    rather than minutes of tokenizing.
+    """
     tokenizer = _tokenizer(directory)
     if tokenizer is None:
         return None
 
-    def count(request: dict[str, Any] | None, response: dict[str, Any] | None) -> tuple[int, int]:
-        prompt = len(tokenizer.encode(prompt_text(request or {})).ids)
-        return prompt, len(tokenizer.encode(answer_text(response)).ids)
+    def count(request: dict[str, Any] | None, response: dict[str, Any] | None) -> tuple[int, int] | None:
+        texts = [prompt_text(request or {}), answer_text(response)]
+        if sum(len(t) for t in texts) > MAX_RECOUNT_CHARS:
+            return None
+        # encode_batch releases the GIL, so the event loop keeps answering while this thread counts
+        prompt, completion = tokenizer.encode_batch(texts)
+        return len(prompt.ids), len(completion.ids)
 
     return count
 
@@ -115,12 +173,8 @@ def month_spend(store: Store) -> dict[int, float]:
 def totals(
     store: Store, group_by: list[str], since: str | None = None, until: str | None = None
 ) -> list[dict[str, Any]]:
-    """Requests, tokens and cost grouped by any of day, key and model (deployment), oldest day first."""
-    unknown = [g for g in group_by if g not in GROUPS]
-    if unknown:
-        raise InvalidInputError(
-            f"cannot group costs by {', '.join(unknown)}", hint="use day, key and/or model"
-        )
+    """Requests, tokens and cost grouped by any of GROUPS, oldest day first."""
+    group_by = group_names(",".join(group_by))
     for name, day in (("since", since), ("until", until)):
         if day:
             try:

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from corral.config import Deployment, Route
-from corral.errors import CorralError, InvalidInputError, NotFoundError, PermissionDeniedError
+from corral.errors import ConfigError, CorralError, InvalidInputError, NotFoundError, PermissionDeniedError
 from corral.gateway.routing import Breaker
 from corral.gateway.upstream import Endpoint, KeyEnvPolicy, redact_url
 from corral.store import Store
@@ -46,7 +46,7 @@ def _price_key(route: Route) -> tuple[float, float]:
 class WorkerDirectory(Protocol):
     """Where local workers for a registry version listen; `None` while they are starting."""
 
-    def ensure(self, version: Any, replicas: int) -> list[str] | None: ...
+    def ensure(self, version: Any, replicas: int, embeddings: bool = False) -> list[str] | None: ...
 
     def retain(self, refs: set[str]) -> None: ...
 
@@ -60,6 +60,45 @@ def validate_spec(name: str, spec: Any) -> Deployment:
             for e in exc.errors()
         )
         raise InvalidInputError(f"deployment '{name}' is invalid: {problems}") from None
+
+
+def unservable_stage(target: str, version: Any) -> str:
+    """ "is retired", or "is support@3, which is draining" when the target is an alias."""
+    if target == version.ref:
+        return f"is {version.stage}"
+    return f"is {version.ref}, which is {version.stage}"
+
+
+def unservable_targets(spec: Deployment, resolve_version: Callable[[str], Any]) -> list[tuple[str, str]]:
+    """(key, reason) for each `target:` that names no version, or a draining or retired one."""
+    found = []
+    for kind in ("routes", "shadow", "fallbacks"):
+        for i, route in enumerate(getattr(spec, kind)):
+            if not route.target:
+                continue
+            key = f"{kind}[{i}].target"
+            try:
+                version = resolve_version(route.target)
+            except CorralError as exc:
+                found.append((key, f"'{route.target}' does not resolve: {exc}"))
+                continue
+            if version.stage in ("draining", "retired"):
+                found.append((key, f"'{route.target}' {unservable_stage(route.target, version)}"))
+    return found
+
+
+def check_targets(specs: dict[str, Deployment], resolve_version: Callable[[str], Any], source: str) -> None:
+    """Refuse deployments whose targets cannot serve, naming `source` (a file) and each key."""
+    problems = [
+        f"{source}: key 'deployments.{name}.{key}': {reason}"
+        for name, spec in specs.items()
+        for key, reason in unservable_targets(spec, resolve_version)
+    ]
+    if problems:
+        raise ConfigError(
+            "a deployment routes to a version that cannot serve:\n  " + "\n  ".join(problems),
+            hint="register the model, point the alias at a live version (corral models alias), or fix the target",
+        )
 
 
 class DeploymentStore:
@@ -95,6 +134,8 @@ class DeploymentStore:
             rows = session.scalars(select(DeploymentRow).where(DeploymentRow.spec.is_not(None))).all()
             out = {}
             for row in rows:
+                if row.spec is None:  # deleted through the admin API (a JSON null, which SQL sees as a value)
+                    continue
                 try:
                     out[row.name] = Deployment.model_validate(row.spec)
                 except ValidationError as exc:
@@ -140,6 +181,11 @@ class LiveDeployment:
     shadow: list[Endpoint | None]
     fallbacks: list[Endpoint | None]
     weights: list[float] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # why routes are None, for the 503 and /ready
+
+    @property
+    def servable(self) -> bool:
+        return any(r is not None for r in self.routes) or any(f is not None for f in self.fallbacks)
 
 
 class RouteResolver:
@@ -164,6 +210,8 @@ class RouteResolver:
         ] = {}  # route target → what served it last, kept while the new one starts
         self.pending = False  # a target waits for its worker: resolve again on the next poll
         self.refs: set[str] = set()  # local versions in use, so their workers are kept
+        self.problem: str | None = None  # why the last resolve() gave None
+        self._logged: set[str] = set()  # problems already logged, so a poll does not repeat them
 
     def _endpoint(self, ident: tuple[Any, ...], make: Callable[[], Endpoint]) -> Endpoint:
         found = self._endpoints.get(ident)
@@ -181,6 +229,7 @@ class RouteResolver:
             return False, None
 
     def resolve(self, route: Route) -> Endpoint | None:
+        self.problem = None
         if route.url:
             allowed, api_key = self._key(route.api_key_env, redact_url(route.url))
             if not allowed:
@@ -203,13 +252,15 @@ class RouteResolver:
     def _resolve_target(self, route: Route) -> Endpoint | None:
         target = str(route.target)
         if self.resolve_version is None:
+            self.problem = f"{target}: this gateway has no registry to resolve it"
             return None
         try:
             version = self.resolve_version(target)
         except CorralError as exc:
-            log.warning("route %s cannot be resolved: %s", target, exc)
+            self.problem = f"{target} cannot be resolved: {exc}"
             return None
         if version.stage in ("draining", "retired"):
+            self.problem = f"{target} {unservable_stage(target, version)}"
             return None
         if version.kind == "endpoint":
             if route.api_key_env and not version.api_key_env:
@@ -242,14 +293,19 @@ class RouteResolver:
 
     def _local(self, route: Route, target: str, version: Any) -> Endpoint | None:
         previous = self._current.get(target)
-        urls = self.workers.ensure(version, route.replicas) if self.workers else None
+        urls = self.workers.ensure(version, route.replicas, route.embeddings) if self.workers else None
         self.refs.add(version.ref)
         if urls is None:
             self.pending = True
             if previous is not None:
                 self.refs.add(str(previous.version_ref))
             if self.workers is None:
-                log.warning("%s needs a local worker; start the gateway with `corral serve`", version.ref)
+                self.problem = f"{version.ref} needs a local worker; start the gateway with `corral serve`"
+            else:
+                why = getattr(self.workers, "problem", None)
+                self.problem = (
+                    why(version.ref) if why else None
+                ) or f"the worker for {version.ref} is starting"
             return previous  # the old version keeps serving until the new one is ready
         ident = ("local", version.ref, tuple(urls), route.timeout_s, _price_key(route))
         endpoint = self._endpoint(
@@ -267,18 +323,33 @@ class RouteResolver:
         self._current[target] = endpoint
         return endpoint
 
+    def _resolve_all(self, kind: str, routes: list[Route], problems: list[str]) -> list[Endpoint | None]:
+        out = []
+        for i, route in enumerate(routes):
+            out.append(self.resolve(route))
+            if out[-1] is None and self.problem:
+                problems.append(f"{kind}[{i}]: {self.problem}")
+        return out
+
     def build(self, specs: dict[str, Deployment]) -> dict[str, LiveDeployment]:
         self.pending, self.refs = False, set()
         live = {}
+        problems: set[str] = set()
         for name, spec in specs.items():
+            found: list[str] = []
             live[name] = LiveDeployment(
                 name=name,
                 spec=spec,
-                routes=[self.resolve(r) for r in spec.routes],
-                shadow=[self.resolve(r) for r in spec.shadow],
-                fallbacks=[self.resolve(r) for r in spec.fallbacks],
+                routes=self._resolve_all("routes", spec.routes, found),
+                shadow=self._resolve_all("shadow", spec.shadow, found),
+                fallbacks=self._resolve_all("fallbacks", spec.fallbacks, found),
                 weights=[r.weight for r in spec.routes],
+                problems=found,
             )
+            problems.update(f"deployment {name} {p}" for p in found if "is starting" not in p)
+        for problem in sorted(problems - self._logged):
+            log.warning("%s", problem)
+        self._logged = problems
         if self.workers is not None:
             self.workers.retain(self.refs)
         return live

@@ -39,8 +39,11 @@ class Deployment(Stage):
         call.body = parse_json_object(raw)
         model = call.body.get("model")
         if not isinstance(model, str) or not model:
+            problem = (
+                "is required" if model in (None, "") else f"must be a string, not {type(model).__name__}"
+            )
             raise InvalidInputError(
-                "`model` is required: the name of a deployment (GET /v1/models lists them)"
+                f"`model` {problem}: the name of a deployment (GET /v1/models lists them)"
             )
         call.live = self.routes.live.get(model)
         if call.live is None or (call.key is not None and not call.key.reaches(model)):

@@ -73,6 +73,13 @@ class GatewayMetrics:
         self.workers_ready = Gauge(
             "corral_workers_ready", "Local workers answering health checks", registry=r
         )
+        self.worker_failing = Gauge(
+            "corral_worker_failing",
+            "1 while a version's local worker fails to start or serve; `error` is its last error",
+            ["model", "error"],
+            registry=r,
+        )
+        self._worker_errors: dict[str, str] = {}
         self.store_up.set(1)
         self._cache: dict[tuple[str, ...], tuple[object, ...]] = {}
         self._usage: dict[str, tuple[object, ...]] = {}
@@ -98,6 +105,16 @@ class GatewayMetrics:
         children[1].inc(completion)  # type: ignore[attr-defined]
         if cost:
             children[2].inc(cost)  # type: ignore[attr-defined]
+
+    def worker_error(self, ref: str, error: str | None) -> None:
+        """Show (or, with None, clear) the last error of a version's failing worker."""
+        error = error[:200] if error is not None else None
+        old = self._worker_errors.pop(ref, None)
+        if old is not None and old != error:
+            self.worker_failing.remove(ref, old)
+        if error is not None:
+            self._worker_errors[ref] = error
+            self.worker_failing.labels(ref, error).set(1)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

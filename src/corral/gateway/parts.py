@@ -77,6 +77,7 @@ def build_parts(
             settings,
             in_flight=in_flight.get,
             on_restart=lambda ref: metrics.worker_restarts.labels(ref).inc(),
+            on_error=metrics.worker_error,
         )
     g = settings.gateway
     key_policy = KeyEnvPolicy.from_settings(settings)

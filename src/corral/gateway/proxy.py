@@ -188,9 +188,8 @@ class Proxy:
                 self.metrics.fallbacks.labels(live.name).inc()
             return
         if last is None:
-            raise OverloadedError(
-                f"no route of '{live.name}' can serve now (workers starting or breakers open)"
-            )
+            why = "; ".join(live.problems) or "its routes' breakers are open after repeated failures"
+            raise OverloadedError(f"no route of '{live.name}' can serve now: {why}")
         raise UpstreamError(f"every route of '{live.name}' failed; the last said: {last.reason}")
 
     async def _attempt(self, call: Call, endpoint: Endpoint, send: Send) -> None:
@@ -297,7 +296,7 @@ class Proxy:
                 for event in splitter.feed(chunk):
                     payload = event_data(event)
                     parsed = summary.observe(payload) if payload is not None else None
-                    if call.ttft_s is None and summary.text:
+                    if call.ttft_s is None and summary.has_output:
                         call.ttft_s = time.perf_counter() - call.started
                     if wants_usage or not is_usage_only(parsed):
                         out.append(event)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import socket
@@ -15,6 +16,7 @@ from typing import Any
 import uvicorn
 
 from corral.config import GatewaySettings
+from corral.errors import ConflictError, CorralError, InvalidInputError
 from corral.gateway.connections import ConnectionLimits, client_connection_cap, guarded
 
 log = logging.getLogger("corral.gateway")
@@ -24,10 +26,36 @@ def bind(host: str, port: int) -> socket.socket:
     """A listening socket; port 0 picks a free one (read it back with getsockname)."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        raise bind_error(host, port, exc) from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def bind_error(host: str, port: int, exc: BaseException) -> CorralError:
+    """What to tell someone whose gateway cannot listen on host:port."""
+    where = f"{host}:{port}"
+    hint = "choose another with --port or gateway.port"
+    if isinstance(exc, OverflowError) or not 0 <= port <= 65535:
+        return InvalidInputError(f"port {port} is not a port number (1-65535)", hint=hint)
+    code = getattr(exc, "errno", None)
+    if code == errno.EADDRINUSE:
+        return ConflictError(
+            f"cannot listen on {where}: the port is already in use", hint=f"stop the other server, or {hint}"
+        )
+    if code == errno.EACCES:
+        return InvalidInputError(
+            f"cannot listen on {where}: permission denied (ports below 1024 need privileges)", hint=hint
+        )
+    if code == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
+        return InvalidInputError(
+            f"cannot listen on {where}: no such local address", hint="check --host or gateway.host"
+        )
+    return CorralError(f"cannot listen on {where}: {getattr(exc, 'strerror', None) or exc}")
 
 
 def uvicorn_config(app: Any, settings: GatewaySettings, log_level: str = "warning") -> uvicorn.Config:

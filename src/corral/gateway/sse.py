@@ -39,6 +39,7 @@ class StreamSummary:
 
     def __init__(self) -> None:
         self.text: dict[int, list[str]] = {}
+        self.tool_calls: dict[int, dict[int, dict[str, Any]]] = {}  # choice → call index → the call so far
         self.finish: dict[int, str | None] = {}
         self.usage: dict[str, Any] | None = None
         self.id: str | None = None
@@ -66,20 +67,52 @@ class StreamSummary:
             piece = delta.get("content") if isinstance(delta, dict) else choice.get("text")
             if piece:
                 self.text.setdefault(index, []).append(piece)
+            if isinstance(delta, dict) and delta.get("tool_calls"):
+                self._fold_tool_calls(index, delta["tool_calls"])
             if choice.get("finish_reason"):
                 self.finish[index] = choice["finish_reason"]
         return chunk
 
+    def _fold_tool_calls(self, choice: int, deltas: Any) -> None:
+        """Tool calls arrive in pieces: the id, type and name once, the arguments as string fragments."""
+        calls = self.tool_calls.setdefault(choice, {})
+        for piece in deltas if isinstance(deltas, list) else ():
+            if not isinstance(piece, dict):
+                continue
+            index = piece.get("index", len(calls))
+            call = calls.setdefault(
+                index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+            )
+            if piece.get("id"):
+                call["id"] = piece["id"]
+            if piece.get("type"):
+                call["type"] = piece["type"]
+            function = piece.get("function")
+            if isinstance(function, dict):
+                for field in ("name", "arguments"):
+                    if isinstance(function.get(field), str):
+                        call["function"][field] += function[field]
+
+    @property
+    def has_output(self) -> bool:
+        """Whether the answer has begun: text or a tool call (for the time to first token)."""
+        return bool(self.text or self.tool_calls)
+
     def as_response(self, kind: str) -> dict[str, Any]:
         """The stream folded into the shape of a non-streaming response, for the trace."""
         choices = []
-        for index in sorted(set(self.text) | set(self.finish)):
+        for index in sorted(set(self.text) | set(self.finish) | set(self.tool_calls)):
             content = "".join(self.text.get(index, []))
-            body: dict[str, Any] = (
-                {"message": {"role": "assistant", "content": content}}
-                if kind == "chat"
-                else {"text": content}
-            )
+            body: dict[str, Any]
+            if kind == "chat":
+                message: dict[str, Any] = {"role": "assistant", "content": content}
+                calls = self.tool_calls.get(index)
+                if calls:
+                    message["content"] = content or None
+                    message["tool_calls"] = [calls[i] for i in sorted(calls)]
+                body = {"message": message}
+            else:
+                body = {"text": content}
             choices.append({"index": index, **body, "finish_reason": self.finish.get(index)})
         return {"id": self.id, "model": self.model, "choices": choices, "usage": self.usage}
 

@@ -125,12 +125,19 @@ def _kmeans(points: Array, k: int, rng: np.random.Generator, rounds: int = 20) -
 
 
 def new_topics(
-    reference: Array, current: Array, texts: list[str], *, quantile: float = 0.99, seed: int = 0
+    reference: Array,
+    current: Array,
+    texts: list[str],
+    *,
+    ids: list[str] | None = None,
+    quantile: float = 0.99,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """The share of current prompts farther from every reference cluster than nearly all reference prompts.
 
     Clusters are fitted on half the reference and the radius is calibrated on the other half, so
-    under no drift the share stays near 1 - `quantile`.
+    under no drift the share stays near 1 - `quantile`. `ids` (the traces the texts came from) are
+    kept beside the examples, so erasing a user can remove theirs.
     """
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(reference))
@@ -146,6 +153,7 @@ def new_topics(
         "clusters": k,
         "radius": radius,
         "examples": [texts[i] for i in worst],
+        "example_traces": [ids[i] for i in worst] if ids is not None else [],
     }
 
 
@@ -166,6 +174,7 @@ def build_report(
     numeric: dict[str, tuple[Array, Array]],
     text: dict[str, tuple[Array, Array, list[str]]] | None,
     policy: DriftPolicy | None = None,
+    text_ids: dict[str, list[str]] | None = None,
 ) -> DriftReport:
     """Run every test on the samples given and decide; `text` None means embeddings are unavailable."""
     policy = policy or DriftPolicy()
@@ -184,7 +193,7 @@ def build_report(
         stat, p = mmd_test(ref, cur, policy.permutations)
         features.append(FeatureDrift(name, "text", "mmd", stat, p, stat, len(ref), len(cur)))
         if name == "prompt":
-            topics = new_topics(ref, cur, texts)
+            topics = new_topics(ref, cur, texts, ids=(text_ids or {}).get(name))
     if text is None:
         notes.append("text drift unavailable: install corral[embeddings] (sentence-transformers, torch)")
     drifted, features = decide(features, topics, policy)

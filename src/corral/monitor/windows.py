@@ -121,6 +121,7 @@ def compare(
     """Test two samples (from `sample_window`) feature by feature."""
     numeric = {n: (reference["numeric"][n], current["numeric"][n]) for n in reference["numeric"]}
     text: dict[str, tuple[Array, Array, list[str]]] | None = None
+    ids = {name: [i for i, _ in current["texts"][name]] for name in ("prompt", "output")}
     if text_embedder is not None:
         text = {}
         for name in ("prompt", "output"):
@@ -128,7 +129,7 @@ def compare(
             ref_v = text_embedder.embed([(i, name) for i, _ in ref], [t for _, t in ref])
             cur_v = text_embedder.embed([(i, name) for i, _ in cur], [t for _, t in cur])
             text[name] = (ref_v, cur_v, [t for _, t in cur])
-    return build_report(numeric, text, policy)
+    return build_report(numeric, text, policy, ids)
 
 
 def drift_report(

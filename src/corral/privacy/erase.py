@@ -30,6 +30,7 @@ from corral.store.models import (
     Base,
     DatasetRow,
     DatasetVersionRow,
+    DriftReportRow,
     EvalItemRow,
     EvalRunRow,
     ModelVersionRow,
@@ -52,11 +53,11 @@ EXEMPT_TABLES = {
     "gateway_heartbeats": "each gateway replica's in-flight counts per model version, no end-user data",
     "alembic_version": "the schema revision",
     "eval_runs": "evaluation summaries (aggregate scores) and configuration, no end-user text",
-    "leases": "which replica runs a background job",
-    "monitor_rollups": "per-bucket counts, sums and histograms; distinct users only as a number",
-    "monitor_state": "how far the monitor's rollups have been checked",
-    "alert_events": "alert rule firings: metric values and thresholds",
-    "drift_reports": "drift statistics, but up to 5 example prompts per new-topic finding: NOT yet scrubbed (follow-up)",
+    "leases": "which replica runs a background loop",
+    "monitor_rollups": "counts and latency histograms per deployment and minute; distinct users only as counts",
+    "monitor_state": "where the rollup job stopped",
+    "alert_events": "alert rules' values and thresholds per deployment",
+    "drift_reports": "statistics per feature; the example prompts of a user are removed (scrub_drift_examples)",
 }
 _BATCH = 500
 T = TypeVar("T")
@@ -158,6 +159,28 @@ def _purge_tables(
                 count += session.execute(delete(table).where(clause)).rowcount or 0  # type: ignore[attr-defined]
         name = str(table.name)  # a plain str: SQLAlchemy's quoted_name is not a JSON key for orjson
         report.tables[name] = report.tables.get(name, 0) + count
+
+
+def scrub_drift_examples(session: Session, ids: set[str], *, dry_run: bool) -> int:
+    """Remove the user's prompts from stored drift reports' new-topic examples; returns how many."""
+    removed = 0
+    for row in session.scalars(select(DriftReportRow)):
+        topics = (row.report or {}).get("new_topics") or {}
+        traces = topics.get("example_traces") or []
+        examples = topics.get("examples") or []
+        # A report without trace ids beside its examples cannot tell whose they are: drop them all.
+        keep = [k for k, t in enumerate(traces) if t not in ids] if traces else []
+        if len(keep) == len(examples):
+            continue
+        removed += len(examples) - len(keep)
+        if not dry_run:
+            topics = {
+                **topics,
+                "examples": [examples[k] for k in keep if k < len(examples)],
+                "example_traces": [traces[k] for k in keep],
+            }
+            row.report = {**row.report, "new_topics": topics}
+    return removed
 
 
 def _dataset_versions(registry: Registry) -> list[tuple[str, DatasetVersionRow]]:
@@ -284,6 +307,7 @@ def erase_user(
     report.spool_lines = purge_spool(spool_dir, user, set(ids), dry_run=dry_run)
     with registry.store.session() as session:
         _purge_tables(session, user, ids, removed, report)
+        report.tables["drift_reports"] = scrub_drift_examples(session, set(ids), dry_run=dry_run)
         if not dry_run:
             counts = {k: v for k, v in report.tables.items() if v}
             audit_log.record(

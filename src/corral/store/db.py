@@ -14,8 +14,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from corral.errors import StoreUnavailableError
+from corral.store.migrate import current_revision, head_revision, upgrade
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -116,8 +116,6 @@ class Store:
         with self._lock:
             if self._checked:
                 return
-            from corral.store.migrate import current_revision, head_revision, upgrade
-
             current, head = current_revision(self), head_revision()
             if current != head:
                 if not self._auto_upgrade:
@@ -127,6 +125,14 @@ class Store:
                     )
                 upgrade(self)
             self._checked = True
+
+    def create_if_empty(self) -> bool:
+        """Create the schema in a database with no tables at all (what `corral init` is for); True if it did.
+        A database at an older revision is left alone: upgrading one is `corral db upgrade`, on purpose."""
+        if current_revision(self) is not None or self.table_names():
+            return False
+        upgrade(self)
+        return True
 
     @contextmanager
     def session(self) -> Iterator[Session]:

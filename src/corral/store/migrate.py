@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from corral.errors import StoreUnavailableError
-from corral.store.db import MIGRATIONS_DIR
 
-if TYPE_CHECKING:
-    from corral.store.db import Store
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class Store(Protocol):
+    """What migrating needs of a store (`corral.store.db.Store`, which imports this module)."""
+
+    engine: Engine
+
+    def safe_url(self) -> str: ...
 
 
 def alembic_config(store: Store | None = None) -> Config:

@@ -67,11 +67,16 @@ class TraceRecord:
             self.cost_usd = (prompt_tokens * prompt + completion_tokens * completion) / 1000
 
     def recount(
-        self, count: Callable[[dict[str, Any] | None, dict[str, Any] | None], tuple[int, int]]
+        self, count: Callable[[dict[str, Any] | None, dict[str, Any] | None], tuple[int, int] | None]
     ) -> None:
-        """Exact counts from a tokenizer replace the estimate (called by the writer, never on the request path)."""
-        if self.tokens_estimated:
-            self.settle(*count(self.request, self.response), estimated=False)
+        """Exact counts from a tokenizer replace the estimate (called by the writer, never on the request path).
+
+        A refused request (billed nothing) keeps its estimate, as does one the counter declines (None).
+        """
+        if self.tokens_estimated and self.status < 400:
+            counted = count(self.request, self.response)
+            if counted is not None:
+                self.settle(*counted, estimated=False)
 
     def drop_bodies(self) -> None:
         self.request = None

@@ -47,6 +47,8 @@ class FakeSettings:
     # In process only: the answer text for a request body, instead of "<name>: w0 w1 ..."; may return
     # None to hang (a timeout), for judges and probes whose answer depends on the prompt.
     reply: Callable[[dict[str, Any]], str | None] | None = field(default=None, repr=False)
+    healthy: bool = True  # false: GET /health answers 503 (a worker that stopped answering probes)
+    tool_calls: bool = False  # true: a chat request with `tools` is answered by a call of the first tool
 
 
 def _answer_pieces(settings: FakeSettings, body: dict[str, Any]) -> list[str]:
@@ -65,6 +67,44 @@ def _answer_pieces(settings: FakeSettings, body: dict[str, Any]) -> list[str]:
             return [text[i : i + settings.chunk_chars] for i in range(0, len(text), settings.chunk_chars)]
         words = text.split(" ")
     return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+
+def _tool_call(body: dict[str, Any], words: list[str]) -> dict[str, Any] | None:
+    """A call of the first tool the request offers, with the answer words as its `query` argument."""
+    tools = body.get("tools")
+    if not isinstance(tools, list) or not tools or not isinstance(tools[0], dict):
+        return None
+    name = (tools[0].get("function") or {}).get("name", "tool")
+    arguments = orjson.dumps({"query": "".join(words)}).decode()
+    return {"id": "call_fake_1", "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _word_deltas(kind: str, words: list[str]) -> list[dict[str, Any]]:
+    """The answer streamed a piece a chunk (the role in the first), `stop` in the last."""
+    out: list[dict[str, Any]] = []
+    for index, piece in enumerate(words):
+        if kind == "chat":
+            delta = {"role": "assistant", "content": piece} if index == 0 else {"content": piece}
+            out.append({"index": 0, "delta": delta, "finish_reason": None})
+        else:
+            out.append({"index": 0, "text": piece, "finish_reason": None})
+    if out:
+        out[-1]["finish_reason"] = "stop"
+    return out
+
+
+def _tool_call_deltas(call: dict[str, Any]) -> list[dict[str, Any]]:
+    """A tool call streamed as OpenAI does: id and name first, then the arguments in two fragments."""
+    args = call["function"]["arguments"]
+    half = len(args) // 2
+    first = {**call, "index": 0, "function": {"name": call["function"]["name"], "arguments": ""}}
+    deltas: list[dict[str, Any]] = [
+        {"role": "assistant", "content": None, "tool_calls": [first]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": args[:half]}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": args[half:]}}]},
+    ]
+    out = [{"index": 0, "delta": d, "finish_reason": None} for d in deltas]
+    return [*out, {"index": 0, "delta": {}, "finish_reason": "tool_calls"}]
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:
@@ -206,8 +246,10 @@ class FakeUpstream:
             usage = self.settings.usage_override
         model = body.get("model", "fake-model")
         rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{self.count}"
+        call = _tool_call(body, words) if self.settings.tool_calls and kind == "chat" else None
         if body.get("stream"):
-            return await self._stream(request, kind, rid, model, words, usage, body)
+            deltas = _tool_call_deltas(call) if call is not None else _word_deltas(kind, words)
+            return await self._stream(request, kind, rid, model, deltas, usage, body)
         text = "".join(words)
         if self.settings.answer_bytes > len(text):
             text += " " + "x" * (self.settings.answer_bytes - len(text) - 1)
@@ -216,6 +258,9 @@ class FakeUpstream:
             if kind == "chat"
             else {"index": 0, "text": text, "finish_reason": "stop"}
         )
+        if call is not None:
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
         out: dict[str, Any] = {
             "id": rid,
             "object": "chat.completion" if kind == "chat" else "text_completion",
@@ -237,35 +282,19 @@ class FakeUpstream:
         kind: str,
         rid: str,
         model: str,
-        words: list[str],
+        choices: list[dict[str, Any]],
         usage: dict[str, Any],
         body: dict[str, Any],
     ) -> web.StreamResponse:
+        """One chunk per choice delta, then the usage chunk when asked for, then [DONE]."""
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "x-fake-name": self.settings.name}
         )
         await response.prepare(request)
         obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
-        for index, piece in enumerate(words):
-            choice: dict[str, Any] = (
-                {
-                    "index": 0,
-                    "delta": {"role": "assistant", "content": piece} if index == 0 else {"content": piece},
-                    "finish_reason": None,
-                }
-                if kind == "chat"
-                else {"index": 0, "text": piece, "finish_reason": None}
-            )
-            if index == len(words) - 1:
-                choice["finish_reason"] = "stop"
-            chunk = {
-                "id": rid,
-                "object": obj,
-                "created": int(time.time()),
-                "model": model,
-                "choices": [choice],
-            }
-            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        for choice in choices:
+            chunk = {"id": rid, "object": obj, "created": int(time.time()), "model": model}
+            await response.write(b"data: " + orjson.dumps({**chunk, "choices": [choice]}) + b"\n\n")
             if self.settings.token_delay_s:
                 await asyncio.sleep(self.settings.token_delay_s)
         options = body.get("stream_options") or {}
@@ -307,7 +336,10 @@ class FakeUpstream:
         return web.json_response({"object": "list", "data": data})
 
     async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "name": self.settings.name})
+        status = 200 if self.settings.healthy else 503
+        return web.json_response(
+            {"status": "ok" if status == 200 else "down", "name": self.settings.name}, status=status
+        )
 
     async def _config(self, request: web.Request) -> web.Response:
         try:
@@ -333,6 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-record", action="store_true", help="keep no request bodies (benchmarks)")
     # accepted so that it can stand in for `corral worker` in tests of `corral serve`
     parser.add_argument("--model", default=None)
+    parser.add_argument("--embeddings", action="store_true", help="accepted; the fake always embeds")
     args = parser.parse_args(argv)
     models = [args.model] if args.model else ["fake-model"]
     fake = FakeUpstream(

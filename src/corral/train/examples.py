@@ -26,33 +26,53 @@ class Example:
     labels: list[int]  # IGNORE where the token is prompt, not target
 
 
-def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+def _render(
+    tokenizer: Any, messages: list[dict[str, Any]], generation_prompt: bool, tools: Any = None
+) -> str:
+    extra = {"tools": tools} if tools else {}
     return str(
-        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+        tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=generation_prompt, **extra
+        )
     )
+
+
+def _message(message: dict[str, Any]) -> dict[str, Any]:
+    """What the chat template reads of a row's message: role, content and any tool calls."""
+    out = {"role": message["role"], "content": message["content"]}
+    for key in ("tool_calls", "tool_call_id"):
+        if message.get(key):
+            out[key] = message[key]
+    return out
 
 
 def target_spans(row: dict[str, Any], kind: str, tokenizer: Any) -> tuple[str, list[tuple[int, int]]]:
     """The full text of a row and the character spans the model learns to produce."""
+    if kind == "classification":  # the text asks and the label answers, so the served model (chat) labels
+        row = {
+            "messages": [
+                {"role": "user", "content": row["text"]},
+                {"role": "assistant", "content": str(row["label"])},
+            ]
+        }
+        kind = "chat"
     if kind == "chat":
-        messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
-        text = _render(tokenizer, messages, False)
+        messages = [_message(m) for m in row["messages"]]
+        tools = row.get("tools")
+        text = _render(tokenizer, messages, False, tools)
         spans = []
         for i, message in enumerate(messages):
             if message["role"] != "assistant":
                 continue
-            before = _render(tokenizer, messages[:i], True) if i else ""
-            upto = _render(tokenizer, messages[: i + 1], False)
+            before = _render(tokenizer, messages[:i], True, tools) if i or tools else ""
+            upto = _render(tokenizer, messages[: i + 1], False, tools)
             if not (text.startswith(upto) and upto.startswith(before)):
                 raise InvalidInputError(
                     "the tokenizer's chat template does not render conversations prefix by prefix"
                 )
             spans.append((len(before), len(upto)))
         return text, spans
-    if kind == "prompt_completion":
-        prompt, completion = row["prompt"], row["completion"]
-    else:  # classification: learn to answer the label after the text
-        prompt, completion = row["text"] + "\n", str(row["label"])
+    prompt, completion = row["prompt"], row["completion"]  # prompt_completion
     eos = tokenizer.eos_token or ""
     return prompt + completion + eos, [(len(prompt), len(prompt) + len(completion) + len(eos))]
 

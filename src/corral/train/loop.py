@@ -21,15 +21,20 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
-from corral.config import corral_home
+from corral.config import Settings, corral_home, load_settings
 from corral.errors import CorralError, InvalidInputError
 from corral.registry import ModelVersion, Registry, open_registry
 from corral.train import checkpoint, distributed
 from corral.train.examples import IGNORE, Example, collate, encode_rows, micro_batch_indices, target_tokens
-from corral.train.model import add_lora, find_base, load_model, save_model
+from corral.train.model import add_lora, context_length, find_base, load_model, save_model, sequence_length
 from corral.train.progress import TrainProgress
 from corral.train.spec import TrainSpec
 from corral.train.tracking import MLflowRun
+
+CLASSIFICATION_NOTE = (
+    "{dataset} is a classification dataset: training the model to answer each text with its label, "
+    "as a chat (the text as the user's turn, the label as the answer), which is how it is served"
+)
 
 
 @dataclass
@@ -114,13 +119,35 @@ def train(
     progress: bool = True,
     console: Console | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    settings: Settings | None = None,
 ) -> TrainResult:
-    """Run `spec` to the end, checkpointing as it goes, and register the result as a new version."""
-    # -- processes and seeds ---------------------------------------------------------------
+    """Run `spec` to the end, checkpointing as it goes, and register the result as a new version.
+
+    `settings` (default: corral.yaml and CORRAL_* variables) give the store, the artifacts and
+    `tracing.mlflow_tracking_uri`; a given `registry` wins for the first two."""
     procs = distributed.start()
+    try:
+        settings = settings or load_settings()
+        registry = registry or open_registry(settings)
+        uri = settings.tracing.mlflow_tracking_uri
+        return _train(spec, registry, procs, uri, resume, progress, console, on_step)
+    finally:  # a failed rank leaves the group too, so the others do not wait on it forever
+        distributed.stop(procs)
+
+
+def _train(
+    spec: TrainSpec,
+    registry: Registry,
+    procs: distributed.Processes,
+    mlflow_uri: str | None,
+    resume: bool,
+    progress: bool,
+    console: Console | None,
+    on_step: Callable[[int, dict[str, float]], None] | None,
+) -> TrainResult:
+    # -- seeds ---------------------------------------------------------------------------------
     torch.manual_seed(spec.seed)
     random.seed(spec.seed)
-    registry = registry or open_registry()
     run_dir = run_dir_for(spec)
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -129,17 +156,18 @@ def train(
     with procs.main_first():  # rank 0 fills the artifact cache before the others read it
         base = find_base(spec, registry)
     model, tokenizer = load_model(base.path, spec)
+    max_len = sequence_length(spec, context_length(model.config))
     if spec.method == "lora":
         model = add_lora(model, spec.lora)
     model.to(procs.device)
     train_set, skipped = encode_rows(
-        registry.datasets.rows(dataset.ref, "train"), dataset.schema_kind, tokenizer, spec.max_seq_len
+        registry.datasets.rows(dataset.ref, "train"), dataset.schema_kind, tokenizer, max_len
     )
     val_set, _ = encode_rows(
         registry.datasets.rows(dataset.ref, "validation")[: spec.eval_rows],
         dataset.schema_kind,
         tokenizer,
-        spec.max_seq_len,
+        max_len,
     )
     if not train_set:
         raise InvalidInputError(
@@ -158,14 +186,18 @@ def train(
         start = checkpoint.load_checkpoint(run_dir, registry.artifacts, raw_model, optimizer)
     elif procs.is_main:
         checkpoint.clear(run_dir, registry.artifacts)
-    tracker = MLflowRun(f"{spec.output}-{spec.digest()}", spec.model_dump(mode="json"), enabled=procs.is_main)
+    tracker = MLflowRun(
+        f"{spec.output}-{spec.digest()}", spec.model_dump(mode="json"), enabled=procs.is_main, uri=mlflow_uri
+    )
     bar = TrainProgress(total, start=start, enabled=progress and procs.is_main, console=console)
     if start:
         bar.note(f"resumed {run_dir.name} from its checkpoint at step {start}")
     elif resume:  # a changed spec is a different run, with checkpoints of its own
         bar.note(f"--resume: no checkpoint for {run_dir.name} (this exact spec); starting at step 0")
+    if dataset.schema_kind == "classification":
+        bar.note(CLASSIFICATION_NOTE.format(dataset=dataset.ref))
     if skipped:
-        bar.note(f"skipped {skipped} train rows with no target tokens within max_seq_len={spec.max_seq_len}")
+        bar.note(f"skipped {skipped} train rows with no target tokens within max_seq_len={max_len}")
 
     # -- the loop ----------------------------------------------------------------------------
     autocast = torch.autocast(
@@ -255,7 +287,6 @@ def train(
         checkpoint.clear(run_dir, registry.artifacts)
         bar.note(f"registered [bold]{version.ref}[/bold] ({version.kind})")
     procs.barrier()
-    distributed.stop(procs)
     return TrainResult(version, metrics, run_dir, start, step_times)
 
 

@@ -53,6 +53,32 @@ def find_base(spec: TrainSpec, registry: Any) -> Base:
     return Base(registry.models.materialize(version), version.ref)
 
 
+# Config attributes that hold the context length (positions the model was trained for).
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+
+
+def context_length(config: Any) -> int | None:
+    """How many positions the model takes, from its config; None when the config does not say."""
+    for key in CONTEXT_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def sequence_length(spec: TrainSpec, context: int | None) -> int:
+    """The longest row a run trains on: `max_seq_len`, refused when set beyond the model's context;
+    the default is cut to the context of a smaller model."""
+    if context is None or spec.max_seq_len <= context:
+        return spec.max_seq_len
+    if "max_seq_len" in spec.model_fields_set:
+        raise InvalidInputError(
+            f"max_seq_len {spec.max_seq_len} is longer than the context of base {spec.base} ({context} tokens)",
+            hint=f"set max_seq_len to {context} or less",
+        )
+    return context
+
+
 def load_model(path: Path, spec: TrainSpec) -> tuple[Any, Any]:
     """The base model in fp32 and its tokenizer (given a chat template and pad token if it lacks them)."""
     import transformers
@@ -61,6 +87,7 @@ def load_model(path: Path, spec: TrainSpec) -> tuple[Any, Any]:
     transformers.utils.logging.disable_progress_bar()
     try:  # no weights, no tokenizer, or not a causal LM: transformers says so in its own words
         config = transformers.AutoConfig.from_pretrained(path)
+        sequence_length(spec, context_length(config))  # before the weights load
         if spec.dropout is not None:
             for key in DROPOUT_KEYS:
                 if hasattr(config, key):

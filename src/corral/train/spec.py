@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from corral.config.loader import yaml_error
+from corral.config.yamlfile import parse_yaml
 from corral.errors import ConfigError, CorralError, NotFoundError
 from corral.registry.refs import check_alias, check_name, parse_ref
 
@@ -149,10 +148,7 @@ def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> Trai
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"training spec {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise yaml_error(path, exc) from None
+    data = parse_yaml(path.read_text(encoding="utf-8"), path) or {}
     if isinstance(data, dict) and overrides:
         data = {**data, **overrides}
     return parse_spec(data, str(path))

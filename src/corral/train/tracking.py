@@ -1,4 +1,5 @@
-"""Optional MLflow logging: when a tracking URI is configured, params, metrics and the final model go there too."""
+"""Optional MLflow logging: with `tracing.mlflow_tracking_uri` (or MLFLOW_TRACKING_URI) set, params,
+metrics and the final model go there too."""
 
 from __future__ import annotations
 
@@ -10,31 +11,32 @@ from corral.errors import ConfigError
 
 
 def tracking_uri() -> str | None:
-    """MLFLOW_TRACKING_URI, else `tracing.mlflow_tracking_uri`: the one setting evaluation reads too."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
+    """`tracing.mlflow_tracking_uri`, else MLFLOW_TRACKING_URI (the setting wins, as in training)."""
     from corral.config import load_settings
 
     return load_settings().tracing.mlflow_uri()
 
 
 class MLflowRun:
-    """Logs to MLflow when a tracking URI is configured; otherwise every method does nothing."""
+    """Logs to MLflow at `uri` (the setting), else at MLFLOW_TRACKING_URI; with neither, does nothing."""
 
-    def __init__(self, run_name: str, params: dict[str, Any], enabled: bool = True) -> None:
+    def __init__(
+        self, run_name: str, params: dict[str, Any], enabled: bool = True, uri: str | None = None
+    ) -> None:
         self.mlflow: Any = None
-        uri = tracking_uri() if enabled else None
-        if not uri:
+        source = "tracing.mlflow_tracking_uri" if uri else "MLFLOW_TRACKING_URI"
+        uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not enabled or not uri:
             return
         try:
             import mlflow
         except ModuleNotFoundError:
             raise ConfigError(
-                "an MLflow tracking URI is set but mlflow is not installed",
-                hint="pip install 'corral[mlflow]', or unset MLFLOW_TRACKING_URI / tracing.mlflow_tracking_uri",
+                f"{source} is set but mlflow is not installed",
+                hint=f"pip install mlflow, or unset {source}",
             ) from None
         self.mlflow = mlflow
-        mlflow.set_tracking_uri(uri)
+        mlflow.set_tracking_uri(uri)  # the setting wins over the variable
         mlflow.start_run(run_name=run_name)
         mlflow.log_params(_flat(params))
 
