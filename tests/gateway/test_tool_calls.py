@@ -68,5 +68,5 @@ def test_from_traces_carries_tool_calls_into_chat_rows_the_starter_template_trai
     text, spans = target_spans(tool_row, "chat", load_tokenizer(MODEL_DIR))
     [(start, end)] = spans
     trained = text[start:end]
-    assert '<tool_call>\n{"name": "lookup_order", "arguments": {"query":"a: w0 w1 w2"}}' in trained
+    assert '<tool_call>\n{"name": "lookup_order", "arguments": {"query": "a: w0 w1 w2"}}' in trained
     assert "lookup_order" in text[:start]  # the tools offered are in the prompt, not the target

@@ -6,6 +6,7 @@ trained locally; both use this one function so they stay the same kind of tokeni
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,22 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
+
+
+def template_tool_call(call: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI tool call as the template renders it: `arguments` parsed from its JSON string, so a
+    trained conversation shows the same `<tool_call>` text the engine's guided decoding produces."""
+    fn = call.get("function") or {}
+    args = fn.get("arguments", "{}")
+    try:
+        parsed = json.loads(args) if isinstance(args, str) else args
+    except ValueError:
+        parsed = args
+    return {
+        "id": call.get("id"),
+        "type": "function",
+        "function": {"name": fn.get("name"), "arguments": parsed},
+    }
 
 
 def train_bpe_tokenizer(texts: Iterable[str], out_dir: Path, vocab_size: int) -> Any:

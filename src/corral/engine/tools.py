@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from corral.data.tokenizer import template_tool_call
 from corral.engine.guided import GrammarBook, literal, schema_grammar
 from corral.errors import InvalidInputError
 
@@ -198,17 +199,7 @@ def template_messages(messages: list[Any]) -> list[dict[str, Any]]:
 def _template_call(call: Any) -> dict[str, Any]:
     if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
         raise InvalidInputError("each of an assistant message's 'tool_calls' needs a 'function' object")
-    fn = call["function"]
-    args = fn.get("arguments", "{}")
-    try:
-        parsed = json.loads(args) if isinstance(args, str) else args
-    except ValueError:
-        parsed = args
-    return {
-        "id": call.get("id"),
-        "type": "function",
-        "function": {"name": fn.get("name"), "arguments": parsed},
-    }
+    return template_tool_call(call)
 
 
 def chat_message(text: str, reason: str, names: set[str] | None) -> tuple[dict[str, Any], str]:

@@ -71,16 +71,19 @@ class StoreWatcher:
     def poll(self) -> None:
         """Runs on the watcher thread and from admin changes; the route table locks its own rebuild."""
         self.keys.refresh()
-        if self.routes.refresh():
-            for callback in self.on_change:
-                callback()
+        self._refresh_routes()
         if self._polls % SPEND_EVERY == 0:
             self.limiter.set_spend(month_spend(self.store))
         self._polls += 1
-        if self.models is not None:
-            self._complete_retirements(self.models)
+        if self.models is not None and self._complete_retirements(self.models):
+            self._refresh_routes()  # a route's reason says "retired" now, not a poll later
 
-    def _complete_retirements(self, models: ModelRegistry) -> None:
+    def _refresh_routes(self) -> None:
+        if self.routes.refresh():
+            for callback in self.on_change:
+                callback()
+
+    def _complete_retirements(self, models: ModelRegistry) -> bool:
         """Versions draining with nothing in flight here, nor on any live replica, become retired."""
         with self.store.session() as session:
             rows = session.execute(
@@ -88,9 +91,12 @@ class StoreWatcher:
                 .join(ModelRow, ModelRow.id == ModelVersionRow.model_id)
                 .where(ModelVersionRow.lifecycle == "draining")
             ).all()
+        retired = False
         for name, number in rows:
             ref = f"{name}@{number}"
             if self.routes.in_flight.get(ref) == 0:
                 done = models.complete_retirement(ref)
                 if done.stage == "retired":
+                    retired = True
                     log.info("%s drained; retired%s", ref, " and purged" if done.artifact_purged else "")
+        return retired

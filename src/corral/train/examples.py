@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from corral.data.tokenizer import CHATML_TEMPLATE
+from corral.data.tokenizer import CHATML_TEMPLATE, template_tool_call
 from corral.errors import InvalidInputError
 
 IGNORE = -100
@@ -40,9 +40,10 @@ def _render(
 def _message(message: dict[str, Any]) -> dict[str, Any]:
     """What the chat template reads of a row's message: role, content and any tool calls."""
     out = {"role": message["role"], "content": message["content"]}
-    for key in ("tool_calls", "tool_call_id"):
-        if message.get(key):
-            out[key] = message[key]
+    if message.get("tool_calls"):
+        out["tool_calls"] = [template_tool_call(c) for c in message["tool_calls"]]
+    if message.get("tool_call_id"):
+        out["tool_call_id"] = message["tool_call_id"]
     return out
 
 
