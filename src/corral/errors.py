@@ -131,6 +131,14 @@ class OverloadedError(CorralError):
         self.retry_after_s = retry_after_s
 
 
+class TargetUnreachableError(CorralError):
+    """A model, worker or gateway that an evaluation needs cannot be reached: an outage, not a regression."""
+
+    exit_code = 7
+    http_status = 502
+    error_type = "upstream_error"
+
+
 class UpstreamError(CorralError):
     """Every route for a request failed."""
 

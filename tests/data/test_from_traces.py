@@ -73,6 +73,20 @@ def test_traces_are_selected_by_deployment_version_window_and_feedback(registry)
     assert questions(registry, TraceQuery(limit=2)) == ["q5", "q4"]
 
 
+def test_judge_scores_and_evaluation_traffic_are_not_production_feedback(registry):
+    add_trace(registry, 1, "q1", scores=(0.0,))
+    add_trace(registry, 2, "q2")
+    add_trace(registry, 3, "from an evaluation", meta={"source": "eval"})
+    with registry.store.session() as s:  # a judge rated q1 high and q2 low: not what users said
+        s.add(FeedbackRow(id="j1".ljust(32, "0"), trace_id=f"{1:032x}", score=1.0, source="judge:helpful"))
+        s.add(FeedbackRow(id="j2".ljust(32, "0"), trace_id=f"{2:032x}", score=0.0, source="judge:helpful"))
+    assert questions(registry, TraceQuery(min_score=0.5)) == []
+    assert questions(registry, TraceQuery(max_score=0.5)) == ["q1"]
+    selected = select_trace_rows(registry, TraceQuery())
+    assert [r["messages"][0]["content"] for r in selected.rows] == ["q2", "q1"]
+    assert selected.skipped["evaluation traffic"] == 1
+
+
 def test_an_alias_in_the_query_means_the_version_it_points_at(registry, model_dir):
     registry.models.register("support", model_dir("1"))
     registry.models.register("support", model_dir("2"))

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from corral.monitor.report import cover, report, series
 from corral.monitor.rollup import RollupJob, count_regenerations
 from corral.monitor.sketch import RELATIVE_ERROR, LogHistogram, nearest_rank
+from corral.monitor.windows import sample_window
 from corral.store.models import TraceRow
 from corral.testing.traffic import insert_feedback, insert_traces, synthetic_traces, trace_row
 
@@ -128,3 +129,26 @@ def test_late_traces_are_picked_up_and_a_rerun_changes_nothing(store, seeded):
     assert job.run_once(NOW + timedelta(minutes=2)) == 1
     total = report(store, START, NOW + timedelta(minutes=2), deployment="support")[0]
     assert total["requests"] == sum(r["deployment"] == "support" for r in seeded) + 1
+
+
+def test_evaluation_traffic_and_shadow_copies_are_not_monitored(store):
+    at = NOW - timedelta(minutes=10)
+    live = trace_row("live" + "0" * 28, at, "support", prompt="where is my order", latency_ms=100)
+    evals = [
+        {
+            **trace_row(f"eval{i:028d}", at, "support", prompt="graded", latency_ms=9000),
+            "meta": {"source": "eval"},
+        }
+        for i in range(3)
+    ]
+    shadow = {**trace_row("shad" + "0" * 28, at, "support", prompt="copy"), "shadow_of": live["id"]}
+    insert_traces(store, [live, *evals, shadow])
+    insert_feedback(store, [{"id": "fb" + "0" * 30, "trace_id": evals[0]["id"], "score": 0.0, "at": at}])
+    job = RollupJob(store)
+    job.run_once(NOW)
+    got = report(store, START, NOW, deployment="support")[0]
+    assert got["requests"] == 1 and got["feedback_count"] == 0
+    assert got["latency_ms"]["p99"] == pytest.approx(100, rel=RELATIVE_ERROR)
+    assert job.run_once(NOW + timedelta(minutes=1)) == 0  # skipped traces are not missing minutes
+    window = sample_window(store, "support", START, NOW)
+    assert window["count"] == 1 and len(window["numeric"]["feedback_score"]) == 0

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from corral.data.traces import TraceQuery, dataset_from_traces
 from corral.errors import InvalidInputError
 from corral.privacy import EXEMPT_TABLES, erase_user, purge_rule
-from corral.store.models import Base, DriftReportRow, FeedbackRow, TraceRow
+from corral.store.models import Base, DriftReportRow, EvalItemRow, EvalRunRow, FeedbackRow, TraceRow
 
 T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
 MARK = "zebra-7731"  # a word only alice's requests contain
@@ -36,6 +36,27 @@ def add_trace(registry: Any, n: int, user: str, question: str, *, shadow_of: str
     return trace_id
 
 
+def add_eval_run(registry: Any, run_id: str, dataset: str, split: str) -> None:
+    """A stored evaluation of `dataset`'s split: one item per row, asking (and answering) its text."""
+    rows = registry.datasets.rows(dataset, None if split == "all" else split)
+    with registry.store.session() as s:
+        s.add(
+            EvalRunRow(
+                id=run_id, target="support@1", target_kind="model", dataset=dataset, split=split,
+                config_key="k" * 64, status="complete", item_count=len(rows), created_by="test",
+            )
+        )  # fmt: skip
+        s.flush()  # the run first: its items point at it
+        for position, row in enumerate(rows):
+            question = row["messages"][0]["content"]
+            s.add(
+                EvalItemRow(
+                    run_id=run_id, position=position, request={"messages": row["messages"][:1]},
+                    prediction=f"answer to {question}", reference=row["messages"][-1]["content"],
+                )
+            )  # fmt: skip
+
+
 def add_drift_reports(registry: Any, examples: dict[str, str]) -> None:
     """A drift report whose new-topic examples name their traces, and an older one that does not."""
     topics = {"share": 0.5, "examples": list(examples.values()), "example_traces": list(examples)}
@@ -53,6 +74,9 @@ def world(registry, tmp_path, model_dir) -> dict[str, Any]:
     shadow = add_trace(registry, 3, "shadow-user", f"copy of {MARK}", shadow_of=a1)
     b1 = add_trace(registry, 4, "bob", "where is my parcel")
     version, _ = dataset_from_traces(registry, "support-data", TraceQuery())
+    add_eval_run(registry, "a" * 32, version.ref, "all")
+    for split in sorted({r["split"] for r in registry.datasets.rows(version.ref) if r.get("split")}):
+        add_eval_run(registry, split.ljust(32, "0")[:32], version.ref, split)
     registry.models.register("support", model_dir("1"), lineage={"dataset": version.ref})
     registry.models.register("unrelated", model_dir("2"), lineage={"dataset": "other@1"})
     spool = tmp_path / "spool"
@@ -80,6 +104,7 @@ def test_every_table_is_purged_by_a_rule_or_declared_exempt():
 def test_dry_run_counts_and_changes_nothing(registry, world):
     report = erase_user(registry, "alice", dry_run=True, spool_dir=world["spool"])
     assert report.tables["traces"] == 3 and report.tables["feedback"] == 3
+    assert report.tables["eval_items"] == 4  # alice's 2 rows, in the `all` run and in their split's run
     assert report.datasets == [{"version": world["dataset"], "rows_removed": 2, "artifact_deleted": True}]
     assert report.models_flagged == ["support@1"] and report.spool_lines == 2
     with registry.store.session() as s:
@@ -115,6 +140,9 @@ def test_nothing_of_the_user_remains_in_any_table_artifact_or_spool(registry, wo
     for trace_id in world["alice"]:
         _gone(registry, trace_id)
     assert world["bob"] in after and "where is my parcel" in after
+    with registry.store.session() as s:  # bob's row stays asked, in both runs that had it
+        asked = [i.request["messages"][0]["content"] for i in s.scalars(select(EvalItemRow))]
+    assert asked == ["where is my parcel"] * 2
     with registry.store.session() as s:
         reports = [
             r.report["new_topics"] for r in s.scalars(select(DriftReportRow).order_by(DriftReportRow.id))

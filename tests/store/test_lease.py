@@ -18,7 +18,10 @@ def test_one_holder_at_a_time_until_the_lease_expires(store):
     assert b.acquire(now + timedelta(seconds=51))
     assert b.holder_now() == "b"
     assert not a.acquire(now + timedelta(seconds=52))
+    a.release()  # not a's any more: nothing happens
+    assert b.holder_now() == "b"
     b.release()
+    assert b.holder_now() is None
     assert a.acquire(now + timedelta(seconds=53))
 
 

@@ -6,7 +6,6 @@ import errno
 import json
 import sys
 import types
-from pathlib import Path
 
 import pytest
 import yaml
@@ -122,32 +121,21 @@ def test_a_full_disk_when_saving_the_result_registers_nothing(spec_data, setup, 
         setup.registry.models.get("tuned")
 
 
-def test_mlflow_gets_params_metrics_and_the_model_when_configured(spec_data, setup, monkeypatch):
-    calls: list[str] = []
-    fake = types.SimpleNamespace(
-        set_tracking_uri=lambda uri: calls.append(f"uri:{uri}"),
-        start_run=lambda **k: calls.append("start"),
-        log_params=lambda p: calls.append(f"params:{p['method']}:{p['lora.r']}"),
-        log_metrics=lambda m, step: calls.append(f"metrics:{step}"),
-        log_artifacts=lambda path, artifact_path: calls.append(
-            f"artifacts:{(Path(path) / 'adapter_config.json').is_file()}"
-        ),
-        set_tags=lambda t: calls.append(f"tags:{t['corral.version']}"),
-        end_run=lambda **k: calls.append("end"),
-    )
-    monkeypatch.setitem(sys.modules, "mlflow", fake)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.invalid")
+@pytest.mark.slow
+def test_mlflow_gets_params_metrics_and_the_model_when_configured(spec_data, setup, monkeypatch, tmp_path):
+    """A real MLflow tracking store (SQLite in a temporary directory), not a stand-in module."""
+    mlflow = pytest.importorskip("mlflow")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     train(parse_spec(spec_data(setup, max_steps=2)), setup.registry, progress=False)
-    assert calls == [
-        "uri:http://mlflow.invalid",
-        "start",
-        "params:lora:8",
-        "metrics:1",
-        "metrics:2",
-        "artifacts:True",
-        "tags:tuned@1",
-        "end",
-    ]
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs(["0"])
+    assert run.info.status == "FINISHED" and run.data.tags["corral.version"] == "tuned@1"
+    assert run.data.params["method"] == "lora" and run.data.params["lora.r"] == "8"
+    steps = {m.step for key in run.data.metrics for m in client.get_metric_history(run.info.run_id, key)}
+    assert steps == {1, 2}
+    model_files = [a.path for a in client.list_artifacts(run.info.run_id, "model")]
+    assert "model/adapter_config.json" in model_files
 
 
 def test_the_mlflow_setting_wins_over_the_variable(spec_data, setup, monkeypatch):

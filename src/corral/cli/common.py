@@ -67,6 +67,7 @@ OPTIONAL_COMMANDS: dict[str, tuple[str, ...]] = {
     "costs": ("costs",),
     "train": ("train",),
     "data_cmd": ("datasets", "build"),
+    "eval_cmd": ("eval",),
     "monitor_cmd": ("monitor", "alerts"),
 }
 

@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     _register_commands()
     common.STATE.reset()
     try:
-        app(args=argv, standalone_mode=False)
+        # A command that raises typer.Exit(N) (e.g. a failed gate) makes click return N here.
+        returned = app(args=argv, standalone_mode=False)
     except common.CLICK_ERRORS as exc:
         exc.show()  # type: ignore[attr-defined]
         sys.exit(exc.exit_code)  # type: ignore[attr-defined]
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
         code = common.report(exc, debug=bool(os.environ.get("CORRAL_DEBUG")))
         sys.exit(code)
-    sys.exit(0)
+    sys.exit(returned if isinstance(returned, int) else 0)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from corral.cli.common import console, err_console, fmt_time, parse_tags, print_json, print_table, registry
+from corral.cli.common import (
+    console,
+    err_console,
+    fmt_time,
+    parse_tags,
+    print_json,
+    print_table,
+    registry,
+    to_plain,
+)
 from corral.errors import InvalidInputError
 from corral.registry.types import AliasEvent, ModelVersion
 
@@ -95,8 +104,9 @@ def show(
     """One version in detail, or every version of a model."""
     reg = registry()
     versions = [reg.models.resolve(ref)] if "@" in ref else reg.models.versions(ref)
+    evaluations = _evaluations(reg, versions[0].ref) if "@" in ref else []
     if json_out:
-        print_json(versions[0] if "@" in ref else versions)
+        print_json({**to_plain(versions[0]), "evaluations": evaluations} if "@" in ref else versions)
         return
     print_table(
         f"model {ref}",
@@ -120,6 +130,22 @@ def show(
         for label, data in (("lineage", v.lineage), ("metrics", v.metrics)):
             if data:
                 console.print(f"{label}: " + ", ".join(f"{k}={val}" for k, val in data.items()))
+        for e in evaluations:
+            scores = ", ".join(
+                f"{k}={val['value']:.4g}" for k, val in e["summary"].items() if val.get("value") is not None
+            )
+            console.print(
+                f"evaluation {e['id'][:12]} on {e['dataset']}:{e['split']} ({e['status']}): {scores}"
+            )
+
+
+def _evaluations(reg: Any, ref: str) -> list[dict[str, Any]]:
+    """The version's stored evaluation runs, newest first (none when evaluation is not installed)."""
+    try:
+        from corral.evaluate import runs_of
+    except ImportError:
+        return []
+    return [run.brief() for run in runs_of(reg.store, ref)]
 
 
 @alias_app.command("set")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
 
 import typer
 
@@ -27,7 +29,20 @@ def serve(
     # the deployments (from corral.yaml and the admin API alike) are listed once the store is read:
     # the "gateway ready" line names them all
     common.console.print(f"corral gateway on http://{host}:{port}/v1")
-    run(settings, host, port)
+    with _online_evaluation(settings):
+        run(settings, host, port)
+
+
+@contextmanager
+def _online_evaluation(settings: Any) -> Iterator[None]:
+    """Score live traces in the background when `evaluate.online` has rules (one replica does, by lease)."""
+    if not settings.evaluate.online:
+        yield
+        return
+    from corral.evaluate.online import running
+
+    with running(settings, common.registry()):
+        yield
 
 
 def register(app: typer.Typer) -> None:

@@ -226,6 +226,10 @@ class TracingSettings(Section):
     def resolved_spool_dir(self) -> Path:
         return Path(self.spool_dir) if self.spool_dir else corral_home() / "spool"
 
+    def mlflow_uri(self) -> str | None:
+        """Where training and evaluation log to MLflow: this setting, else MLFLOW_TRACKING_URI."""
+        return self.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+
 
 class EngineSettings(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -472,6 +476,33 @@ class PipelineSettings(Section):
     enabled: bool = False
 
 
+class OnlineEvalRule(Section):
+    """Score a sample of one deployment's live traces with a judge rubric or a reference-free metric."""
+
+    deployment: str
+    sample_rate: float = Field(default=0.1, gt=0, le=1, description="share of traces scored")
+    rubric: str | None = Field(default=None, description="prompt template used as the judge's rubric")
+    judge_url: str | None = Field(default=None, description="OpenAI-compatible base URL of the judge")
+    judge_model: str | None = None
+    judge_key_env: str | None = Field(default=None, description="variable holding the judge's API key")
+    metric: str | None = Field(default=None, description="a metric that needs no reference, e.g. json_valid")
+
+    @model_validator(mode="after")
+    def _one_scorer(self) -> OnlineEvalRule:
+        if (self.rubric is None) == (self.metric is None):
+            raise ValueError("give either rubric (with judge_url and judge_model) or metric")
+        if self.rubric is not None and not (self.judge_url and self.judge_model):
+            raise ValueError("a rubric needs judge_url and judge_model (the route that judges)")
+        return self
+
+
+class EvaluateSettings(Section):
+    online: list[OnlineEvalRule] = Field(default_factory=list)
+    online_interval_s: float = Field(default=10.0, gt=0, description="how often new traces are scored")
+    online_lookback_s: float = Field(default=3600.0, gt=0, description="how far back traces are scored")
+    online_lease_s: float = Field(default=60.0, gt=0, description="how long one replica holds the job")
+
+
 class Settings(Section):
     """The whole configuration tree; one section per lifecycle stage."""
 
@@ -490,6 +521,7 @@ class Settings(Section):
     guard: GuardSettings = Field(default_factory=GuardSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
 
     source: str | None = Field(default=None, exclude=True, description="the file these came from")
 

@@ -17,9 +17,10 @@ from corral.data.build import BuildOptions, build_rows
 from corral.errors import InvalidInputError, NotFoundError
 from corral.registry import DatasetVersion, Registry, parse_ref
 from corral.store.models import FeedbackRow, TraceRow
-from corral.store.traces import TraceRecord
+from corral.store.traces import EVAL_SOURCE, TraceRecord
 
 SOURCE_TRACE = "source_trace"  # the key under which a dataset row built from a trace keeps its id
+USER_SOURCE = "user"  # feedback.source of people's feedback (a judge's is judge:<rubric>)
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,13 @@ def select_trace_rows(registry: Registry, query: TraceQuery) -> TraceRows:
     """Successful, non-shadow chat/completion traces matching `query`, newest first, as chat rows."""
     query.check()
     score = func.avg(FeedbackRow.score).label("score")
-    scores = select(FeedbackRow.trace_id, score).group_by(FeedbackRow.trace_id).subquery()
+    # People's feedback only: scores a judge stored (source judge:<rubric>) are not user feedback.
+    scores = (
+        select(FeedbackRow.trace_id, score)
+        .where(FeedbackRow.source == USER_SOURCE)
+        .group_by(FeedbackRow.trace_id)
+        .subquery()
+    )
     stmt = (
         select(TraceRow)
         .outerjoin(scores, scores.c.trace_id == TraceRow.id)
@@ -180,6 +187,9 @@ def select_trace_rows(registry: Registry, query: TraceQuery) -> TraceRows:
     with registry.store.session() as session:
         for stored in session.scalars(stmt):
             record = TraceRecord.from_row(stored)
+            if record.meta.get("source") == EVAL_SOURCE:
+                out.skipped["evaluation traffic"] += 1
+                continue
             row = trace_to_row(record.endpoint, record.request, record.response)
             if isinstance(row, str):
                 out.skipped[row] += 1

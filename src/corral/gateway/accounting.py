@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from corral.gateway.costs import answer_text, estimate_tokens, prompt_text, usage_tokens
+from corral.gateway.http import header
 from corral.gateway.limits import Limiter
 from corral.gateway.metrics import GatewayMetrics
 from corral.gateway.stages import Call, Stage
@@ -75,12 +76,18 @@ def trace_record(call: Call) -> TraceRecord:
         stream=call.stream,
         user=call.user,
         session=call.session,
-        meta=(
-            {"attempts": call.attempts, "fallback": call.fallback}
-            if call.attempts != 1 or call.fallback
-            else {}
-        )
-        | call.notes,
+        meta=_meta(call),
         price_per_1k=(endpoint.price.prompt_per_1k, endpoint.price.completion_per_1k) if endpoint else None,
         tokenizer_dir=endpoint.tokenizer_dir if endpoint else None,
     )
+
+
+def _meta(call: Call) -> dict[str, object]:
+    """Retries and fallbacks, the stages' notes (guard verdicts), and `source: eval` for requests an
+    evaluation sent (x-corral-source: eval), which monitoring, canaries and datasets from traces leave out."""
+    meta: dict[str, object] = (
+        {"attempts": call.attempts, "fallback": call.fallback} if call.attempts != 1 or call.fallback else {}
+    )
+    if header(call.scope, b"x-corral-source") == "eval":
+        meta["source"] = "eval"
+    return meta | call.notes

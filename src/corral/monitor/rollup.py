@@ -22,6 +22,7 @@ from corral.monitor.search import SearchIndex
 from corral.monitor.sketch import LogHistogram
 from corral.store import Store
 from corral.store.models import FeedbackRow, MonitorStateRow, RollupRow, TraceRow
+from corral.store.traces import EVAL_SOURCE
 
 MINUTE, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
 GRAIN_SIZE = {"m": MINUTE, "h": HOUR, "d": DAY}
@@ -29,6 +30,12 @@ STATE_NAME = "rollups"
 CHUNK = 1440  # buckets rebuilt per query (a day of minutes): bounds memory during a backfill
 ROLLUP: Table = RollupRow.__table__  # type: ignore[assignment]
 Key = tuple[str, str, str]  # deployment, route, model version
+
+# What the monitor counts: live traffic only, not shadow copies nor the requests an evaluation sent.
+LIVE = (
+    TraceRow.shadow_of.is_(None),
+    func.coalesce(TraceRow.meta["source"].as_string(), "") != EVAL_SOURCE,
+)
 
 
 def utc(when: datetime) -> datetime:
@@ -180,13 +187,13 @@ class RollupJob:
         with self.store.session() as session:
             raw = session.execute(
                 select(minute_t, func.count())
-                .where(TraceRow.at >= since, TraceRow.at < until, TraceRow.shadow_of.is_(None))
+                .where(TraceRow.at >= since, TraceRow.at < until, *LIVE)
                 .group_by(minute_t)
             ).all()
             feedback = session.execute(
                 select(minute_f, func.count())
                 .join(TraceRow, TraceRow.id == FeedbackRow.trace_id)
-                .where(FeedbackRow.at >= since, FeedbackRow.at < until, TraceRow.shadow_of.is_(None))
+                .where(FeedbackRow.at >= since, FeedbackRow.at < until, *LIVE)
                 .group_by(minute_f)
             ).all()
             rolled = session.execute(
@@ -216,22 +223,21 @@ class RollupJob:
             TraceRow.latency_ms, TraceRow.ttft_ms, TraceRow.prompt_tokens, TraceRow.completion_tokens,
             TraceRow.cost_usd, TraceRow.user, TraceRow.session,
         )  # fmt: skip
-        live = (TraceRow.shadow_of.is_(None),)
         with self.store.session() as session:
             rows = session.execute(
-                select(*columns).where(TraceRow.at >= start, TraceRow.at < end, *live)
+                select(*columns).where(TraceRow.at >= start, TraceRow.at < end, *LIVE)
             ).all()
             asked = session.execute(
                 select(TraceRow.at, TraceRow.user, TraceRow.deployment, TraceRow.route, TraceRow.model_version,
                        TraceRow.request)
-                .where(TraceRow.at >= start - self.regeneration_window, TraceRow.at < end, *live,
+                .where(TraceRow.at >= start - self.regeneration_window, TraceRow.at < end, *LIVE,
                        TraceRow.user.is_not(None))
                 .order_by(TraceRow.at)
             ).all()  # fmt: skip
             feedback = session.execute(
                 select(FeedbackRow.at, TraceRow.deployment, TraceRow.route, TraceRow.model_version, FeedbackRow.score)
                 .join(TraceRow, TraceRow.id == FeedbackRow.trace_id)
-                .where(FeedbackRow.at >= start, FeedbackRow.at < end, *live)
+                .where(FeedbackRow.at >= start, FeedbackRow.at < end, *LIVE)
             ).all()  # fmt: skip
         groups: dict[tuple[datetime, Key], Aggregate] = defaultdict(Aggregate)
         distinct: dict[tuple[datetime, Key], tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
@@ -270,7 +276,7 @@ class RollupJob:
                         trunc, TraceRow.deployment, TraceRow.route, TraceRow.model_version,
                         func.count(func.distinct(TraceRow.user)), func.count(func.distinct(TraceRow.session)),
                     )
-                    .where(TraceRow.at >= start, TraceRow.at < end, TraceRow.shadow_of.is_(None))
+                    .where(TraceRow.at >= start, TraceRow.at < end, *LIVE)
                     .group_by(trunc, TraceRow.deployment, TraceRow.route, TraceRow.model_version)
                 ).all()  # fmt: skip
             groups: dict[tuple[datetime, Key], Aggregate] = defaultdict(Aggregate)

@@ -14,7 +14,7 @@ from sqlalchemy import desc, select
 
 from corral.gateway.costs import answer_text, prompt_text
 from corral.monitor.drift import Array, DriftPolicy, DriftReport, build_report
-from corral.monitor.rollup import utc
+from corral.monitor.rollup import LIVE, utc
 from corral.store import Store
 from corral.store.models import DriftReportRow, FeedbackRow, TraceRow
 
@@ -90,7 +90,7 @@ def sample_window(
         rows = session.execute(
             select(*cols)
             .where(TraceRow.deployment == deployment, TraceRow.at >= since, TraceRow.at < until)
-            .where(TraceRow.shadow_of.is_(None), TraceRow.status < 400)
+            .where(*LIVE, TraceRow.status < 400)
             .order_by(desc(TraceRow.at))
             .limit(MAX_NUMERIC * 4)
         ).all()
@@ -102,7 +102,7 @@ def sample_window(
         ).all()
         scores = session.execute(
             select(FeedbackRow.score).join(TraceRow, TraceRow.id == FeedbackRow.trace_id)
-            .where(TraceRow.deployment == deployment, FeedbackRow.at >= since, FeedbackRow.at < until)
+            .where(TraceRow.deployment == deployment, FeedbackRow.at >= since, FeedbackRow.at < until, *LIVE)
             .limit(MAX_NUMERIC)
         ).scalars().all()  # fmt: skip
     numeric = {n: np.array([float(getattr(r, n) or 0.0) for r in rows]) for n in NUMERIC}

@@ -1,7 +1,9 @@
 """Forget one user: their traces and shadow copies, feedback, trace-derived dataset rows, spool lines.
 
-Every table in the store's metadata is either purged by a rule here (a `user` column, or a
-`trace_id` column pointing at the user's traces) or listed in `EXEMPT_TABLES` with the reason;
+Every table in the store's metadata is either purged by a rule here (a `user` column, a
+`trace_id` column pointing at the user's traces, or, for `eval_items`, the evaluation items that
+asked a removed dataset row: same dataset version, split and position) or listed in
+`EXEMPT_TABLES` with the reason;
 a test walks the metadata so a table added later cannot be forgotten. Datasets that held the
 user's rows get a new version without them, the older versions' artifacts are deleted, and model
 versions trained on any of them are tagged `trained_on_deleted_data` so a retrain is due.
@@ -10,10 +12,11 @@ versions trained on any of them are tagged `trained_on_deleted_data` so a retrai
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import Table, delete, func, select
@@ -28,6 +31,8 @@ from corral.store.models import (
     DatasetRow,
     DatasetVersionRow,
     DriftReportRow,
+    EvalItemRow,
+    EvalRunRow,
     ModelVersionRow,
     TraceRow,
 )
@@ -47,6 +52,7 @@ EXEMPT_TABLES = {
     "deployments": "routing specs",
     "gateway_heartbeats": "each gateway replica's in-flight counts per model version, no end-user data",
     "alembic_version": "the schema revision",
+    "eval_runs": "evaluation summaries (aggregate scores) and configuration, no end-user text",
     "leases": "which replica runs a background loop",
     "monitor_rollups": "counts and latency histograms per deployment and minute; distinct users only as counts",
     "monitor_state": "where the rollup job stopped",
@@ -54,12 +60,18 @@ EXEMPT_TABLES = {
     "drift_reports": "statistics per feature; the example prompts of a user are removed (scrub_drift_examples)",
 }
 _BATCH = 500
+T = TypeVar("T")
+# dataset version ref -> split ("all" for the whole version) -> positions of the removed rows
+Removed = dict[str, dict[str, set[int]]]
 
 
 def purge_rule(table: Table) -> str | None:
-    """How a table's rows of one user are found: "user", "trace_id", "id" (the traces), or None."""
+    """How a table's rows of one user are found: "user", "trace_id", "id" (the traces),
+    "dataset_row" (evaluation items that asked a removed dataset row), or None."""
     if table.name == TraceRow.__tablename__:
         return "id"
+    if table.name == EvalItemRow.__tablename__:
+        return "dataset_row"
     if "user" in table.c:
         return "user"
     if "trace_id" in table.c:
@@ -81,7 +93,7 @@ class ErasureReport:
         return asdict(self)
 
 
-def _chunks(items: list[str]) -> Iterator[list[str]]:
+def _chunks(items: list[T]) -> Iterator[list[T]]:
     for i in range(0, len(items), _BATCH):
         yield items[i : i + _BATCH]
 
@@ -99,7 +111,33 @@ def _trace_ids(session: Session, user: str) -> list[str]:
     return ids
 
 
-def _purge_tables(session: Session, user: str, ids: list[str], report: ErasureReport) -> None:
+def removed_positions(rows: list[dict[str, Any]], ids: set[str]) -> dict[str, set[int]]:
+    """Per split, and for `all`, the positions of the rows derived from `ids`, numbered as an
+    evaluation numbers its items (the rows of that split in artifact order)."""
+    splits: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if row.get("split"):
+            splits[str(row["split"])].append(row)
+    splits["all"] = rows
+    found = {
+        name: {i for i, r in enumerate(part) if r.get(SOURCE_TRACE) in ids} for name, part in splits.items()
+    }
+    return {name: positions for name, positions in found.items() if positions}
+
+
+def _eval_item_clauses(removed: Removed) -> list[Any]:
+    clauses = []
+    for ref, splits in removed.items():
+        for split, positions in splits.items():
+            runs = select(EvalRunRow.id).where(EvalRunRow.dataset == ref, EvalRunRow.split == split)
+            for chunk in _chunks(sorted(positions)):
+                clauses.append(EvalItemRow.run_id.in_(runs) & EvalItemRow.position.in_(chunk))
+    return clauses
+
+
+def _purge_tables(
+    session: Session, user: str, ids: list[str], removed: Removed, report: ErasureReport
+) -> None:
     for table in Base.metadata.sorted_tables:
         rule = purge_rule(table)
         if rule is None:
@@ -109,6 +147,8 @@ def _purge_tables(session: Session, user: str, ids: list[str], report: ErasureRe
         count = 0
         if rule == "user":
             where = [table.c.user == user]
+        elif rule == "dataset_row":
+            where = _eval_item_clauses(removed)
         else:
             column = table.c.id if rule == "id" else table.c.trace_id
             where = [column.in_(chunk) for chunk in _chunks(ids)]
@@ -160,8 +200,11 @@ def _rows(registry: Registry, digest: str) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in registry.artifacts.get_bytes(digest).splitlines() if line]
 
 
-def _rewrite_datasets(registry: Registry, ids: set[str], report: ErasureReport) -> list[str]:
-    """New versions without the user's rows; older versions holding them lose their artifacts."""
+def _rewrite_datasets(
+    registry: Registry, ids: set[str], removed_rows: Removed, report: ErasureReport
+) -> list[str]:
+    """New versions without the user's rows; older versions holding them lose their artifacts.
+    `removed_rows` gets, per version, where the removed rows sat (for the evaluation items)."""
     affected: list[str] = []
     versions = _dataset_versions(registry)
     latest = {name: row.version for name, row in versions}
@@ -174,6 +217,7 @@ def _rewrite_datasets(registry: Registry, ids: set[str], report: ErasureReport) 
             continue
         ref = f"{name}@{row.version}"
         affected.append(ref)
+        removed_rows[ref] = removed_positions(rows, ids)
         entry: dict[str, Any] = {"version": ref, "rows_removed": removed, "artifact_deleted": True}
         if not report.dry_run:
             if row.version == latest[name] and kept:
@@ -257,11 +301,12 @@ def erase_user(
     report = ErasureReport(user, dry_run)
     with registry.store.session() as session:
         ids = _trace_ids(session, user)
-    affected = _rewrite_datasets(registry, set(ids), report)
+    removed: Removed = {}
+    affected = _rewrite_datasets(registry, set(ids), removed, report)
     _flag_models(registry, affected, report)
     report.spool_lines = purge_spool(spool_dir, user, set(ids), dry_run=dry_run)
     with registry.store.session() as session:
-        _purge_tables(session, user, ids, report)
+        _purge_tables(session, user, ids, removed, report)
         report.tables["drift_reports"] = scrub_drift_examples(session, set(ids), dry_run=dry_run)
         if not dry_run:
             counts = {k: v for k, v in report.tables.items() if v}

@@ -228,7 +228,57 @@ class FeedbackRow(Base):
     label: Mapped[str | None] = mapped_column(String(128), default=None)
     comment: Mapped[str | None] = mapped_column(Text, default=None)
     key_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    # `user` for people's feedback; `judge:<rubric>` for scores that online evaluation stored.
+    source: Mapped[str] = mapped_column(String(128), default="user", server_default="user")
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# -- evaluation: runs and their per-item results ---------------------------------------------------
+
+
+class EvalRunRow(Base):
+    """One evaluation of a target on a dataset version's split; `summary` holds each metric with its interval."""
+
+    __tablename__ = "eval_runs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    target: Mapped[str] = mapped_column(String(512))  # a version ref, a deployment name or a URL
+    target_kind: Mapped[str] = mapped_column(String(16))  # model | deployment | url
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL"), default=None, index=True
+    )
+    dataset: Mapped[str] = mapped_column(String(256))  # NAME@N
+    split: Mapped[str] = mapped_column(String(32))
+    metrics: Mapped[list[Any]] = mapped_column(default=list)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    config_key: Mapped[str] = mapped_column(String(64), index=True)  # dataset, split and metric config hashed
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16))  # complete | interrupted
+    item_count: Mapped[int] = mapped_column(Integer, default=0)
+    error_count: Mapped[int] = mapped_column(Integer, default=0)
+    duration_s: Mapped[float] = mapped_column(Float, default=0.0)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EvalItemRow(Base):
+    """One item of a run: what was asked, answered and expected, its scores, latency, tokens and error."""
+
+    __tablename__ = "eval_items"
+    __table_args__ = (UniqueConstraint("run_id", "position"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)  # the item's index in the split
+    request: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prediction: Mapped[str | None] = mapped_column(Text, default=None)
+    reference: Mapped[str | None] = mapped_column(Text, default=None)
+    scores: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    latency_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    ttft_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+
 
 
 # -- shared: leases (one replica does a job at a time) ----------------------------------------------

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+EVAL_SOURCE = "eval"  # traces.meta.source of requests an evaluation sent (x-corral-source: eval)
+
 
 @dataclass(slots=True)
 class TraceRecord:
@@ -112,6 +114,7 @@ class FeedbackRecord:
     comment: str | None = None
     key_id: int | None = None
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    source: str = "user"  # people's feedback; online evaluation stores judge:<rubric> itself
 
     def row(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in ALL_FIELDS[self.KIND]}

@@ -17,7 +17,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -44,13 +44,19 @@ class FakeSettings:
     models: list[str] = field(default_factory=lambda: ["fake-model"])
     answer: str | None = None  # a fixed answer instead of words; "{prompt}" becomes the last user text
     chunk_chars: int = 0  # stream a fixed answer in pieces of this many characters (0: by word)
+    # In process only: the answer text for a request body, instead of "<name>: w0 w1 ..."; may return
+    # None to hang (a timeout), for judges and probes whose answer depends on the prompt.
+    reply: Callable[[dict[str, Any]], str | None] | None = field(default=None, repr=False)
     healthy: bool = True  # false: GET /health answers 503 (a worker that stopped answering probes)
     tool_calls: bool = False  # true: a chat request with `tools` is answered by a call of the first tool
 
 
 def _answer_pieces(settings: FakeSettings, body: dict[str, Any]) -> list[str]:
     """The answer as the pieces a stream sends (joined, the whole answer)."""
-    if settings.answer is None:
+    if settings.reply is not None:
+        text = settings.reply(body) or ""
+        words = text.split(" ") if text else []
+    elif settings.answer is None:
         words = [f"{settings.name}:"] + [f"w{i}" for i in range(max(0, settings.tokens - 1))]
     else:
         given = body.get("messages")
@@ -231,6 +237,8 @@ class FakeUpstream:
         body, failure = await self._receive(request)
         if failure is not None:
             return failure
+        if self.settings.reply is not None and self.settings.reply(body) is None:
+            await asyncio.sleep(3600)  # the reply asked for a hang
         words = _answer_pieces(self.settings, body)
         usage = {"prompt_tokens": _prompt_tokens(body), "completion_tokens": len(words), "total_tokens": 0}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
@@ -340,7 +348,7 @@ class FakeUpstream:
             return web.json_response(
                 {"error": {"message": str(exc), "type": "invalid_request_error"}}, status=400
             )
-        return web.json_response(asdict(self.settings))
+        return web.json_response({k: v for k, v in asdict(self.settings).items() if k != "reply"})
 
     async def _requests(self, request: web.Request) -> web.Response:
         return web.json_response({"count": self.count, "requests": [r["body"] for r in self.requests]})

@@ -10,6 +10,13 @@ from typing import Any
 from corral.errors import ConfigError
 
 
+def tracking_uri() -> str | None:
+    """`tracing.mlflow_tracking_uri`, else MLFLOW_TRACKING_URI (the setting wins, as in training)."""
+    from corral.config import load_settings
+
+    return load_settings().tracing.mlflow_uri()
+
+
 class MLflowRun:
     """Logs to MLflow at `uri` (the setting), else at MLFLOW_TRACKING_URI; with neither, does nothing."""
 
