@@ -37,7 +37,9 @@ class MLflowRun:
             ) from None
         self.mlflow = mlflow
         mlflow.set_tracking_uri(uri)  # the setting wins over the variable
-        mlflow.start_run(run_name=run_name)
+        # MLflow's Default experiment, named explicitly: an evaluation earlier in this process leaves
+        # its own experiment active, whose id may not exist in this tracking store.
+        mlflow.start_run(run_name=run_name, experiment_id=DEFAULT_EXPERIMENT_ID)
         mlflow.log_params(_flat(params))
 
     def log(self, metrics: dict[str, float], step: int) -> None:
@@ -55,6 +57,9 @@ class MLflowRun:
     def fail(self) -> None:
         if self.mlflow is not None:
             self.mlflow.end_run(status="FAILED")
+
+
+DEFAULT_EXPERIMENT_ID = "0"
 
 
 def _flat(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
