@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from corral.config import Deployment, Route
+from corral.config import Deployment, MonitorSettings, Route
 from corral.gateway.deployments import DeploymentStore
 from corral.gateway.routing import choose_route
+from corral.monitor.dashboard import pages
+from corral.monitor.dashboard.app import Dashboard
 from corral.pipeline.canary import CanarySpec, Margins, arm_stats, latest_decisions, run_canary
 from corral.store.models import AuditRow, DeploymentRow
 from corral.testing.traffic import insert_feedback, insert_traces, trace_row
@@ -138,6 +140,15 @@ def test_a_harmful_candidate_is_rolled_back_at_its_first_share_and_production_is
             select(AuditRow.action).where(AuditRow.subject == "deployment:support")
         ).all()
     assert actions[0] == "canary.start" and actions[-1] == "canary.rollback"
+    page = _deployment_page(registry.store)
+    assert '<table id="canary">' in page and 'data-action="canary.rollback"' in page and "error_rate" in page
+
+
+def _deployment_page(store: Any) -> str:
+    """The dashboard's deployment page as the gateway renders it."""
+    dashboard = Dashboard(store, keys=None, settings=MonitorSettings())  # type: ignore[arg-type]
+    context = pages.deployment(store, "support", datetime.now(UTC), 24 * 400, "d")
+    return dashboard._render("deployment.html", **context).decode()
 
 
 def test_live_arm_stats_during_a_canary_and_a_killed_controller_resumes_where_it_was(setup):  # type: ignore[no-untyped-def]

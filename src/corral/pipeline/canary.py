@@ -203,7 +203,7 @@ def run_canary(
     while True:
         sleep(spec.check_interval_s)
         now = clock()
-        if threshold.ms is None:
+        if threshold.ms is None and spec.margins.latency_p95 is not None:
             threshold = latency_threshold(sql, deployment, run.production, _moment(run.started), spec)
         arms = [
             collect(sql, deployment, ref, _moment(run.started), spec, threshold=threshold,
@@ -250,7 +250,9 @@ def _promote(
     candidate = int(run.candidate.rpartition("@")[2])
     models.set_alias(run.model, "production", candidate, reason=f"canary on {run.deployment} promoted")
     _clear_staging(models, run)
-    _write(store, run.deployment, _final_spec(run), run.original_source, actor)
+    final = _final_spec(run)
+    # A spec that differs from the file's must stay an admin change, or a restart would seed the file's back.
+    _write(store, run.deployment, final, run.original_source if final == run.original else "admin", actor)
     try:
         version = models.retire(run.production)
     except ConflictError as exc:  # another alias still points at it: it keeps serving that alias
