@@ -7,15 +7,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from corral.config import Deployment, MonitorSettings, Route
+from corral.errors import ConflictError, NotFoundError
 from corral.gateway.deployments import DeploymentStore
 from corral.gateway.routing import choose_route
 from corral.monitor.dashboard import pages
 from corral.monitor.dashboard.app import Dashboard
 from corral.pipeline.canary import CanarySpec, Margins, arm_stats, latest_decisions, run_canary
-from corral.store.models import AuditRow, DeploymentRow
+from corral.store.models import AuditRow, DeploymentRow, GatewayHeartbeatRow, utcnow
 from corral.testing.traffic import insert_feedback, insert_traces, trace_row
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -177,3 +178,44 @@ def test_live_arm_stats_during_a_canary_and_a_killed_controller_resumes_where_it
     with registry.store.session() as session:
         starts = session.scalars(select(AuditRow).where(AuditRow.action == "canary.start")).all()
     assert len(starts) == 1
+
+
+def test_an_old_version_still_in_flight_on_a_live_replica_is_left_draining_for_the_gateway(setup):  # type: ignore[no-untyped-def]
+    registry = setup
+    now = utcnow()
+    with registry.store.session() as session:
+        session.add(GatewayHeartbeatRow(replica="r1", in_flight={"support@1": 1}, at=now,
+                                        expires_at=now + timedelta(hours=1)))  # fmt: skip
+    traffic = Traffic(registry.store, {"support@1": GOOD, "support@2": GOOD})
+    result = run_canary(registry, deployment="support", model="support", candidate=2, production=1, spec=SPEC,
+                        sleep=traffic.sleep, clock=traffic.clock)  # fmt: skip
+    assert (result.outcome, result.old_version_stage) == ("promoted", "draining")
+    assert registry.models.resolve("support@1").stage == "draining"  # the watcher retires it once drained
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"production": 2}, ConflictError, "support@production is version 1, not 2"),
+        ({"deployment": "nope"}, NotFoundError, "no deployment 'nope'"),
+        ({"routes": 2}, ConflictError, "must have one route to support@production"),
+    ],
+)
+def test_a_canary_that_cannot_start_changes_nothing(setup, change, error, match):  # type: ignore[no-untyped-def]
+    registry = setup
+    change = dict(change)  # the parameter is shared by the sqlite and postgres runs
+    if change.pop("routes", None):
+        two = [Route(target="support@production"), Route(target="support@2")]
+        DeploymentStore(registry.store).put(
+            "support", Deployment(routes=two).model_dump(mode="json"), "admin"
+        )
+    before = _stored(registry.store)
+    args = {"deployment": "support", "model": "support", "candidate": 2, "production": 1, **change}
+    with pytest.raises(error, match=match):
+        run_canary(registry.store, spec=SPEC, sleep=lambda s: None, clock=lambda: 0.0, **args)
+    assert _stored(registry.store) == before
+    with registry.store.session() as session:
+        assert (
+            session.scalar(select(func.count()).select_from(AuditRow).where(AuditRow.action.like("canary.%")))
+            == 0
+        )
