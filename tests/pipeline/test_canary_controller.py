@@ -121,6 +121,15 @@ def test_a_good_candidate_steps_up_is_promoted_and_the_old_version_drains_and_re
     shown = latest_decisions(registry.store, "support")
     assert shown[0]["action"] == "canary.promote" and shown[-1]["action"] == "canary.start"
 
+    def no_sleep(seconds: float) -> None:
+        raise AssertionError("a finished canary ran again")
+
+    again = run_canary(registry, deployment="support", model="support", candidate=2, production=1, spec=SPEC,
+                       sleep=no_sleep, clock=traffic.clock)  # fmt: skip
+    assert (again.outcome, again.old_version_stage) == ("promoted", "retired")  # a resumed pipeline's re-run
+    assert [d["action"] for d in again.decisions] == [d["action"] for d in result.decisions]
+    assert len(latest_decisions(registry.store, "support", limit=1000)) == len(result.decisions)
+
 
 def test_a_harmful_candidate_is_rolled_back_at_its_first_share_and_production_is_untouched(setup):  # type: ignore[no-untyped-def]
     registry = setup
@@ -142,6 +151,10 @@ def test_a_harmful_candidate_is_rolled_back_at_its_first_share_and_production_is
         ).all()
     assert actions[0] == "canary.start" and actions[-1] == "canary.rollback"
     page = _deployment_page(registry.store)
+    assert '<table id="canary">' in page
+    fresh = run_canary(registry.store, deployment="support", model="support", candidate=2, production=1,
+                       spec=SPEC, sleep=traffic.sleep, clock=traffic.clock, replay_finished=False)  # fmt: skip
+    assert fresh.outcome == "rolled_back" and fresh.decisions[0]["action"] == "start"  # a second canary
     assert '<table id="canary">' in page and 'data-action="canary.rollback"' in page and "error_rate" in page
 
 
