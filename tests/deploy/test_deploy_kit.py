@@ -3,7 +3,7 @@ docs/deploy.md promises, and each command they run is a real corral command with
 
 What runs depends on the tools found here, and each check that cannot run skips naming the tool:
 - the compose file against the Compose Specification's JSON schema (vendored beside this file from
-  compose-spec/compose-spec, Apache-2.0), always; and by `docker-compose config` or
+  compose-spec/compose-spec at 170098ba, schema/compose-spec.json, Apache-2.0), always; and by `docker-compose config` or
   `docker compose config` when one is installed;
 - the chart rendered by `helm template` when a helm binary is found (`CORRAL_TEST_HELM`, else
   `helm` on PATH), and every rendered manifest validated against the Kubernetes schemas that
