@@ -2,9 +2,9 @@
 docs/deploy.md promises, and each command they run is a real corral command with real options.
 
 What runs depends on the tools found here, and each check that cannot run skips naming the tool:
-- the compose file against the Compose Specification's JSON schema (vendored beside this file from
-  compose-spec/compose-spec at 170098ba, schema/compose-spec.json, Apache-2.0), always; and by `docker-compose config` or
-  `docker compose config` when one is installed;
+- the compose file against the Compose Specification's JSON schema (vendored beside this file:
+  compose-spec/compose-spec at 170098ba, schema/compose-spec.json, Apache-2.0), always; and by
+  `docker-compose config` or `docker compose config` when one is installed;
 - the chart rendered by `helm template` when a helm binary is found (`CORRAL_TEST_HELM`, else
   `helm` on PATH), and every rendered manifest validated against the Kubernetes schemas that
   kubernetes-validate ships (the dev extra, so CI requires it). Without helm only the chart's
@@ -276,9 +276,14 @@ def test_chart_config_is_valid_corral_settings_routed_to_the_worker_service(tmp_
 
 
 @NEEDS_HELM
-@pytest.mark.parametrize("drain", [None, 120])
+@pytest.mark.parametrize("drain", [None, 120, 90], ids=["default", "values", "config-file"])
 def test_gateway_probes_and_a_grace_period_longer_than_the_drain(tmp_path, drain):
     args = [] if drain is None else ["--set", f"config.gateway.drain_timeout_s={drain}"]
+    if drain == 90:  # a whole corral.yaml given with --set-file wins over the config map
+        config = yaml.safe_load((DEPLOY / "corral.yaml").read_text())
+        config["gateway"]["drain_timeout_s"] = 89.5  # a fraction counts as the next whole second
+        (tmp_path / "corral.yaml").write_text(yaml.safe_dump(config))
+        args = ["--set-file", f"configFile={tmp_path / 'corral.yaml'}"]
     docs = helm_template(tmp_path, *args)
     pod = find(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]
     gateway = pod["containers"][0]
@@ -286,7 +291,7 @@ def test_gateway_probes_and_a_grace_period_longer_than_the_drain(tmp_path, drain
     assert gateway["livenessProbe"]["httpGet"]["path"] == "/health"
     sleep = int(gateway["lifecycle"]["preStop"]["exec"]["command"][1])
     timeout = rendered_settings(docs, tmp_path).gateway.drain_timeout_s
-    assert timeout == (30 if drain is None else drain)
+    assert timeout == {None: 30, 120: 120, 90: 89.5}[drain]
     assert pod["terminationGracePeriodSeconds"] > sleep + timeout
     assert pod["securityContext"]["runAsNonRoot"] is True
     hpa = find(docs, "HorizontalPodAutoscaler")
