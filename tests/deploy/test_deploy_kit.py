@@ -346,3 +346,14 @@ def test_chart_refuses_missing_secrets_and_an_unpinned_worker_model():
         *SECRETS, "--set", "pipelines.schedules[0].name=x", "--set", "pipelines.schedules[0].file=no.yaml"
     )
     assert "is not a key of pipelines.files" in unknown
+
+
+@NEEDS_HELM
+def test_chart_passes_helm_lint_strict(tmp_path):
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(FULL_VALUES))
+    assert HELM is not None
+    done = subprocess.run(
+        [HELM, "lint", "--strict", str(CHART), *SECRETS, "-f", str(values)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
