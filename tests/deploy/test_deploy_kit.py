@@ -139,6 +139,22 @@ def test_dockerfile_is_multi_stage_non_root_with_a_health_check():
             assert (ROOT / name).exists(), f"the Dockerfile copies {name}, which is not in the repository"
 
 
+def test_the_package_data_ships_every_non_python_file():
+    """The image installs corral from a wheel, not editable: a file the package-data globs miss is
+    absent there (the starter model's weights and the dashboard's CSS were, until an image was built)."""
+    import tomllib
+
+    package = ROOT / "src" / "corral"
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    shipped = {p for pattern in patterns["corral"] for p in package.glob(pattern) if p.is_file()}
+    data = {
+        p
+        for p in package.rglob("*")
+        if p.is_file() and p.suffix not in {".py", ".pyc"} and "__pycache__" not in p.parts
+    }
+    assert sorted(str(p.relative_to(package)) for p in data - shipped) == []
+
+
 def test_dockerignore_keeps_what_the_image_needs_and_drops_the_rest():
     patterns = {
         line.strip()
