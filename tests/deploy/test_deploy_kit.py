@@ -6,9 +6,10 @@ What runs depends on the tools found here, and each check that cannot run skips 
   compose-spec/compose-spec at 170098ba, schema/compose-spec.json, Apache-2.0), always; and by
   `docker-compose config` or `docker compose config` when one is installed;
 - the chart rendered by `helm template` when a helm binary is found (`CORRAL_TEST_HELM`, else
-  `helm` on PATH), and every rendered manifest validated against the Kubernetes schemas that
-  kubernetes-validate ships (the dev extra, so CI requires it). Without helm only the chart's
-  static files (Chart.yaml, values.yaml) are checked: the templates are not rendered by anything else.
+  `helm` on PATH, else the one `scripts/get-helm` fetched into build/helm; .ci/run fetches it), and
+  every rendered manifest validated against the Kubernetes schemas that kubernetes-validate ships
+  (the dev extra, so CI requires it). Without helm only the chart's static files (Chart.yaml,
+  values.yaml) are checked: the templates are not rendered by anything else.
 Building the image is not a test (minutes, and a container engine); docs/deploy.md says how.
 """
 
@@ -36,9 +37,15 @@ DEPLOY = ROOT / "deploy"
 CHART = DEPLOY / "helm" / "corral"
 COMPOSE = DEPLOY / "compose.yaml"
 # read at import: the autouse fixture clears CORRAL_* variables other than CORRAL_TEST_*
-HELM = os.environ.get("CORRAL_TEST_HELM") or shutil.which("helm")
+FETCHED_HELM = ROOT / "build" / "helm" / "helm"  # where scripts/get-helm puts it
+HELM = (
+    os.environ.get("CORRAL_TEST_HELM")
+    or shutil.which("helm")
+    or (str(FETCHED_HELM) if FETCHED_HELM.is_file() else None)
+)
 NEEDS_HELM = pytest.mark.skipif(
-    HELM is None, reason="no helm binary (set CORRAL_TEST_HELM or put helm on PATH): chart not rendered"
+    HELM is None,
+    reason="no helm binary (CORRAL_TEST_HELM, PATH, or scripts/get-helm): the chart is not rendered",
 )
 KUBERNETES_VERSIONS = ("1.25.0", "1.37.0")  # the chart's kubeVersion floor, and the newest schemas
 SECRETS = [
