@@ -296,6 +296,8 @@ def test_chart_config_is_valid_corral_settings_routed_to_the_worker_service(tmp_
     worker = containers(find(docs, "Deployment", "-worker"))[0]
     assert route.model == worker["command"][worker["command"].index("--model") + 1] == "starter@1"
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
+    pod = find(docs, "Deployment", "-worker")["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > int(worker["lifecycle"]["preStop"]["exec"]["command"][1])
 
 
 @NEEDS_HELM
