@@ -82,8 +82,9 @@ def command_line(command: list[str] | str) -> str:
     """A container command as one shell line; `sh -c SCRIPT` is the script itself."""
     if isinstance(command, str):
         return command
-    if command[:2] == ["sh", "-c"]:  # redirections dropped, `{ ...; }` groups split like `;`
-        return re.sub(r"[{}]", ";", re.sub(r"\s\d?>&\d|\s\d?>\s*\S+", "", command[2]))
+    if command[:2] == ["sh", "-c"]:  # redirections dropped; groups and loop keywords split like `;`
+        script = re.sub(r"\s\d?>&\d|\s\d?>\s*\S+", "", command[2])
+        return re.sub(r"[{}]|\b(?:until|while|do|done)\b", ";", script)
     return shlex.join(command)
 
 
@@ -260,7 +261,10 @@ def containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
     spec = doc.get("spec", {})
     if doc["kind"] == "CronJob":
         spec = spec["jobTemplate"]["spec"]
-    return spec["template"]["spec"]["containers"] if "template" in spec else []
+    if "template" not in spec:
+        return []
+    pod = spec["template"]["spec"]
+    return [*pod.get("initContainers", []), *pod["containers"]]
 
 
 def rendered_settings(docs: list[dict[str, Any]], tmp_path: Path):
@@ -293,7 +297,7 @@ def test_chart_config_is_valid_corral_settings_routed_to_the_worker_service(tmp_
     route = rendered_settings(docs, tmp_path).deployments["support"].routes[0]
     service = find(docs, "Service", "-worker")
     assert route.url == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}/v1"
-    worker = containers(find(docs, "Deployment", "-worker"))[0]
+    worker = containers(find(docs, "Deployment", "-worker"))[-1]
     assert route.model == worker["command"][worker["command"].index("--model") + 1] == "starter@1"
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
     pod = find(docs, "Deployment", "-worker")["spec"]["template"]["spec"]
@@ -342,6 +346,10 @@ def test_chart_migrates_as_a_hook_and_schedules_pipelines_and_training(tmp_path)
         "schedule",
     ]
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    starter = containers(find(docs, "Job", "-starter-1"))[0]  # one per revision, idempotent
+    assert "corral models show starter@production" in starter["command"][2]
+    wait = containers(find(docs, "Deployment", "-worker"))[0]
+    assert wait["name"] == "wait-for-model" and "starter@1" in wait["command"][2]
     train = containers(find(docs, "Job", "-train"))[0]
     assert train["command"][:6] == [
         "torchrun",
@@ -358,8 +366,8 @@ def test_chart_migrates_as_a_hook_and_schedules_pipelines_and_training(tmp_path)
 def test_every_corral_command_in_the_chart_parses(tmp_path):
     docs = helm_template(tmp_path, values=FULL_VALUES)
     lines = [command_line(c["command"]) for doc in docs for c in containers(doc) if "command" in c]
-    assert len(lines) == 5  # gateway, worker, migrate, a pipeline, training
-    assert check_corral_commands(lines) >= 4  # `corral pipeline` only once it is in the tree
+    assert len(lines) == 7  # gateway, worker and its wait, migrate, starter, a pipeline, training
+    assert check_corral_commands(lines) >= 8  # `corral pipeline` only once it is in the tree
 
 
 @NEEDS_HELM
