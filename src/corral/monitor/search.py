@@ -1,7 +1,7 @@
 """Trace search: a full-text index (SQLite FTS5, PostgreSQL tsvector + GIN) and keyset-paginated queries.
 
-The index is derived data, filled by the rollup job for the minutes it rebuilds (never on the request
-path) and created on first use, so it can be dropped and rebuilt at any time.
+The `trace_search` table and its index come with migration 0007; the rows are derived data, filled
+by the rollup job for the minutes it rebuilds (never on the request path).
 """
 
 from __future__ import annotations
@@ -19,17 +19,6 @@ from corral.gateway.costs import answer_text, prompt_text
 from corral.store import Store
 from corral.store.models import FeedbackRow, TraceRow
 
-SQLITE_DDL = [
-    "CREATE TABLE IF NOT EXISTS trace_search (trace_id VARCHAR(32) PRIMARY KEY, at DATETIME, body TEXT)",
-    "CREATE VIRTUAL TABLE IF NOT EXISTS trace_search_fts USING fts5(body, content='trace_search', "
-    "content_rowid='rowid')",
-    "CREATE TRIGGER IF NOT EXISTS trace_search_ai AFTER INSERT ON trace_search BEGIN "
-    "INSERT INTO trace_search_fts(rowid, body) VALUES (new.rowid, new.body); END",
-]
-POSTGRES_DDL = [
-    "CREATE TABLE IF NOT EXISTS trace_search (trace_id VARCHAR(32) PRIMARY KEY, at TIMESTAMPTZ, body TEXT)",
-    "CREATE INDEX IF NOT EXISTS ix_trace_search_body ON trace_search USING gin (to_tsvector('simple', body))",
-]
 PAGE = 50
 FEW = 2000
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -38,19 +27,9 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 class SearchIndex:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._ready = False
-
-    def ensure(self) -> None:
-        if self._ready:
-            return
-        with self.store.engine.begin() as conn:
-            for statement in SQLITE_DDL if self.store.dialect == "sqlite" else POSTGRES_DDL:
-                conn.exec_driver_sql(statement)
-        self._ready = True
 
     def index_range(self, start: datetime, end: datetime) -> int:
         """Index the traces in [start, end) not indexed yet; returns how many were read."""
-        self.ensure()
         with self.store.session() as session:
             rows = session.execute(
                 select(TraceRow.id, TraceRow.at, TraceRow.request, TraceRow.response)
@@ -75,7 +54,7 @@ class SearchIndex:
         words = _WORD.findall(query)
         if not words:
             raise InvalidInputError("the search needs at least one word")
-        self.ensure()
+        self.store.ensure_ready()
         if self.store.dialect == "sqlite":
             fts = " ".join('"' + w.replace('"', "") + '"' for w in words)
             sub = text(
