@@ -69,9 +69,12 @@ def _start_monitor(store: Any, settings: Settings) -> Any:
     def run() -> None:
         if stop.wait(settings.monitor.interval_s):
             return
+        from corral.artifacts import ArtifactStore
         from corral.monitor import MonitorService
+        from corral.registry import Registry
 
-        MonitorService(store, settings.monitor).run_until(stop)
+        registry = Registry(store, ArtifactStore.from_settings(settings), actor="monitor")
+        MonitorService(store, settings.monitor, registry=registry).run_until(stop)
 
     threading.Thread(target=run, name="corral-monitor", daemon=True).start()
     return stop
