@@ -38,10 +38,12 @@ def cover(since: datetime, until: datetime) -> list[tuple[str, datetime, datetim
     return [("m", start, end)]
 
 
-def summarize(agg: Aggregate) -> dict[str, Any]:
+def summarize(agg: Aggregate, percentiles: bool = True) -> dict[str, Any]:
     """Plain numbers for one group: what the CLI prints, the dashboard charts and alerts compare."""
     n = agg.requests
-    latency, ttft = agg.latency.quantiles(QUANTILES), agg.ttft.quantiles(QUANTILES)
+    none: list[float | None] = [None] * len(QUANTILES)
+    latency = agg.latency.quantiles(QUANTILES) if percentiles else none
+    ttft = agg.ttft.quantiles(QUANTILES) if percentiles else none
     return {
         "requests": n,
         "errors": agg.errors,
@@ -104,14 +106,38 @@ def report(
 
 def series(
     store: Store,
-    deployment: str,
+    deployment: str | None,
     since: datetime,
     until: datetime,
     *,
     grain: str = "h",
     by: Sequence[str] = ("model_version",),
+    percentiles: bool = True,
 ) -> list[dict[str, Any]]:
-    """Points over time at one grain, one line per group (e.g. per version, for canary arms side by side)."""
+    """Points over time at one grain, one line per group (e.g. per version, for canary arms side by side).
+
+    `deployment` None reads every deployment (group by it to tell them apart); `percentiles` False
+    leaves the latency and TTFT quantiles out (None), which is most of the work for long ranges.
+    """
+    return _points(_series_groups(store, deployment, since, until, grain, by), by, percentiles)
+
+
+def series_and_total(
+    store: Store, deployment: str, since: datetime, until: datetime, *, grain: str = "h",
+    by: Sequence[str] = ("model_version",),
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
+    """`series` per group without percentiles, and the total per bucket with them, from one read."""
+    groups = _series_groups(store, deployment, since, until, grain, by)
+    totals: dict[tuple[Any, ...], Aggregate] = defaultdict(Aggregate)
+    for key, agg in groups.items():
+        total = totals[key[:1]]
+        total.merge(agg)
+    return _points(groups, by, percentiles=False), _points(totals, (), percentiles=True)
+
+
+def _series_groups(
+    store: Store, deployment: str | None, since: datetime, until: datetime, grain: str, by: Sequence[str]
+) -> dict[tuple[Any, ...], Aggregate]:
     _check_groups(by)
     if grain not in GRAIN_SIZE:
         raise InvalidInputError(f"unknown grain '{grain}'", hint="use m, h or d")
@@ -122,8 +148,14 @@ def series(
         agg.add_row(row)
         agg.users += row.users
         agg.sessions += row.sessions
+    return groups
+
+
+def _points(
+    groups: dict[tuple[Any, ...], Aggregate], by: Sequence[str], percentiles: bool
+) -> list[dict[str, Any]]:
     return [
-        {"bucket": key[0].isoformat(), **dict(zip(by, key[1:], strict=True)), **summarize(agg)}
+        {"bucket": key[0].isoformat(), **dict(zip(by, key[1:], strict=True)), **summarize(agg, percentiles)}
         for key, agg in sorted(groups.items())
     ]
 

@@ -93,6 +93,15 @@ class Aggregate:
         self.latency.merge(row.latency_hist)
         self.ttft.merge(row.ttft_hist)
 
+    def merge(self, other: Aggregate) -> None:
+        """Add another aggregate (users and sessions summed: distinct within each, as in a report)."""
+        for name in ("requests", "errors", "prompt_tokens", "completion_tokens", "feedback_count", "turns",
+                     "latency_ms_sum", "cost_usd", "feedback_sum", "regenerations", "users", "sessions"):  # fmt: skip
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.statuses.update(other.statuses)
+        self.latency.merge(other.latency)
+        self.ttft.merge(other.ttft)
+
     def values(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
