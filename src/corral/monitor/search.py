@@ -21,7 +21,7 @@ from corral.store import Store
 from corral.store.models import FeedbackRow, TraceRow
 
 PAGE = 50
-FEW = 2000
+FEW = 200  # up to this many matches are looked up by key; more, newest first
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -91,7 +91,7 @@ class SearchIndex:
         at = column("at", DateTime(timezone=True))
         # (a connection per round: none is held while the caller reads, SQLite's sessions begin immediate)
         if self.store.dialect != "sqlite":
-            for size in (k, 4 * k, 16 * k):
+            for size in (k, 8 * k, 64 * k):
                 with self.store.engine.connect() as conn:
                     rows = conn.execute(text(
                         "SELECT trace_id, at FROM trace_search WHERE to_tsvector('simple', body) @@ "
@@ -105,7 +105,7 @@ class SearchIndex:
         # in time order, so the bound (the newest trace indexed before the oldest candidate) is close.
         ids: list[str] = []
         lowest: int | None = None
-        for size in (k, 3 * k, 9 * k, 27 * k):
+        for size in (k, 4 * k, 16 * k, 64 * k):
             with self.store.engine.connect() as conn:
                 rows = conn.execute(text(
                     "SELECT s.rowid AS r, s.trace_id FROM trace_search s WHERE s.rowid IN (SELECT rowid FROM "
@@ -172,6 +172,16 @@ def _conditions(f: TraceFilter) -> list[ColumnElement[bool]]:
     return where
 
 
+PAGE_COLUMNS = (TraceRow.id, TraceRow.at, TraceRow.deployment, TraceRow.model_version, TraceRow.status,
+                TraceRow.latency_ms, TraceRow.user, TraceRow.session, TraceRow.request, TraceRow.cost_usd)  # fmt: skip
+
+
+def _entry(r: Any) -> dict[str, Any]:
+    return {"id": r.id, "at": r.at, "deployment": r.deployment, "version": r.model_version, "status": r.status,
+            "latency_ms": r.latency_ms, "user": r.user, "session": r.session, "cost_usd": r.cost_usd,
+            "prompt": prompt_text(r.request or {})[:160]}  # fmt: skip
+
+
 def _cursor(after: str) -> tuple[datetime, str]:
     at_text, _, last_id = after.partition("|")
     try:
@@ -182,12 +192,10 @@ def _cursor(after: str) -> tuple[datetime, str]:
 
 def search(index: SearchIndex, f: TraceFilter, limit: int = PAGE) -> tuple[list[dict[str, Any]], str | None]:
     """A page of traces, newest first, and the cursor of the next page (None on the last one)."""
-    cols = (TraceRow.id, TraceRow.at, TraceRow.deployment, TraceRow.model_version, TraceRow.status,
-            TraceRow.latency_ms, TraceRow.user, TraceRow.session, TraceRow.request, TraceRow.cost_usd)  # fmt: skip
     where = _conditions(f)
 
     def page_of(*more: ColumnElement[bool]) -> list[Any]:
-        query = select(*cols).where(*where, *more).order_by(TraceRow.at.desc(), TraceRow.id.desc()).limit(limit + 1)
+        query = select(*PAGE_COLUMNS).where(*where, *more).order_by(TraceRow.at.desc(), TraceRow.id.desc()).limit(limit + 1)
         with index.store.session() as session:
             return list(session.execute(query).all())
 
@@ -198,30 +206,25 @@ def search(index: SearchIndex, f: TraceFilter, limit: int = PAGE) -> tuple[list[
         rows = page_of(TraceRow.id.in_(ids))
     else:  # many: the newest matches until a page is complete above the bound, else every match
         before = _cursor(f.after)[0] if f.after else None
-        for candidates, bound in index.newest(f.q, 8 * (limit + 1), before):
+        for candidates, bound in index.newest(f.q, 2 * (limit + 1), before):
             found = page_of(TraceRow.id.in_(candidates), *([TraceRow.at > bound] if bound is not None else []))
             if len(found) > limit or bound is None:
                 rows = found
                 break
         if rows is None:
             rows = page_of(index.matching(f.q))
-    page = [
-        {"id": r.id, "at": r.at, "deployment": r.deployment, "version": r.model_version, "status": r.status,
-         "latency_ms": r.latency_ms, "user": r.user, "session": r.session, "cost_usd": r.cost_usd,
-         "prompt": prompt_text(r.request or {})[:160]}
-        for r in rows[:limit]
-    ]  # fmt: skip
+    page = [_entry(r) for r in rows[:limit]]
     cursor = f"{page[-1]['at'].isoformat()}|{page[-1]['id']}" if len(rows) > limit else None
     return page, cursor
 
 
-def like_search(store: Store, words: str, limit: int = PAGE) -> list[str]:
-    """The plain way, for the benchmark: LIKE over the raw JSON of every trace, newest first."""
+def like_search(store: Store, words: str, limit: int = PAGE) -> list[dict[str, Any]]:
+    """The plain way, for the benchmark: the same page, found by LIKE over the raw JSON of every trace."""
     conditions = [
         or_(cast(TraceRow.request, Text).like(f"%{w}%"), cast(TraceRow.response, Text).like(f"%{w}%"))
         for w in _WORD.findall(words)
     ]
+    query = select(*PAGE_COLUMNS).where(TraceRow.shadow_of.is_(None), *conditions)
     with store.session() as session:
-        return list(
-            session.scalars(select(TraceRow.id).where(*conditions).order_by(TraceRow.at.desc()).limit(limit))
-        )
+        rows = session.execute(query.order_by(TraceRow.at.desc(), TraceRow.id.desc()).limit(limit + 1)).all()
+    return [_entry(r) for r in rows[:limit]]
