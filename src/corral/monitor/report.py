@@ -64,13 +64,20 @@ def summarize(agg: Aggregate, percentiles: bool = True) -> dict[str, Any]:
     }
 
 
-def _rows(store: Store, pieces: list[tuple[str, datetime, datetime]], deployment: str | None) -> list[Any]:
+HISTOGRAMS = ("latency_hist", "ttft_hist")
+
+
+def _rows(
+    store: Store, pieces: list[tuple[str, datetime, datetime]], deployment: str | None, histograms: bool = True
+) -> list[Any]:
+    """Rollup rows of these buckets; without `histograms` their JSON is neither read nor parsed."""
     if not pieces:
         return []
     where = or_(
         *(and_(RollupRow.grain == g, RollupRow.bucket >= s, RollupRow.bucket < e) for g, s, e in pieces)
     )
-    query = select(*RollupRow.__table__.columns).where(where)
+    columns = [c for c in RollupRow.__table__.columns if histograms or c.name not in HISTOGRAMS]
+    query = select(*columns).where(where)
     if deployment is not None:
         query = query.where(RollupRow.deployment == deployment)
     with store.session() as session:
@@ -117,9 +124,10 @@ def series(
     """Points over time at one grain, one line per group (e.g. per version, for canary arms side by side).
 
     `deployment` None reads every deployment (group by it to tell them apart); `percentiles` False
-    leaves the latency and TTFT quantiles out (None), which is most of the work for long ranges.
+    leaves the latency and TTFT quantiles out (None) and the histograms unread: most of the work.
     """
-    return _points(_series_groups(store, deployment, since, until, grain, by), by, percentiles)
+    groups, _ = _series_groups(store, deployment, since, until, grain, by, percentiles, totals=False)
+    return _points(groups, by, percentiles)
 
 
 def series_and_total(
@@ -127,28 +135,30 @@ def series_and_total(
     by: Sequence[str] = ("model_version",),
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
     """`series` per group without percentiles, and the total per bucket with them, from one read."""
-    groups = _series_groups(store, deployment, since, until, grain, by)
-    totals: dict[tuple[Any, ...], Aggregate] = defaultdict(Aggregate)
-    for key, agg in groups.items():
-        total = totals[key[:1]]
-        total.merge(agg)
+    groups, totals = _series_groups(store, deployment, since, until, grain, by, False, totals=True)
     return _points(groups, by, percentiles=False), _points(totals, (), percentiles=True)
 
 
 def _series_groups(
-    store: Store, deployment: str | None, since: datetime, until: datetime, grain: str, by: Sequence[str]
-) -> dict[tuple[Any, ...], Aggregate]:
+    store: Store, deployment: str | None, since: datetime, until: datetime, grain: str, by: Sequence[str],
+    percentiles: bool, *, totals: bool,
+) -> tuple[dict[tuple[Any, ...], Aggregate], dict[tuple[Any, ...], Aggregate]]:  # fmt: skip
+    """Aggregates per (bucket, *group), with histograms when `percentiles`; and per bucket (with
+    histograms) when `totals`."""
     _check_groups(by)
     if grain not in GRAIN_SIZE:
         raise InvalidInputError(f"unknown grain '{grain}'", hint="use m, h or d")
     start, end = floor(since, grain), until
     groups: dict[tuple[Any, ...], Aggregate] = defaultdict(Aggregate)
-    for row in _rows(store, [(grain, start, end)], deployment):
-        agg = groups[(utc(row.bucket), *(getattr(row, b) for b in by))]
-        agg.add_row(row)
-        agg.users += row.users
-        agg.sessions += row.sessions
-    return groups
+    total: dict[tuple[Any, ...], Aggregate] = defaultdict(Aggregate)
+    for row in _rows(store, [(grain, start, end)], deployment, histograms=percentiles or totals):
+        bucket = utc(row.bucket)
+        for agg, histograms in ((groups[(bucket, *(getattr(row, b) for b in by))], percentiles),
+                                *(((total[(bucket,)], True),) if totals else ())):  # fmt: skip
+            agg.add_row(row, histograms=histograms)
+            agg.users += row.users
+            agg.sessions += row.sessions
+    return groups, total
 
 
 def _points(
