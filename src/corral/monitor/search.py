@@ -65,7 +65,7 @@ class SearchIndex:
                 "(SELECT rowid FROM trace_search_fts WHERE trace_search_fts MATCH :fts)"
             ).bindparams(fts=_fts(words))
         return text(
-            "SELECT trace_id FROM trace_search WHERE to_tsvector('simple', body) @@ "
+            "SELECT trace_id FROM trace_search WHERE search_tsv @@ "
             "plainto_tsquery('simple', :q)"
         ).bindparams(q=" ".join(words))
 
@@ -94,7 +94,7 @@ class SearchIndex:
             for size in (k, 8 * k, 64 * k):
                 with self.store.engine.connect() as conn:
                     rows = conn.execute(text(
-                        "SELECT trace_id, at FROM trace_search WHERE to_tsvector('simple', body) @@ "
+                        "SELECT trace_id, at FROM trace_search WHERE search_tsv @@ "
                         "plainto_tsquery('simple', :q)" + (" AND at <= :before" if before else "")
                         + " ORDER BY at DESC LIMIT :k"
                     ).bindparams(q=" ".join(words), k=size, **({"before": before} if before else {}))

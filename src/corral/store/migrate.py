@@ -26,8 +26,9 @@ class Store(Protocol):
 
 
 # Made by raw SQL in migration 0007, outside the models: the FTS5 table behind `trace_search` (and
-# the shadow tables SQLite keeps for it) and the PostgreSQL text index. Autogenerate leaves them alone.
-SEARCH_INDEX_OBJECTS = ("trace_search_fts", "ix_trace_search_body")
+# the shadow tables SQLite keeps for it), PostgreSQL's generated tsvector column and its GIN index.
+# Autogenerate leaves them alone.
+SEARCH_INDEX_OBJECTS = ("trace_search_fts", "search_tsv", "ix_trace_search_tsv")
 
 
 def include_name(name: str | None, type_: Any, parents: Any) -> bool:

@@ -369,8 +369,8 @@ class AlertEventRow(Base):
 class TraceSearchRow(Base):
     """A trace's prompt and answer as plain text, for full-text search (derived: the monitor job fills it).
 
-    Migration 0007 adds the text index beside it: FTS5 on SQLite (kept by triggers), GIN on
-    `to_tsvector('simple', body)` on PostgreSQL.
+    Migration 0007 adds the text index beside it: FTS5 on SQLite (kept by triggers); on PostgreSQL a
+    generated `search_tsv` column (`to_tsvector('simple', body)`) with a GIN index.
     """
 
     __tablename__ = "trace_search"

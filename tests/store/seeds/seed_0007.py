@@ -27,7 +27,7 @@ def seed(conn) -> dict[str, int]:  # type: ignore[no-untyped-def]
     else:
         found = conn.execute(
             text(
-                "SELECT COUNT(*) FROM trace_search WHERE to_tsvector('simple', body) @@ plainto_tsquery('simple', 'seeded')"
+                "SELECT COUNT(*) FROM trace_search WHERE search_tsv @@ plainto_tsquery('simple', 'seeded')"
             )
         )
     assert found.scalar_one() == 1, "the search index does not find the seeded row"
