@@ -72,7 +72,8 @@ def test_trained_on_names_the_dataset_in_a_model_versions_lineage(registry, seed
                      split="nope", use_text=False, save=False)  # fmt: skip
 
 
-def test_the_monitor_loop_uses_the_configured_dataset_reference(store, registry, seeded):
+def test_the_monitor_loop_uses_the_configured_dataset_reference(store, registry, seeded, monkeypatch):
+    monkeypatch.setattr("corral.monitor.windows.embedder", lambda: None)  # numbers only: this is about the reference
     with store.session() as session:
         session.add_all([DeploymentRow(name=n, spec={"routes": []}, updated_by="t") for n in ("same", "longer")])
     settings = MonitorSettings.model_validate({"drift_reference_datasets": {"longer": "faq@1"}})
