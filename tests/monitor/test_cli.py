@@ -77,6 +77,7 @@ def test_monitor_drift_against_a_dataset_version(seeded, capsys, tmp_path, monke
     assert {f["feature"] for f in report["features"]} == {"prompt_chars", "output_chars"}
     assert run(capsys, "monitor", "drift", "chat", "--reference-dataset", "nope@1", "--no-text")[0] == 3
     assert run(capsys, "monitor", "drift", "chat", "--split", "train", "--no-text")[0] == 2
+    assert run(capsys, "monitor", "drift", "chat", "--reference-dataset", "faq", "--reference-hours", "2")[0] == 2
 
 
 def test_keys_create_viewer(seeded, capsys):

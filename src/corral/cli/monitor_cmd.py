@@ -73,7 +73,8 @@ def report_cmd(
 def drift_cmd(
     deployment: Annotated[str, typer.Argument(help="the deployment")],
     hours: Annotated[float, typer.Option("--hours", help="the current window: the last N hours")] = 24.0,
-    reference_hours: Annotated[float, typer.Option("--reference-hours", help="the window before it")] = 168.0,
+    reference_hours: Annotated[float | None, typer.Option(
+        "--reference-hours", help="the window before it (default 168; given, it wins over a configured dataset)")] = None,
     reference_dataset: Annotated[str | None, typer.Option(
         "--reference-dataset", help="compare with a dataset version instead: faq@2, or trained-on:MODEL@REF "
         "(default: monitor.drift_reference_datasets, else the window before)")] = None,
@@ -91,10 +92,13 @@ def drift_cmd(
     settings = common.settings()
     now = datetime.now(UTC)
     current = (now - timedelta(hours=hours), now)
-    dataset = reference_dataset or settings.monitor.drift_reference_datasets.get(deployment)
+    if reference_dataset and reference_hours is not None:
+        raise InvalidInputError("give --reference-dataset or --reference-hours, not both")
+    configured = settings.monitor.drift_reference_datasets.get(deployment) if reference_hours is None else None
+    dataset = reference_dataset or configured
     if split is not None and dataset is None:
         raise InvalidInputError("--split needs a dataset reference", hint="add --reference-dataset NAME@N")
-    reference = dataset or (current[0] - timedelta(hours=reference_hours), current[0])
+    reference = dataset or (current[0] - timedelta(hours=reference_hours or 168.0), current[0])
     registry = open_registry(settings, actor="monitor") if dataset else None
     data = drift(_store(), deployment, reference, current, policy=DriftPolicy(alpha=alpha), use_text=text,
                  registry=registry, split=split)  # fmt: skip
