@@ -205,6 +205,11 @@ class KeyRing:
         self._digest_bytes = 0
         self.signature: tuple[Any, ...] | None = None
 
+    @property
+    def admin_hash(self) -> str | None:
+        """The configured admin key's SHA-256 (None without one)."""
+        return self._admin_hash
+
     def refresh(self) -> None:
         """Reload from the store when something changed (called from the poller thread)."""
         signature = self.keys.signature()
