@@ -1,4 +1,5 @@
-"""Guards on client connections under uvicorn: a header size cap, header and body read timeouts, a connection cap.
+"""Client connections under uvicorn: a header size cap, header and body read timeouts, a connection cap,
+and writes coalesced per event-loop turn.
 
 uvicorn times out idle keep-alive connections only: a client that drips its headers or its body
 holds a socket (and its buffers) for ever, and enough of them exhaust the file limit. Each guard
@@ -33,6 +34,53 @@ HEADERS_TOO_LARGE = _answer(b"431 Request Header Fields Too Large")
 TIMED_OUT = _answer(b"408 Request Timeout")
 
 
+class CoalescingTransport:
+    """A transport whose writes in one turn of the event loop leave in one send.
+
+    uvicorn writes a response's head and its body separately: two system calls and two TCP segments
+    (with TCP_NODELAY) for every answer, and two reads for the client. Held for one loop turn at most,
+    they go out together; anything else is the real transport's.
+    """
+
+    __slots__ = ("_transport", "_loop", "_pending")
+
+    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._pending is None:
+            self._pending = [data]
+            self._loop.call_soon(self._flush)
+        else:
+            self._pending.append(data)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending = None
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        held = sum(len(p) for p in self._pending) if self._pending else 0
+        return int(self._transport.get_write_buffer_size()) + held
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedProtocol:
     """Mixed in before uvicorn's HTTP protocol class (h11 or httptools); see `guarded`."""
 
@@ -51,7 +99,7 @@ class GuardedProtocol:
         if self._refused:  # closing at once keeps the socket (a file) from being held
             transport.close()
             return
-        super().connection_made(transport)  # type: ignore[misc]
+        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[misc]
         self._arm(limits.header_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
