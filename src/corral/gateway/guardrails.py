@@ -140,12 +140,12 @@ class Guard(Stage):
         ):
             if classifier is None or action == "off":
                 continue
-            flagged = await self._ask(classifier, text)
+            flagged = await self.ask(classifier, text)
             if flagged:
                 out.append(Verdict(check, action, ("classifier", *flagged)))
         return out
 
-    async def _ask(self, classifier: Classifier, text: str) -> tuple[str, ...]:
+    async def ask(self, classifier: Classifier, text: str) -> tuple[str, ...]:
         """Categories an OpenAI-compatible /moderations endpoint flags; a failure flags nothing (logged)."""
         if self._session is None:
             self._session = aiohttp.ClientSession()
@@ -318,8 +318,9 @@ def _text_event(kind: str, template: dict[str, Any], index: int, text: str) -> d
     }
 
 
-def moderations(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI's POST /v1/moderations answered by the default policy's term lists (the same checks)."""
+async def moderations(settings: Settings, body: dict[str, Any], guard: Guard | None = None) -> dict[str, Any]:
+    """OpenAI's POST /v1/moderations answered by the default policy's checks: its term lists and,
+    when it names one, its `moderation_classifier` (a category either flags is flagged)."""
     from corral.errors import InvalidInputError
     from corral.guard.moderation import freeze_terms, moderate
 
@@ -329,8 +330,19 @@ def moderations(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
         raise InvalidInputError("`input` must be a string or a non-empty list of strings")
     policy = settings.guard.policies.get("default") or GuardPolicy()
     extra = freeze_terms(policy.moderation_terms)
+    results = [moderate(text, extra).as_openai() for text in inputs]
+    classifier = policy.moderation_classifier
+    if guard is not None and classifier is not None:
+        for result, flagged in zip(
+            results, await asyncio.gather(*(guard.ask(classifier, t) for t in inputs)), strict=True
+        ):
+            categories: dict[str, bool] = result["categories"]  # type: ignore[assignment]
+            scores: dict[str, float] = result["category_scores"]  # type: ignore[assignment]
+            for category in flagged:
+                categories[category], scores[category] = True, 1.0
+            result["flagged"] = bool(result["flagged"]) or bool(flagged)
     return {
         "id": f"modr-{os.urandom(12).hex()}",
         "model": body.get("model") if isinstance(body.get("model"), str) else "corral-guard",
-        "results": [moderate(text, extra).as_openai() for text in inputs],
+        "results": results,
     }
