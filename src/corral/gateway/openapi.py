@@ -275,7 +275,7 @@ def openapi_spec() -> dict[str, Any]:
                 "delete": _op(
                     "Erase an end user's traces, feedback and derived data (GDPR); dry_run only counts",
                     params=[
-                        _path_param("id"),
+                        {**_path_param("id"), "schema": {"type": "string", "pattern": "\\S"}},
                         _query("dry_run", {"type": "string", "enum": ["true", "false"]}),
                     ],
                 )
