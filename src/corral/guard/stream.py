@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 from corral.config.sections import GuardPolicy
-from corral.guard.moderation import TRIGGERS, freeze_terms, moderate
+from corral.guard.moderation import TRIGGERS, fold, freeze_terms, moderate
 from corral.guard.pii import KINDS, PIIFinding, find_pii, replace_spans
 from corral.guard.policy import Verdict, check_output
 from corral.guard.pseudonyms import Pseudonyms, StreamRestorer
@@ -130,7 +130,7 @@ class StreamScreen:
                 end -= 1
             context = context[:end]
         if not self.terms:
-            lowered = context.lower()
+            lowered = fold(context)
             if not any(t in lowered for t in TRIGGERS):
                 return False
         result = moderate(context, self.terms)
@@ -172,7 +172,7 @@ class StreamScreen:
         if self.policy.moderation == "block":
             if self.terms:
                 return True
-            lowered = context.lower()
+            lowered = fold(context)
             return any(t in lowered for t in TRIGGERS)
         return False
 
