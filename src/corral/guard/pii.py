@@ -82,6 +82,9 @@ def es_nif_ok(candidate: str) -> bool:
 
 
 def _ip_ok(candidate: str) -> bool:
+    parts = candidate.split(".")
+    if len(parts) == 4 and candidate.isascii():  # v4 as ipaddress checks it, without building an object
+        return all(p.isdigit() and len(p) <= 3 and (p == "0" or p[0] != "0") and int(p) <= 255 for p in parts)
     try:
         ipaddress.ip_address(candidate)
     except ValueError:
