@@ -120,3 +120,15 @@ def test_every_corpus_text_streamed_in_random_pieces_matches_the_whole_answer():
             sent.append(screen.feed(text[i : i + n], final=i + n >= len(text)))
             i += n
         assert "".join(sent) == check_output(text, DEFAULT).texts[0], text
+
+
+def test_a_long_held_span_is_not_rescanned_at_every_piece(monkeypatch):
+    import corral.guard.stream as stream
+
+    calls = []
+    real = stream.find_secrets
+    monkeypatch.setattr(stream, "find_secrets", lambda text: calls.append(len(text)) or real(text))
+    screen = StreamScreen(GuardPolicy(secrets="redact"))
+    sent, _ = _stream(screen, "key sk-" + "a" * 3000 + " end", 1)
+    assert sent == "key [SECRET] end"
+    assert len(calls) < 3000 // 10 and sum(calls) < 3000 * 3000 // 20  # not once per character

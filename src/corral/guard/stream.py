@@ -6,7 +6,9 @@ policy changes answers (secrets or PII redacted) or blocks them (moderation: blo
 pieces is whole before any of it is released: released text is redacted as the whole answer would be,
 and a blocking finding stops the stream before the phrase is sent. Prose with nothing any check
 could start on (no digit, `@`, `:`, `_`, key marker or moderation trigger) goes out word by word.
-A span still growing past `MAX_HOLD` characters is released redacted and the rest of it dropped.
+A span still growing past `MAX_HOLD` characters is released redacted and the rest of it dropped (a
+private key block up to its END line); while a long span is held, the checks rerun only every
+`WINDOW // 4` new characters, so a held span costs linear, not quadratic, time.
 Pseudonyms are restored last, on what is released.
 """
 
@@ -25,7 +27,7 @@ from corral.guard.secrets import find_secrets
 # Longer than any bounded span (an IBAN with spaces: 42) and than the shortest match of any unbounded
 # one (a fine-grained GitHub token: 71), so nothing is released before it could be recognised.
 WINDOW = 80
-MAX_HOLD = 16_384
+MAX_HOLD = 4096  # an RSA-4096 private key block is ~3.3 KB
 # What every secret or PII span contains (beside letters): without any, a text holds none.
 _MARKERS = ("@", ":", "_", "-----", "sk-", "AKIA", "ASIA", "AIza", "eyJ", "xox", "bearer", "Bearer", "BEARER")
 _DIGIT = re.compile(r"\d")
@@ -58,6 +60,7 @@ class StreamScreen:
     found: dict[str, set[str]] = field(default_factory=dict)  # check -> kinds redacted
     swallow: re.Pattern[str] | None = None  # the rest of an over-long secret is dropped until this
     restorer: StreamRestorer | None = None
+    next_scan: int = 0  # while a long span is held: how much must be pending before the checks rerun
 
     def __post_init__(self) -> None:
         self.secrets, self.pii = _redacting(self.policy)
@@ -82,6 +85,9 @@ class StreamScreen:
             piece = self._swallowed(piece)
             if self.swallow is not None:
                 return ""
+        if not final and len(self.pending) + len(piece) < self.next_scan:
+            self.pending += piece
+            return ""
         offset = len(self.tail)
         context = self.tail + self.pending + piece
         if self.policy.moderation == "block" and self._blocks(context, final):
@@ -109,6 +115,7 @@ class StreamScreen:
         text = context[offset:cut]
         self.tail = (self.tail + text)[-self.window :]
         self.pending = context[cut:]
+        self.next_scan = len(self.pending) + self.window // 4 if len(self.pending) > self.window else 0
         return replace_spans(text, shifted, lambda f: f"[{f.kind.upper()}]")
 
     def _swallowed(self, piece: str) -> str:
