@@ -53,11 +53,13 @@ def test_redact_sends_placeholders_upstream_and_records_kinds_not_values(h, gate
         assert "jane@example.org" not in json.dumps(trace["meta"])
 
 
-def test_secrets_block_by_default_policy(h, gateway, fake):
+def test_secrets_block_by_default_policy_and_the_refused_request_is_stored_without_them(h, gateway, fake):
     with gateway(_settings(h, fake)) as gw:
         with pytest.raises(openai.BadRequestError):
-            h.chat(h.client(gw), text="my key AKIAIOSFODNN7EXAMPLE")
+            h.chat(h.client(gw), text="my key AKIAIOSFODNN7EXAMPLE, mail jane@example.org")
         assert fake.count == 0
+        (trace,) = h.traces(gw)
+        assert trace["request"]["messages"][0]["content"] == "my key [SECRET], mail [EMAIL]"
 
 
 def test_pseudonyms_are_restored_in_the_answer(h, gateway, fake):
@@ -220,6 +222,7 @@ def test_a_blocking_check_stops_a_stream_midway_with_an_openai_error_event(h, ga
         assert sent.startswith("Sure thing.") and "bomb" not in sent and "more words" not in sent
         (trace,) = h.traces(gw)
         assert "moderation" in trace["error"]
+        assert "bomb" not in trace["response"]["choices"][0]["message"]["content"]
         assert trace["meta"]["guard"][-1]["check"] == "moderation"
         assert trace["meta"]["guard"][-1]["action"] == "block"
         fake.configure(answer="all fine")

@@ -24,7 +24,7 @@ from corral.errors import ContentPolicyViolation
 from corral.gateway.costs import estimate_tokens
 from corral.gateway.sse import event_data
 from corral.gateway.stages import Answer, Call, Retry, Stage
-from corral.guard.policy import Verdict, check_input, check_output
+from corral.guard.policy import Verdict, check_input, check_output, scrubbed
 from corral.guard.pseudonyms import Pseudonyms
 from corral.guard.schema import load_schema, retry_message, schema_error
 from corral.guard.stream import StreamScreen
@@ -127,11 +127,12 @@ class Guard(Stage):
         call.state["guard"] = state
         self._note(call, state, verdicts)
         blocked = next((v for v in verdicts if v.action == "block"), None)
+        for (container, key), text in zip(slots, result.texts, strict=True):
+            # refused, the request goes nowhere but the trace: what the policy hides is hidden there too
+            container[key] = scrubbed(text, policy) if blocked is not None else text
         if blocked is not None:
             call.error, body = refusal(blocked, "request")
             return Answer(400, body)
-        for (container, key), text in zip(slots, result.texts, strict=True):
-            container[key] = text
         return None
 
     async def _classify(self, policy: GuardPolicy, text: str) -> list[Verdict]:
@@ -274,7 +275,7 @@ class Guard(Stage):
 
     def _stop(self, call: Call, state: GuardState, verdict: Verdict) -> bytes:
         """A blocking check tripped mid-stream: an error event in OpenAI's form ends the stream."""
-        call.stop_stream = True
+        call.stop_stream = state.rewritten = True  # the trace keeps what was sent, not the upstream's text
         call.error, body = refusal(verdict, "answer")
         self._verdicts(call, state)
         return b"data: " + body + b"\n\n"
