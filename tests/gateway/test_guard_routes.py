@@ -132,3 +132,17 @@ def test_openapi_describes_moderations_users_and_the_deployment_guard(h, gateway
         assert set(paths["/admin/users/{id}"]) == {"delete"}
         put = paths["/admin/deployments/{name}"]["put"]["requestBody"]["content"]["application/json"]
         assert "guard" in put["schema"]["properties"]
+
+
+def test_a_reload_naming_a_policy_the_gateway_lacks_is_refused():
+    from corral.config import Deployment
+    from corral.errors import ConfigError
+    from corral.gateway.deployments import check_policies
+
+    specs = {
+        "m": Deployment.model_validate({"guard": "new", "routes": [{"url": "http://x/v1", "model": "m"}]})
+    }
+    with pytest.raises(ConfigError, match="m: 'new'"):
+        check_policies(specs, ("default",), "corral.yaml")
+    check_policies(specs, ("default", "new"), "corral.yaml")
+    check_policies(specs, None, "corral.yaml")
