@@ -7,6 +7,8 @@ import binascii
 import re
 from dataclasses import dataclass
 
+from corral.guard.moderation import fold, folded_pattern, has_needs
+
 FAMILIES: dict[str, tuple[str, ...]] = {
     "instruction_override": (
         r"(?:ignore|disregard|forget|override|bypass) (?:all |any |the |your |my )*(?:previous|prior|above|earlier|preceding|original|system) (?:instructions|prompts?|rules|directions|guidelines|messages)",
@@ -51,7 +53,7 @@ NEEDS: dict[str, tuple[tuple[str, ...], ...]] = {
 TRIGGERS = tuple(dict.fromkeys(n for groups in NEEDS.values() for n in groups[0]))
 _DECODE_NEEDS = (("decode", "base64", "hex", "rot13"), ("then ", "and "))
 _EACH = tuple(
-    (family, re.compile(pattern, re.IGNORECASE), NEEDS[pattern])
+    (family, folded_pattern(pattern), NEEDS[pattern])
     for family, patterns in FAMILIES.items()
     for pattern in patterns
 )
@@ -100,12 +102,12 @@ def _decoded_payloads(text: str) -> list[str]:
 
 def detect_injection(text: str) -> InjectionResult:
     """The attack families `text` shows; `encoded_payload` when one hides inside base64 or hex."""
-    from corral.guard.moderation import fold, has_needs
-
     lowered = fold(text)
     families: set[str] = set()
     if any(t in lowered for t in TRIGGERS):
-        families = {f for f, pattern, groups in _EACH if has_needs(lowered, groups) and pattern.search(text)}
+        families = {
+            f for f, pattern, groups in _EACH if has_needs(lowered, groups) and pattern.search(lowered)
+        }
     if has_needs(lowered, _DECODE_NEEDS) and _DECODE_REQUEST.search(text):
         families.add("encoded_payload")
     for payload in _decoded_payloads(text):
