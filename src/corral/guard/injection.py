@@ -7,7 +7,7 @@ import binascii
 import re
 from dataclasses import dataclass
 
-from corral.guard.moderation import fold, folded_pattern, has_needs
+from corral.guard.moderation import fold, folded_pattern, gated, has_needs
 
 FAMILIES: dict[str, tuple[str, ...]] = {
     "instruction_override": (
@@ -103,11 +103,7 @@ def _decoded_payloads(text: str) -> list[str]:
 def detect_injection(text: str) -> InjectionResult:
     """The attack families `text` shows; `encoded_payload` when one hides inside base64 or hex."""
     lowered = fold(text)
-    families: set[str] = set()
-    if any(t in lowered for t in TRIGGERS):
-        families = {
-            f for f, pattern, groups in _EACH if has_needs(lowered, groups) and pattern.search(lowered)
-        }
+    families = {f for f, pattern in gated(lowered, TRIGGERS, _EACH) if pattern.search(lowered)}
     if has_needs(lowered, _DECODE_NEEDS) and _DECODE_REQUEST.search(text):
         families.add("encoded_payload")
     for payload in _decoded_payloads(text):

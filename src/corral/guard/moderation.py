@@ -54,26 +54,27 @@ NEEDS: dict[str, tuple[tuple[str, ...], ...]] = {
         ("kill", "murder", "stab", "shoot"),),
     r"how (?:do i|to|can i) (?:kill|murder|poison) (?:a person|someone|my \w+)": (
         ("kill", "murder", "poison"), ("how",)),
-    r"mass shooting (?:plan|at)": (("mass shooting",),),
+    r"mass shooting (?:plan|at)": (("shoot",), ("mass shooting",)),
     r"(?:kill|hurt) myself|cut myself(?! (?:a|some|off)\b)": (("myself",),),
     r"end my (?:own )?life": (("end my",),),
     r"(?:best|painless|easiest) (?:way|method)s? (?:to|of) (?:suicide|die|commit suicide)": (
         ("suicide", "die"), ("best", "painless", "easiest")),
-    r"i want to die": (("i want to die",),),
+    r"i want to die": (("die",), ("i want to die",)),
     r"(?:all|those) \w+(?: \w+)? (?:are|is) (?:vermin|subhuman|animals|a disease)": (
         ("vermin", "subhuman", "animals", "disease"),),
     r"(?:exterminate|wipe out|gas) (?:all|the) \w+(?: people)?": (
-        ("exterminate", "wipe out", "gas all", "gas the"),),
+        ("exterminate", "wipe out", "gas "), ("exterminate", "wipe out", "gas all", "gas the")),
     r"\w+ (?:people )?(?:don't|do not) deserve to live": (("deserve to live",),),
     r"you(?: are|'re) (?:a )?(?:worthless|pathetic|disgusting) (?:piece of \w+|loser|idiot)": (
         ("worthless", "pathetic", "disgusting"),),
-    r"(?:go|just) (?:die|kill yourself)": (("go die", "just die", "go kill yourself", "just kill yourself"),),
+    r"(?:go|just) (?:die|kill yourself)": (
+        ("die", "kill"), ("go die", "just die", "go kill yourself", "just kill yourself")),
     r"i know where you live": (("where you live",),),
-    r"(?:explicit|graphic) (?:sex|sexual) (?:scene|story|content)": (("explicit sex", "graphic sex"),),
+    r"(?:explicit|graphic) (?:sex|sexual) (?:scene|story|content)": (("sex",), ("explicit sex", "graphic sex")),
     r"(?:nude|naked) (?:photos|pictures|pics) of": (("nude", "naked"),),
-    r"sexual (?:content|acts?) (?:with|involving) (?:a )?(?:minor|child|children)": (("sexual",),),
+    r"sexual (?:content|acts?) (?:with|involving) (?:a )?(?:minor|child|children)": (("sex",), ("sexual",)),
     r"(?:make|cook|synthesi[sz]e) (?:meth|methamphetamine|fentanyl|heroin)": (("meth", "fentanyl", "heroin"),),
-    r"(?:buy|order) (?:cocaine|heroin|fentanyl) online": (("online",), ("cocaine", "heroin", "fentanyl")),
+    r"(?:buy|order) (?:cocaine|heroin|fentanyl) online": (("cocaine", "heroin", "fentanyl"), ("online",)),
     r"launder (?:the )?money": (("launder",),),
     r"(?:write|make|build) (?:a )?(?:ransomware|keylogger|credit card skimmer)": (
         ("ransomware", "keylogger", "skimmer"),),
@@ -110,6 +111,22 @@ def fold(text: str) -> str:
 def has_needs(lowered: str, groups: tuple[tuple[str, ...], ...]) -> bool:
     """Whether lower-cased text holds one string of each group."""
     return all(any(n in lowered for n in group) for group in groups)
+
+
+Gated = tuple[tuple[str, re.Pattern[str], tuple[tuple[str, ...], ...]], ...]
+
+
+def gated(lowered: str, triggers: tuple[str, ...], patterns: Gated) -> list[tuple[str, re.Pattern[str]]]:
+    """The (name, pattern) pairs whose needs folded text holds: each trigger is looked for once
+    (about 1 us per KB each), each pattern's first group is then a set lookup."""
+    hits = {t for t in triggers if t in lowered}
+    if not hits:
+        return []
+    return [
+        (name, pattern)
+        for name, pattern, groups in patterns
+        if not hits.isdisjoint(groups[0]) and has_needs(lowered, groups[1:])
+    ]
 
 
 @dataclass(frozen=True)
@@ -159,10 +176,9 @@ def moderate(text: str, extra: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> 
             matches.setdefault(category, []).append(match.group())
     else:
         lowered = fold(text)
-        if any(t in lowered for t in TRIGGERS):
-            for category, pattern, groups in _DEFAULT:
-                if has_needs(lowered, groups):
-                    matches.setdefault(category, []).extend(m.group() for m in pattern.finditer(lowered))
-            matches = {c: found for c, found in matches.items() if found}
+        for category, pattern in gated(lowered, TRIGGERS, _DEFAULT):
+            found = [m.group() for m in pattern.finditer(lowered)]
+            if found:
+                matches.setdefault(category, []).extend(found)
     categories = {c: c in matches for c in names}
     return ModerationResult(bool(matches), categories, matches)
