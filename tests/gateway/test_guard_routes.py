@@ -39,7 +39,7 @@ def test_a_classifier_route_blocks_what_the_term_lists_miss_and_sees_only_redact
         assert caught.value.body["param"] == "moderation"
         assert fake.count == 0
         (sent,) = _classifier_bodies(classifier)
-        assert sent == {"input": "you smell, [EMAIL]", "model": "mod-1"}
+        assert sent == {"input": ["you smell, [EMAIL]"], "model": "mod-1"}
         h.chat(h.client(gw), text="a kind word")
         assert fake.count == 1
         blocked, passed = h.traces(gw)
@@ -82,7 +82,8 @@ def test_the_moderations_endpoint_asks_the_default_policys_classifier_too(h, gat
         assert flagged == [True, True, False]
         assert result.results[0].categories.harassment is True
         assert result.results[1].categories.self_harm is True
-        assert len(_classifier_bodies(classifier)) == 3
+        (sent,) = _classifier_bodies(classifier)  # one request for all inputs
+        assert sent["input"] == ["you smell", "I want to end my life", "hello"]
 
 
 def test_an_unknown_policy_through_the_admin_api_is_refused_naming_it(h, gateway, fake):

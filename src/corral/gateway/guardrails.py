@@ -143,19 +143,20 @@ class Guard(Stage):
         ):
             if classifier is None or action == "off":
                 continue
-            flagged = await self.ask(classifier, text)
+            (flagged,) = await self.ask(classifier, [text])
             if flagged:
                 out.append(Verdict(check, action, ("classifier", *flagged)))
         return out
 
-    async def ask(self, classifier: Classifier, text: str) -> tuple[str, ...]:
-        """Categories an OpenAI-compatible /moderations endpoint flags; a failure flags nothing (logged)."""
+    async def ask(self, classifier: Classifier, texts: list[str]) -> list[tuple[str, ...]]:
+        """Per text, the categories an OpenAI-compatible /moderations endpoint flags (one request for
+        all); a failure flags nothing (logged)."""
         if self._session is None:
             self._session = aiohttp.ClientSession()
         headers = {}
         if classifier.api_key_env and os.environ.get(classifier.api_key_env):
             headers["authorization"] = f"Bearer {os.environ[classifier.api_key_env]}"
-        body: dict[str, Any] = {"input": text, **({"model": classifier.model} if classifier.model else {})}
+        body: dict[str, Any] = {"input": texts, **({"model": classifier.model} if classifier.model else {})}
         try:
             async with self._session.post(
                 f"{classifier.url}/moderations",
@@ -165,11 +166,14 @@ class Guard(Stage):
             ) as response:
                 answer = await response.json(content_type=None)
             results = answer.get("results") or []
-            categories = results[0].get("categories") or {} if results else {}
-            return tuple(sorted(c for c, on in categories.items() if on))
+            flagged = [
+                tuple(sorted(c for c, on in (result.get("categories") or {}).items() if on))
+                for result in results
+            ]
         except (TimeoutError, aiohttp.ClientError, ValueError, AttributeError, TypeError) as exc:
             log.warning("guard classifier %s failed: %s", classifier.url, exc)
-            return ()
+            return [()] * len(texts)
+        return (flagged + [()] * len(texts))[: len(texts)]
 
     async def after(self, call: Call) -> Answer | Retry | None:
         state: GuardState | None = call.state.get("guard")
@@ -368,9 +372,7 @@ async def moderations(settings: Settings, body: dict[str, Any], guard: Guard | N
     results = [moderate(text, extra).as_openai() for text in inputs]
     classifier = policy.moderation_classifier
     if guard is not None and classifier is not None:
-        for result, flagged in zip(
-            results, await asyncio.gather(*(guard.ask(classifier, t) for t in inputs)), strict=True
-        ):
+        for result, flagged in zip(results, await guard.ask(classifier, inputs), strict=True):
             categories: dict[str, bool] = result["categories"]  # type: ignore[assignment]
             scores: dict[str, float] = result["category_scores"]  # type: ignore[assignment]
             for category in flagged:
