@@ -189,6 +189,8 @@ DEPLOYMENT = {
     },
     "additionalProperties": False,
 }
+# something to erase, and no control characters (PostgreSQL text refuses NUL)
+USER_ID = {"type": "string", "pattern": "^[^\\x00-\\x1f\\x7f]*[^\\s\\x00-\\x1f\\x7f][^\\x00-\\x1f\\x7f]*$"}
 TEXTS = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
 MODERATION = {
     "type": "object",
@@ -275,7 +277,7 @@ def openapi_spec() -> dict[str, Any]:
                 "delete": _op(
                     "Erase an end user's traces, feedback and derived data (GDPR); dry_run only counts",
                     params=[
-                        {**_path_param("id"), "schema": {"type": "string", "pattern": "\\S"}},
+                        {**_path_param("id"), "schema": USER_ID},
                         _query("dry_run", {"type": "string", "enum": ["true", "false"]}),
                     ],
                 )
