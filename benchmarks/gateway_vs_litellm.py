@@ -1,8 +1,13 @@
 """corral gateway vs LiteLLM proxy vs a bare aiohttp pass-through, over one fake OpenAI upstream.
 
-    python benchmarks/gateway_vs_litellm.py [--duration 20] [--runs 3] [--skip-litellm]
+    python benchmarks/gateway_vs_litellm.py [--duration 20] [--runs 3] [--skip-litellm] [--guard]
 
 (for a quick look at direction: --duration 3 --runs 1 --skip-litellm)
+
+`--guard` adds three rows that send 1 KB prompts from the PII corpus (half with one to three PII
+values, as in benchmarks/guard_overhead.py): the upstream direct, the bare proxy, and corral with the
+guard's default policy on (pii: redact, secrets: block, injection and moderation: flag,
+max_input_tokens: 8000), checked on the way in and out. Target: corral >= 0.5x the bare proxy at c=32.
 
 Each proxy runs alone (one process each, uvloop where it can) in front of the same fake upstream
 (`corral.testing.FakeUpstream`, in its own process). A closed-loop load generator, also its own
@@ -37,15 +42,36 @@ BODY = {
     "messages": [{"role": "user", "content": "Say hello to the benchmark."}],
     "max_tokens": 16,
 }
+GUARD_POLICY = {
+    "pii": "redact",
+    "secrets": "block",
+    "injection": "flag",
+    "moderation": "flag",
+    "max_input_tokens": 8000,
+}
+
+
+def _bodies(model: str, pii: bool) -> list[bytes]:
+    """The request bodies the load generator cycles through: one short prompt, or 256 1 KB PII prompts."""
+    if not pii:
+        return [json.dumps({**BODY, "model": model}).encode()]
+    from guard_overhead import prompts  # benchmarks/ is on the path: this file runs from there
+
+    return [
+        json.dumps({**BODY, "model": model, "messages": [{"role": "user", "content": text}]}).encode()
+        for text in prompts(256)
+    ]
 
 
 # -- load generator (runs in its own process) ------------------------------------------------------------
 async def _load(
-    url: str, key: str, model: str, concurrency: int, duration: float, warmup: float
+    url: str, key: str, model: str, concurrency: int, duration: float, warmup: float, pii: bool = False
 ) -> dict[str, float]:
+    import itertools
+
     import aiohttp
 
-    body = json.dumps({**BODY, "model": model}).encode()
+    bodies = itertools.cycle(_bodies(model, pii))
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     latencies: list[float] = []
     counts = {"ok": 0, "errors": 0, "warmup_ok": 0}
@@ -61,7 +87,7 @@ async def _load(
                 if t0 >= end:
                     return
                 try:
-                    async with session.post(url, data=body, headers=headers) as response:
+                    async with session.post(url, data=next(bodies), headers=headers) as response:
                         await response.read()
                         ok = response.status == 200
                 except aiohttp.ClientError:
@@ -171,7 +197,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def _measure(url: str, key: str, model: str, concurrency: int, duration: float) -> dict[str, float]:
+def _measure(
+    url: str, key: str, model: str, concurrency: int, duration: float, pii: bool = False
+) -> dict[str, float]:
     cmd = [
         sys.executable,
         __file__,
@@ -185,15 +213,18 @@ def _measure(url: str, key: str, model: str, concurrency: int, duration: float) 
         str(concurrency),
         "--duration",
         str(duration),
+        *(["--pii-prompts"] if pii else []),
     ]
     return dict(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout))
 
 
-def _cell(url: str, key: str, model: str, concurrency: int, args: argparse.Namespace) -> dict[str, float]:
+def _cell(
+    url: str, key: str, model: str, concurrency: int, args: argparse.Namespace, pii: bool = False
+) -> dict[str, float]:
     """The median of `--runs` measurements of one cell, metric by metric; `answered` adds up every run."""
     import statistics
 
-    runs = [_measure(url, key, model, concurrency, args.duration) for _ in range(args.runs)]
+    runs = [_measure(url, key, model, concurrency, args.duration, pii) for _ in range(args.runs)]
     out = {name: statistics.median(r[name] for r in runs) for name in runs[0]}
     out["answered"] = sum(r["answered"] for r in runs)
     return out
@@ -208,13 +239,15 @@ def _ensure_litellm() -> Path:
     return binary
 
 
-def _corral(work: Path, upstream: str) -> tuple[subprocess.Popen[bytes], str, str, Path]:
+def _corral(work: Path, upstream: str, guard: bool = False) -> tuple[subprocess.Popen[bytes], str, str, Path]:
     port = _free_port()
+    work.mkdir(parents=True, exist_ok=True)
     config = work / "corral.yaml"
     db = work / "corral.db"
     config.write_text(
         json.dumps(
             {
+                **({"guard": {"policies": {"default": GUARD_POLICY}}} if guard else {}),
                 "store": {"database_url": f"sqlite:///{db}"},
                 "tracing": {"spool_dir": str(work / "spool")},
                 "deployments": {
@@ -260,7 +293,7 @@ def _corral(work: Path, upstream: str) -> tuple[subprocess.Popen[bytes], str, st
     process = _start(
         [sys.executable, "-m", "corral.cli.main", "--config", str(config), "serve", "--port", str(port)],
         env,
-        OUT / "corral.log",
+        OUT / ("corral-guard.log" if guard else "corral.log"),
     )
     _wait_http(f"http://127.0.0.1:{port}/ready")
     return process, f"http://127.0.0.1:{port}/v1/chat/completions", key, db
@@ -288,8 +321,14 @@ def _litellm(work: Path, upstream: str) -> tuple[subprocess.Popen[bytes], str, s
     return process, f"http://127.0.0.1:{port}/v1/chat/completions", "sk-litellm-master"
 
 
-def _row(name: str, c: int, r: dict[str, float], direct: dict[int, dict[str, float]]) -> list[str]:
-    added = r["p50_ms"] - direct[c]["p50_ms"] if name != "upstream (direct)" else 0.0
+PII = ", 1 KB PII prompts"
+
+
+def _row(
+    name: str, c: int, r: dict[str, float], results: dict[str, dict[int, dict[str, float]]]
+) -> list[str]:
+    direct = results["upstream (direct)" + (PII if name.endswith(PII) else "")]
+    added = r["p50_ms"] - direct[c]["p50_ms"] if not name.startswith("upstream (direct)") else 0.0
     return [
         name,
         str(c),
@@ -305,7 +344,15 @@ def main() -> None:
     args = _parse()
     if args.load:
         result = asyncio.run(
-            _load(args.load, args.key, args.model, args.concurrency, args.duration, args.warmup)
+            _load(
+                args.load,
+                args.key,
+                args.model,
+                args.concurrency,
+                args.duration,
+                args.warmup,
+                args.pii_prompts,
+            )
         )
         print(json.dumps(result))
         return
@@ -341,6 +388,9 @@ def main() -> None:
         answered = sum(int(r["answered"]) for r in results["corral gateway"].values())
         with sqlite3.connect(db) as conn:
             traced = conn.execute("SELECT COUNT(*) FROM traces WHERE status = 200").fetchone()[0]
+        if args.guard:
+            answered_g, traced_g = _guard_rows(results, work, upstream, levels, args)
+            answered, traced = answered + answered_g, traced + traced_g
         if not args.skip_litellm:
             lp, lurl, lkey = _litellm(work, upstream)
             results["LiteLLM proxy"] = {c: _cell(lurl, lkey, "bench", c, args) for c in levels}
@@ -350,12 +400,42 @@ def main() -> None:
     _print(results, answered, traced, args.duration, args.runs)
 
 
+def _guard_rows(
+    results: dict[str, dict[int, dict[str, float]]],
+    work: Path,
+    upstream: str,
+    levels: tuple[int, ...],
+    args: argparse.Namespace,
+) -> tuple[int, int]:
+    """The --guard rows: 1 KB PII prompts to the upstream, the bare proxy and corral with the default policy."""
+    results["upstream (direct)" + PII] = {
+        c: _cell(upstream + "/chat/completions", "x", "fake-model", c, args, pii=True) for c in levels
+    }
+    port = _free_port()
+    bare = _start([sys.executable, __file__, "--bare-proxy", "--port", str(port), "--upstream", upstream])
+    _wait_http(f"http://127.0.0.1:{port}/health", timeout_s=30)
+    results["bare aiohttp proxy" + PII] = {
+        c: _cell(f"http://127.0.0.1:{port}/v1/chat/completions", "x", "fake-model", c, args, pii=True)
+        for c in levels
+    }
+    _stop(bare)
+    gw, url, key, db = _corral(work / "guard", upstream, guard=True)
+    name = "corral gateway + default guard policy" + PII
+    results[name] = {c: _cell(url, key, "bench", c, args, pii=True) for c in levels}
+    _stop(gw)
+    with sqlite3.connect(db) as conn:
+        traced = conn.execute("SELECT COUNT(*) FROM traces WHERE status = 200").fetchone()[0]
+        redacted = conn.execute("SELECT COUNT(*) FROM traces WHERE meta LIKE '%\"redact\"%'").fetchone()[0]
+    print(f"guard: {redacted} of {traced} traced requests had PII redacted", flush=True)
+    return sum(int(r["answered"]) for r in results[name].values()), int(traced)
+
+
 def _print(
     results: dict[str, dict[int, dict[str, float]]], answered: int, traced: int, duration: float, runs: int
 ) -> None:
     direct = results["upstream (direct)"]
     header = ["target", "concurrency", "RPS", "p50 ms", "p99 ms", "added p50 ms", "errors"]
-    rows = [_row(name, c, r, direct) for name, by_c in results.items() for c, r in by_c.items()]
+    rows = [_row(name, c, r, results) for name, by_c in results.items() for c, r in by_c.items()]
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
     print(
         f"\nclosed loop, {duration:g} s per cell, median of {runs} run(s), {os.cpu_count()} CPU cores, "
@@ -377,6 +457,12 @@ def _print(
     for c in (1, 32):
         ratio = results["corral gateway"][c]["p99_ms"] / max(bare[c]["p99_ms"], 1e-9)
         print(f"corral p99 / bare aiohttp proxy p99 at c={c}: {ratio:.2f}x (target <= 2x)")
+    guarded = next((name for name in results if name.startswith("corral gateway + ")), None)
+    if guarded is not None:
+        ratio = results[guarded][32]["rps"] / max(results["bare aiohttp proxy" + PII][32]["rps"], 1e-9)
+        print(
+            f"corral + default guard / bare aiohttp proxy at c=32, 1 KB PII prompts: {ratio:.2f}x (target >= 0.5x)"
+        )
     added = results["corral gateway"][1]["p50_ms"] - direct[1]["p50_ms"]
     print(f"corral added p50 at c=1: {added:.2f} ms (target <= 1.5 ms)")
     print(
@@ -390,6 +476,10 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--runs", type=int, default=3, help="runs per cell; the table shows their median")
     p.add_argument("--skip-litellm", action="store_true")
+    p.add_argument(
+        "--guard", action="store_true", help="add rows with 1 KB PII prompts and the default guard policy"
+    )
+    p.add_argument("--pii-prompts", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--load", help=argparse.SUPPRESS)
     p.add_argument("--key", default="x", help=argparse.SUPPRESS)
     p.add_argument("--model", default="bench", help=argparse.SUPPRESS)

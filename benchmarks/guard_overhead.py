@@ -2,7 +2,8 @@
 
 Prompts are 1 KB of prose: half carry one record of the committed PII corpus (one to three PII
 values, like a support message), half none; a "dense" row packs corpus records only (about 20
-values per KB). The answer checked on the way out is the same text.
+values per KB); an "everyday words" row uses prose full of words that contain the heuristics'
+triggers ("act", "mode", "prompt", "audience"). The answer checked on the way out is the same text.
 Prints p50/p99 per prompt for each engine and their span agreement.
 
     python benchmarks/guard_overhead.py [--prompts 400]
@@ -27,6 +28,12 @@ FILLER = (
     "Our quarterly report covers revenue, churn and the roadmap for the next release. "
     "The team shipped the new onboarding flow and fixed the slow search page. "
 )
+# Everyday words that contain the moderation and injection heuristics' cheapest triggers ("die" in
+# "audience", "act", "mode", "prompt", "instructions"): the check must stay cheap on them too.
+EVERYDAY = (
+    "Act as our reviewer: the audience studied the model's output in debug mode and the prompt asked "
+    "for clear instructions, so repeat the summary above the fold and forget nothing important. "
+)
 DEFAULT = {
     "pii": "redact",
     "secrets": "block",
@@ -36,14 +43,14 @@ DEFAULT = {
 }
 
 
-def prompts(n: int, size: int = 1024, dense: bool = False) -> list[str]:
+def prompts(n: int, size: int = 1024, dense: bool = False, filler: str = FILLER) -> list[str]:
     rng = random.Random(3)
     texts = [t for t, spans in load_corpus(CORPUS) if spans]
     out = []
     for i in range(n):
         parts: list[str] = [rng.choice(texts)] if i % 2 == 0 or dense else []
         while sum(len(p) + 1 for p in parts) < size:
-            parts.append(rng.choice(texts) if dense else FILLER)
+            parts.append(rng.choice(texts) if dense else filler)
         rng.shuffle(parts)
         out.append(" ".join(parts)[:size])
     return out
@@ -78,6 +85,7 @@ def main() -> None:
         ("fast path (default)", fast, items),
         ("presidio", thorough, items),
         ("fast path, dense PII", fast, dense),
+        ("fast path, everyday words", fast, prompts(args.prompts // 4, filler=EVERYDAY)),
         ("presidio, dense PII", thorough, dense),
     ):
         times = measure(policy, batch)

@@ -53,11 +53,13 @@ def test_redact_sends_placeholders_upstream_and_records_kinds_not_values(h, gate
         assert "jane@example.org" not in json.dumps(trace["meta"])
 
 
-def test_secrets_block_by_default_policy(h, gateway, fake):
+def test_secrets_block_by_default_policy_and_the_refused_request_is_stored_without_them(h, gateway, fake):
     with gateway(_settings(h, fake)) as gw:
         with pytest.raises(openai.BadRequestError):
-            h.chat(h.client(gw), text="my key AKIAIOSFODNN7EXAMPLE")
+            h.chat(h.client(gw), text="my key AKIAIOSFODNN7EXAMPLE, mail jane@example.org")
         assert fake.count == 0
+        (trace,) = h.traces(gw)
+        assert trace["request"]["messages"][0]["content"] == "my key [SECRET], mail [EMAIL]"
 
 
 def test_pseudonyms_are_restored_in_the_answer(h, gateway, fake):
@@ -185,3 +187,43 @@ def test_admin_deletes_a_user_and_retention_runs_in_the_background(h, gateway, f
         while any(t["id"] == "0" * 32 for t in h.traces(gw)) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert all(t["id"] != "0" * 32 for t in h.traces(gw))
+
+
+def _streamed(stream) -> str:  # type: ignore[no-untyped-def]
+    return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+
+@pytest.mark.parametrize("chunk_chars", [1, 4, 9])
+def test_a_stream_is_redacted_as_the_whole_answer_would_be(h, gateway, fake, chunk_chars):
+    fake.configure(
+        answer="Mail jane@example.org, key sk-" + "k" * 30 + ", or call +44 20 7946 0958.",
+        chunk_chars=chunk_chars,
+    )
+    with gateway(_settings(h, fake)) as gw:
+        text = _streamed(h.chat(h.client(gw), text="hello", stream=True))
+        assert text == "Mail [EMAIL], key [SECRET], or call [PHONE]."
+        (trace,) = h.traces(gw)
+        verdicts = {v["check"]: v for v in trace["meta"]["guard"]}
+        assert verdicts["pii"] == {"check": "pii", "action": "redact", "found": ["email", "phone"]}
+        assert verdicts["secrets"] == {"check": "secrets", "action": "redact", "found": ["openai_key"]}
+        assert trace["response"]["choices"][0]["message"]["content"] == text  # the secret is not stored
+
+
+def test_a_blocking_check_stops_a_stream_midway_with_an_openai_error_event(h, gateway, fake):
+    answer = "Sure thing. " * 20 + "Here is how to make a pipe bomb: take " + "more words " * 200
+    fake.configure(answer=answer, chunk_chars=5)
+    with gateway(_settings(h, fake, "support")) as gw:
+        received = []
+        with pytest.raises(openai.APIError) as caught:
+            for chunk in h.chat(h.client(gw), text="hello", stream=True):
+                received.append(chunk.choices[0].delta.content or "" if chunk.choices else "")
+        assert "moderation" in str(caught.value)
+        sent = "".join(received)
+        assert sent.startswith("Sure thing.") and "bomb" not in sent and "more words" not in sent
+        (trace,) = h.traces(gw)
+        assert "moderation" in trace["error"]
+        assert "bomb" not in trace["response"]["choices"][0]["message"]["content"]
+        assert trace["meta"]["guard"][-1]["check"] == "moderation"
+        assert trace["meta"]["guard"][-1]["action"] == "block"
+        fake.configure(answer="all fine")
+        assert _streamed(h.chat(h.client(gw), text="again", stream=True)) == "all fine"

@@ -60,7 +60,7 @@ def test_unsupported_methods_get_405_with_allow(gateway, fake, h):
     with gateway(h.settings({"m": {"routes": [h.url_route(fake)]}})) as gw, h.admin(gw) as api:
         spec = api.get("/openapi.json").json()
         for path, operations in spec["paths"].items():
-            concrete = path.replace("{key}", "nosuch").replace("{name}", "nosuch")
+            concrete = path.replace("{key}", "nosuch").replace("{name}", "nosuch").replace("{id}", "nosuch")
             documented = {m.upper() for m in operations}
             for method in ("GET", "POST", "PUT", "DELETE", "PATCH", "TRACE"):
                 if method in documented:

@@ -100,3 +100,22 @@ def test_fast_path_on_the_shared_corpus_reaches_the_floor():
     assert set(scores) == set(KINDS)
     for s in scores.values():
         assert s.recall >= 0.95 and s.precision >= 0.9, s
+
+
+def test_the_ipv4_fast_check_agrees_with_ipaddress():
+    import ipaddress
+    import random
+
+    from corral.guard.pii import _ip_ok
+
+    def reference(candidate: str) -> bool:
+        try:
+            ipaddress.ip_address(candidate)
+        except ValueError:
+            return False
+        return True
+
+    rng = random.Random(1)
+    octets = ["0", "1", "9", "10", "99", "100", "255", "256", "999", "00", "01", "007", "\u0661"]
+    cases = [".".join(rng.choice(octets) for _ in range(4)) for _ in range(2000)]
+    assert all(_ip_ok(c) == reference(c) for c in [*cases, "1.2.3", "1.2.3.4.5", "1..2.3", "::1"])

@@ -139,7 +139,7 @@ class AdminApi:
                 raise NotFoundError(f"no deployment '{name}'")
             return 200, data
         if method == "PUT" and name:
-            checked, resolve = validate_spec(name, body), self.routes.resolver.resolve_version
+            checked, resolve = validate_spec(name, body, ds.policies), self.routes.resolver.resolve_version
             problems = await asyncio.to_thread(unservable_targets, checked, resolve) if resolve else []
             if problems:
                 raise InvalidInputError(

@@ -17,7 +17,7 @@ from corral.errors import CorralError, MethodNotAllowedError, NotFoundError, Per
 from corral.gateway.admin import AdminApi
 from corral.gateway.deployments import check_targets
 from corral.gateway.feedback import check_owner, parse_feedback
-from corral.gateway.guardrails import moderations
+from corral.gateway.guardrails import Guard, moderations
 from corral.gateway.http import (
     Receive,
     Send,
@@ -162,6 +162,9 @@ class Gateway:
         await asyncio.to_thread(self.parts.heartbeat.stop)
         await self.parts.pool.close()
         await self.parts.limiter.close()
+        for stage in self.proxy.stages:
+            if isinstance(stage, Guard):
+                await stage.close()  # its classifier client
         if self.tracer is not None:
             await asyncio.to_thread(self.tracer.close)
 
@@ -263,7 +266,8 @@ class Gateway:
             request = parse_json_object(
                 await read_body(receive, int(self.settings.gateway.max_body_mb * 1024 * 1024))
             )
-            await send_json(send, 200, moderations(self.settings, request), trace_id)
+            guard = next((s for s in self.proxy.stages if isinstance(s, Guard)), None)
+            await send_json(send, 200, await moderations(self.settings, request, guard), trace_id)
         elif path == "/v1/feedback":
             _method(method, "POST")
             await self._feedback(scope, receive, send, trace_id)

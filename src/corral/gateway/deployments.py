@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -51,15 +51,29 @@ class WorkerDirectory(Protocol):
     def retain(self, refs: set[str]) -> None: ...
 
 
-def validate_spec(name: str, spec: Any) -> Deployment:
+def validate_spec(name: str, spec: Any, policies: Collection[str] | None = None) -> Deployment:
+    """The spec as a `Deployment`; with `policies` (the guard policy names), its `guard:` must name one."""
     try:
-        return Deployment.model_validate(spec)
+        checked = Deployment.model_validate(spec)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg'].removeprefix('Value error, ')}"
             for e in exc.errors()
         )
         raise InvalidInputError(f"deployment '{name}' is invalid: {problems}") from None
+    if policies is not None and unknown_policy(checked, policies):
+        known = ", ".join(sorted(policies)) or "none defined"
+        raise InvalidInputError(
+            f"deployment '{name}' is invalid: guard: no policy '{checked.guard}' under guard.policies "
+            f"(known: {known})",
+            hint="name a policy from corral.yaml's guard.policies, or `off` for none",
+        )
+    return checked
+
+
+def unknown_policy(spec: Deployment, policies: Collection[str]) -> bool:
+    """True when the spec names a guard policy that is not defined (serving it would leave it unguarded)."""
+    return spec.guard not in (None, "off") and spec.guard not in policies
 
 
 def unservable_stage(target: str, version: Any) -> str:
@@ -101,12 +115,28 @@ def check_targets(specs: dict[str, Deployment], resolve_version: Callable[[str],
         )
 
 
+def check_policies(specs: dict[str, Deployment], policies: Collection[str] | None, where: str) -> None:
+    """Refuse deployments naming a guard policy this gateway does not have (a reload adds none)."""
+    if policies is None:
+        return
+    unknown = [f"{name}: '{spec.guard}'" for name, spec in specs.items() if unknown_policy(spec, policies)]
+    if unknown:
+        raise ConfigError(
+            f"{where}: deployments name guard policies this gateway was not started with: "
+            + ", ".join(unknown),
+            hint="guard.policies is read at start: restart corral serve to add a policy",
+        )
+
+
 class DeploymentStore:
     """Deployment specs in the SQL store. File entries are seeded; admin changes win over the file."""
 
-    def __init__(self, store: Store, key_policy: KeyEnvPolicy | None = None) -> None:
+    def __init__(
+        self, store: Store, key_policy: KeyEnvPolicy | None = None, policies: Collection[str] | None = None
+    ) -> None:
         self.store = store
         self.key_policy = key_policy or KeyEnvPolicy()
+        self.policies = policies  # the guard policy names a spec may pick (None: not checked)
 
     def seed(self, from_file: dict[str, Deployment], actor: str = "corral.yaml") -> None:
         wanted = {name: spec.model_dump(mode="json") for name, spec in from_file.items()}
@@ -137,13 +167,23 @@ class DeploymentStore:
                 if row.spec is None:  # deleted through the admin API (a JSON null, which SQL sees as a value)
                     continue
                 try:
-                    out[row.name] = Deployment.model_validate(row.spec)
+                    spec = Deployment.model_validate(row.spec)
                 except ValidationError as exc:
                     log.error("stored deployment %s is invalid and is skipped: %s", row.name, exc)
+                    continue
+                if self.policies is not None and unknown_policy(spec, self.policies):
+                    # served, it would be unguarded: not served until the policy exists again
+                    log.error(
+                        "stored deployment %s names guard policy '%s', which guard.policies lacks; skipped",
+                        row.name,
+                        spec.guard,
+                    )
+                    continue
+                out[row.name] = spec
             return out
 
     def put(self, name: str, spec: Any, actor: str) -> Deployment:
-        checked = validate_spec(name, spec)
+        checked = validate_spec(name, spec, self.policies)
         for route in (*checked.routes, *checked.shadow, *checked.fallbacks):
             self.key_policy.check(route.api_key_env)
         data = checked.model_dump(mode="json")

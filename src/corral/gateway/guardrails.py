@@ -24,9 +24,10 @@ from corral.errors import ContentPolicyViolation
 from corral.gateway.costs import estimate_tokens
 from corral.gateway.sse import event_data
 from corral.gateway.stages import Answer, Call, Retry, Stage
-from corral.guard.policy import Verdict, check_input, check_output
-from corral.guard.pseudonyms import Pseudonyms, StreamRestorer
+from corral.guard.policy import Verdict, check_input, check_output, scrubbed
+from corral.guard.pseudonyms import Pseudonyms
 from corral.guard.schema import load_schema, retry_message, schema_error
+from corral.guard.stream import StreamScreen
 
 log = logging.getLogger("corral.gateway")
 Slot = tuple[Any, Any]  # (container, key) holding one text of a request or an answer
@@ -80,8 +81,9 @@ class GuardState:
     pseudonyms: Pseudonyms | None
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     retried: bool = False
-    restorers: dict[int, StreamRestorer] = field(default_factory=dict)
-    streamed: dict[int, list[str]] = field(default_factory=dict)
+    screens: dict[int, StreamScreen] = field(default_factory=dict)  # per streamed choice
+    sent: dict[int, list[str]] = field(default_factory=dict)  # what was streamed, per choice
+    rewritten: bool = False  # the stream was changed: the trace stores what was sent
     template: dict[str, Any] | None = None
 
 
@@ -125,11 +127,12 @@ class Guard(Stage):
         call.state["guard"] = state
         self._note(call, state, verdicts)
         blocked = next((v for v in verdicts if v.action == "block"), None)
+        for (container, key), text in zip(slots, result.texts, strict=True):
+            # refused, the request goes nowhere but the trace: what the policy hides is hidden there too
+            container[key] = scrubbed(text, policy) if blocked is not None else text
         if blocked is not None:
             call.error, body = refusal(blocked, "request")
             return Answer(400, body)
-        for (container, key), text in zip(slots, result.texts, strict=True):
-            container[key] = text
         return None
 
     async def _classify(self, policy: GuardPolicy, text: str) -> list[Verdict]:
@@ -140,19 +143,20 @@ class Guard(Stage):
         ):
             if classifier is None or action == "off":
                 continue
-            flagged = await self._ask(classifier, text)
+            (flagged,) = await self.ask(classifier, [text])
             if flagged:
                 out.append(Verdict(check, action, ("classifier", *flagged)))
         return out
 
-    async def _ask(self, classifier: Classifier, text: str) -> tuple[str, ...]:
-        """Categories an OpenAI-compatible /moderations endpoint flags; a failure flags nothing (logged)."""
+    async def ask(self, classifier: Classifier, texts: list[str]) -> list[tuple[str, ...]]:
+        """Per text, the categories an OpenAI-compatible /moderations endpoint flags (one request for
+        all); a failure flags nothing (logged)."""
         if self._session is None:
             self._session = aiohttp.ClientSession()
         headers = {}
         if classifier.api_key_env and os.environ.get(classifier.api_key_env):
             headers["authorization"] = f"Bearer {os.environ[classifier.api_key_env]}"
-        body: dict[str, Any] = {"input": text, **({"model": classifier.model} if classifier.model else {})}
+        body: dict[str, Any] = {"input": texts, **({"model": classifier.model} if classifier.model else {})}
         try:
             async with self._session.post(
                 f"{classifier.url}/moderations",
@@ -162,11 +166,14 @@ class Guard(Stage):
             ) as response:
                 answer = await response.json(content_type=None)
             results = answer.get("results") or []
-            categories = results[0].get("categories") or {} if results else {}
-            return tuple(sorted(c for c, on in categories.items() if on))
+            flagged = [
+                tuple(sorted(c for c, on in (result.get("categories") or {}).items() if on))
+                for result in results
+            ]
         except (TimeoutError, aiohttp.ClientError, ValueError, AttributeError, TypeError) as exc:
             log.warning("guard classifier %s failed: %s", classifier.url, exc)
-            return ()
+            return [()] * len(texts)
+        return (flagged + [()] * len(texts))[: len(texts)]
 
     async def after(self, call: Call) -> Answer | Retry | None:
         state: GuardState | None = call.state.get("guard")
@@ -196,11 +203,14 @@ class Guard(Stage):
             return Answer(400, body)
         return Answer(call.status, orjson.dumps(answer)) if changed else None
 
+    def _schema_path(self, policy: GuardPolicy) -> str:
+        path = Path(policy.output_schema or "")
+        return str(path if path.is_absolute() else self.base / path)
+
     def _schema(self, call: Call, state: GuardState, text: str) -> Answer | Retry | None:
         policy = state.policy
         assert policy.output_schema is not None
-        path = Path(policy.output_schema)
-        error = schema_error(text, load_schema(str(path if path.is_absolute() else self.base / path)))
+        error = schema_error(text, load_schema(self._schema_path(policy)))
         if error is None:
             return None
         messages = call.body.get("messages")
@@ -222,6 +232,8 @@ class Guard(Stage):
             return events
         out: list[bytes] = []
         for event in events:
+            if call.stop_stream:
+                break
             payload = event_data(event)
             if payload is None:
                 out.append(event)
@@ -231,6 +243,12 @@ class Guard(Stage):
             else:
                 out.append(self._rewrite(call, state, event, payload))
         return out
+
+    def _screen(self, state: GuardState, index: int) -> StreamScreen:
+        screen = state.screens.get(index)
+        if screen is None:
+            screen = state.screens[index] = StreamScreen(state.policy, state.pseudonyms)
+        return screen
 
     def _rewrite(self, call: Call, state: GuardState, event: bytes, payload: bytes) -> bytes:
         try:
@@ -245,46 +263,67 @@ class Guard(Stage):
                 continue
             index = choice.get("index", 0) if isinstance(choice.get("index"), int) else 0
             text = holder[key] if holder is not None else ""
-            new = text
-            if state.pseudonyms is not None:
-                restorer = state.restorers.setdefault(index, state.pseudonyms.restorer())
-                # the last piece of a choice also releases what was held back for it
-                new = restorer.feed(text) + (restorer.flush() if finishing else "")
+            # the last piece of a choice also releases what was held back for it
+            screen = self._screen(state, index)
+            new = screen.feed(text, final=finishing)
+            if screen.blocked is not None:
+                return self._stop(call, state, screen.blocked)
+            state.sent.setdefault(index, []).append(new)
             if new != text:
-                changed = True
+                changed = state.rewritten = True
                 if holder is None:
                     holder, key = _make_slot(call.kind, choice)
                 holder[key] = new
-            state.streamed.setdefault(index, []).append(new)
             state.template = chunk
         return b"data: " + orjson.dumps(chunk) + b"\n\n" if changed else event
 
+    def _stop(self, call: Call, state: GuardState, verdict: Verdict) -> bytes:
+        """A blocking check tripped mid-stream: an error event in OpenAI's form ends the stream."""
+        call.stop_stream = state.rewritten = True  # the trace keeps what was sent, not the upstream's text
+        call.error, body = refusal(verdict, "answer")
+        self._verdicts(call, state)
+        return b"data: " + body + b"\n\n"
+
     def _release(self, call: Call, state: GuardState) -> list[bytes]:
-        """Events carrying the text the restorers still hold, then the end-of-stream checks' verdicts."""
+        """Events carrying the text the screens still hold, then the end-of-stream checks' verdicts."""
         out = []
-        for index, restorer in state.restorers.items():
-            rest = restorer.flush()
+        for index, screen in state.screens.items():
+            rest = screen.feed("", final=True)
+            if screen.blocked is not None:
+                return [self._stop(call, state, screen.blocked)]
             if rest and state.template is not None:
-                state.streamed.setdefault(index, []).append(rest)
+                state.sent.setdefault(index, []).append(rest)
                 out.append(
                     b"data: " + orjson.dumps(_text_event(call.kind, state.template, index, rest)) + b"\n\n"
                 )
-        state.restorers.clear()
-        if state.streamed:
-            verdicts = []
-            for pieces in state.streamed.values():
-                result = check_output("".join(pieces), state.policy)
-                # Already sent: what the checks found is recorded, not changed.
-                verdicts += [
-                    Verdict(v.check, "flag", v.found) for v in result.verdicts if v.action != "restore"
-                ]
-            state.streamed.clear()
-            self._note(call, state, verdicts)
+        self._verdicts(call, state)
         return out
+
+    def _verdicts(self, call: Call, state: GuardState) -> None:
+        verdicts = [v for screen in state.screens.values() for v in screen.verdicts()]
+        if state.policy.output_schema and state.screens and not call.stop_stream:
+            text = "".join(state.screens[min(state.screens)].seen)
+            error = schema_error(text, load_schema(self._schema_path(state.policy)))
+            if error is not None:  # already sent: recorded, not retried
+                verdicts.append(Verdict("output_schema", "flag", (error[:120],)))
+        state.screens.clear()
+        self._note(call, state, verdicts)
 
     def stream_end(self, call: Call) -> list[bytes]:
         state: GuardState | None = call.state.get("guard")
         return self._release(call, state) if state is not None else []
+
+    def finish(self, call: Call) -> None:
+        """A rewritten stream is traced as it was sent (the upstream's text held what was redacted)."""
+        state: GuardState | None = call.state.get("guard")
+        if state is None or not state.rewritten or not isinstance(call.response, dict):
+            return
+        for choice in call.response.get("choices") or []:
+            pieces = state.sent.get(choice.get("index", 0))
+            holder = choice.get("message") if call.kind == "chat" else choice
+            key = "content" if call.kind == "chat" else "text"
+            if pieces is not None and isinstance(holder, dict) and isinstance(holder.get(key), str):
+                holder[key] = "".join(pieces)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -318,8 +357,9 @@ def _text_event(kind: str, template: dict[str, Any], index: int, text: str) -> d
     }
 
 
-def moderations(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI's POST /v1/moderations answered by the default policy's term lists (the same checks)."""
+async def moderations(settings: Settings, body: dict[str, Any], guard: Guard | None = None) -> dict[str, Any]:
+    """OpenAI's POST /v1/moderations answered by the default policy's checks: its term lists and,
+    when it names one, its `moderation_classifier` (a category either flags is flagged)."""
     from corral.errors import InvalidInputError
     from corral.guard.moderation import freeze_terms, moderate
 
@@ -329,8 +369,17 @@ def moderations(settings: Settings, body: dict[str, Any]) -> dict[str, Any]:
         raise InvalidInputError("`input` must be a string or a non-empty list of strings")
     policy = settings.guard.policies.get("default") or GuardPolicy()
     extra = freeze_terms(policy.moderation_terms)
+    results = [moderate(text, extra).as_openai() for text in inputs]
+    classifier = policy.moderation_classifier
+    if guard is not None and classifier is not None:
+        for result, flagged in zip(results, await guard.ask(classifier, inputs), strict=True):
+            categories: dict[str, bool] = result["categories"]  # type: ignore[assignment]
+            scores: dict[str, float] = result["category_scores"]  # type: ignore[assignment]
+            for category in flagged:
+                categories[category], scores[category] = True, 1.0
+            result["flagged"] = bool(result["flagged"]) or bool(flagged)
     return {
         "id": f"modr-{os.urandom(12).hex()}",
         "model": body.get("model") if isinstance(body.get("model"), str) else "corral-guard",
-        "results": [moderate(text, extra).as_openai() for text in inputs],
+        "results": results,
     }

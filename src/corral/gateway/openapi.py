@@ -181,8 +181,21 @@ DEPLOYMENT = {
         "shadow": {"type": "array", "items": ROUTE},
         "fallbacks": {"type": "array", "items": ROUTE},
         "retries": {"type": "integer", "minimum": 0, "maximum": 10},
+        "guard": {
+            "type": "string",
+            "minLength": 1,
+            "description": "a policy under corral.yaml's guard.policies, or `off`; none: `default`",
+        },
     },
     "additionalProperties": False,
+}
+# something to erase, and no control characters (PostgreSQL text refuses NUL)
+USER_ID = {"type": "string", "pattern": "^[^\\x00-\\x1f\\x7f]*[^\\s\\x00-\\x1f\\x7f][^\\x00-\\x1f\\x7f]*$"}
+TEXTS = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
+MODERATION = {
+    "type": "object",
+    "required": ["input"],
+    "properties": {"input": TEXTS, "model": {"type": "string"}},
 }
 
 
@@ -217,6 +230,9 @@ def openapi_spec() -> dict[str, Any]:
             "/v1/embeddings": {"post": _op("Embeddings", EMBEDDING)},
             "/v1/models": {"get": _op("Models (deployments) this key may use")},
             "/v1/feedback": {"post": _op("Feedback on a trace", FEEDBACK)},
+            "/v1/moderations": {
+                "post": _op("Moderation by the default guard policy's checks (OpenAI's API)", MODERATION)
+            },
             "/health": {
                 "get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "alive"}}}
             },
@@ -257,5 +273,14 @@ def openapi_spec() -> dict[str, Any]:
                 )
             },
             "/admin/status": {"get": _op("Routes, breakers, workers, Redis and spool")},
+            "/admin/users/{id}": {
+                "delete": _op(
+                    "Erase an end user's traces, feedback and derived data (GDPR); dry_run only counts",
+                    params=[
+                        {**_path_param("id"), "schema": USER_ID},
+                        _query("dry_run", {"type": "string", "enum": ["true", "false"]}),
+                    ],
+                )
+            },
         },
     }

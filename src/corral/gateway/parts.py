@@ -96,7 +96,9 @@ def build_parts(
         keys=KeyRing(KeyStore(store), admin_key, settings.auth.require_keys),
         limiter=Limiter(metrics, settings.redis.url, settings.auth.redis_prefix),
         pool=UpstreamPool(g.max_connections),
-        routes=RouteTable(DeploymentStore(store, key_policy), resolver, in_flight),
+        routes=RouteTable(
+            DeploymentStore(store, key_policy, tuple(settings.guard.policies)), resolver, in_flight
+        ),
         tracer=TraceWriter(store, settings.tracing, metrics) if settings.tracing.enabled else None,
         metrics=metrics,
         workers=workers,

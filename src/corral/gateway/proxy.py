@@ -304,6 +304,8 @@ class Proxy:
                     out = stage.chunk(call, out)
                 if out:
                     await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+                if call.stop_stream:  # a stage ended it (e.g. a blocking guard check): the upstream is closed
+                    break
         except STREAM_ERRORS as exc:
             splitter = (
                 EventSplitter()
@@ -317,14 +319,13 @@ class Proxy:
                     "more_body": True,
                 }
             )
-        if not summary.done and call.status == 200:
+        if not summary.done and call.status == 200 and not call.stop_stream:
             call.error = "upstream stream ended without [DONE]"
         call.usage, call.response = summary.usage, summary.as_response(call.kind)
-        held = [event for stage in self._chunk for event in stage.stream_end(call)]
+        held = [] if call.stop_stream else [e for stage in self._chunk for e in stage.stream_end(call)]
         call.finished = True
-        await send(
-            {"type": "http.response.body", "body": b"".join(held) + splitter.rest(), "more_body": False}
-        )
+        rest = b"" if call.stop_stream else splitter.rest()
+        await send({"type": "http.response.body", "body": b"".join(held) + rest, "more_body": False})
 
     def _shadow(self, call: Call, live: LiveDeployment) -> None:
         for endpoint in live.shadow:

@@ -106,17 +106,22 @@ def watch_config(parts: Any) -> ConfigReloader | None:
     """Reload corral.yaml's deployments (of these gateway parts) on change and on SIGHUP; None without a file."""
     import signal
 
-    from corral.gateway.deployments import check_targets
+    from corral.gateway.deployments import check_policies, check_targets
 
     settings = parts.settings
     if not settings.source:
         return None
     source, resolve, deployments = settings.source, parts.registry.models.resolve, parts.routes.deployments
+
+    def check(fresh: Any) -> None:
+        check_policies(fresh.deployments, deployments.policies, source)
+        check_targets(fresh.deployments, resolve, source)
+
     reloader = ConfigReloader(
         source,
         settings,
         apply=lambda fresh: deployments.seed(fresh.deployments),
-        check=lambda fresh: check_targets(fresh.deployments, resolve, source),
+        check=check,
         interval_s=max(settings.gateway.deployments_poll_s, 0.2),
     )
     if hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread():

@@ -9,7 +9,9 @@ A stage is an object with any of these hooks (the defaults do nothing and are sk
   router for one more attempt (the next in the deployment's plan).
 - `chunk(call, events) -> list[bytes]`: in reverse order, for each batch of SSE events of a streamed
   answer before they are sent; return what to send now (hold events back on `call.state` and return
-  them later, or rewrite them). `stream_end(call) -> list[bytes]` releases what is still held.
+  them later, or rewrite them). `stream_end(call) -> list[bytes]` releases what is still held. A
+  stage that sets `call.stop_stream` ends the stream after the events it returns: the upstream is
+  closed and nothing more is read or sent (e.g. an error event from a blocking check).
 - `finish(call)`: in list order, after the exchange (answered, refused or failed): in memory only.
 """
 
@@ -75,6 +77,7 @@ class Call:
     latency_s: float = 0.0  # set by the proxy when the exchange ends, before `finish`
     state: dict[str, Any] = field(default_factory=dict)  # per-stage scratch space, keyed by stage
     notes: dict[str, Any] = field(default_factory=dict)  # what stages add to the trace's meta (e.g. guard)
+    stop_stream: bool = False  # set by a stage's `chunk`: end the stream after the events it returned
 
 
 class Stage:

@@ -7,6 +7,8 @@ import binascii
 import re
 from dataclasses import dataclass
 
+from corral.guard.moderation import fold, folded_pattern, gated, has_needs
+
 FAMILIES: dict[str, tuple[str, ...]] = {
     "instruction_override": (
         r"(?:ignore|disregard|forget|override|bypass) (?:all |any |the |your |my )*(?:previous|prior|above|earlier|preceding|original|system) (?:instructions|prompts?|rules|directions|guidelines|messages)",
@@ -27,13 +29,34 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         r"repeat (?:the|all) (?:text|words) above (?:starting|beginning) with",
     ),
 }
-# Every heuristic contains one of these (lower case); text with none skips the regular expressions.
-TRIGGERS = (
-    "ignore", "disregard", "forget", "override", "bypass", "new instructions", "new rules",
-    "from now on", "dan", "stan", "dude", "unfiltered", "uncensored", "unrestricted",
-    "do anything now", "pretend", "act", "imagine", "mode", "ethical", "moral", "system prompt",
-    "system message", "instructions", "prompt", "repeat", "decode", "base64", "hex", "rot13",
-)  # fmt: skip
+# For each heuristic, lower-case strings every match contains: one of each group. A heuristic is run
+# only on text that has them ("act", "mode" or "prompt" alone run nothing), and only those that could
+# match are run: the whole set costs ~0.4 ms per KB.
+NEEDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    FAMILIES["instruction_override"][0]: (("ignore", "disregard", "forget", "override", "bypass"),),
+    FAMILIES["instruction_override"][1]: (("ignore", "disregard", "forget"),),
+    FAMILIES["instruction_override"][2]: (("new instructions", "new rules"),),
+    FAMILIES["instruction_override"][3]: (("from now on",),),
+    FAMILIES["role_play_jailbreak"][0]: (
+        ("dan", "stan", "dude", "unfiltered", "uncensored", "unrestricted"), ("you are",)),
+    FAMILIES["role_play_jailbreak"][1]: (("do anything now",),),
+    FAMILIES["role_play_jailbreak"][2]: (
+        ("restrictions", "filters", "rules", "limits", "guidelines"), ("pretend", "act", "imagine")),
+    FAMILIES["role_play_jailbreak"][3]: ((" mode",), ("developer", "god", "jailbreak", "sudo")),
+    FAMILIES["role_play_jailbreak"][4]: (("ethical", "moral"),),
+    FAMILIES["system_prompt_extraction"][0]: (
+        ("system prompt", "system message", "instructions", "prompt above"),),
+    FAMILIES["system_prompt_extraction"][1]: (("system prompt", "instructions"),),
+    FAMILIES["system_prompt_extraction"][2]: (("above",), ("repeat",)),
+}  # fmt: skip
+# Every heuristic match contains one of these (each heuristic's first group).
+TRIGGERS = tuple(dict.fromkeys(n for groups in NEEDS.values() for n in groups[0]))
+_DECODE_NEEDS = (("decode", "base64", "hex", "rot13"), ("then ", "and "))
+_EACH = tuple(
+    (family, folded_pattern(pattern), NEEDS[pattern])
+    for family, patterns in FAMILIES.items()
+    for pattern in patterns
+)
 _HEURISTICS = re.compile(
     "|".join(f"(?P<{family}>{'|'.join(p)})" for family, p in FAMILIES.items()), re.IGNORECASE
 )
@@ -51,7 +74,16 @@ class InjectionResult:
     families: tuple[str, ...]
 
 
+_MIN_PAYLOAD = 24  # the shortest run either pattern takes (base64: 24; hex: 32)
+
+
 def _decoded_payloads(text: str) -> list[str]:
+    # A run of base64 or hex characters holds no whitespace: only words that long can hold one, and
+    # the patterns find the same runs in them as in the whole text (whitespace bounds either way).
+    long_words = [w for w in text.split() if len(w) >= _MIN_PAYLOAD]
+    if not long_words:
+        return []
+    text = " ".join(long_words)
     out = []
     for match in _BASE64.finditer(text):
         raw = match.group()
@@ -70,12 +102,10 @@ def _decoded_payloads(text: str) -> list[str]:
 
 def detect_injection(text: str) -> InjectionResult:
     """The attack families `text` shows; `encoded_payload` when one hides inside base64 or hex."""
-    lowered = text.lower()
-    families: set[str] = set()
-    if any(t in lowered for t in TRIGGERS):
-        families = {m.lastgroup for m in _HEURISTICS.finditer(text) if m.lastgroup}
-        if _DECODE_REQUEST.search(text):
-            families.add("encoded_payload")
+    lowered = fold(text)
+    families = {f for f, pattern in gated(lowered, TRIGGERS, _EACH) if pattern.search(lowered)}
+    if has_needs(lowered, _DECODE_NEEDS) and _DECODE_REQUEST.search(text):
+        families.add("encoded_payload")
     for payload in _decoded_payloads(text):
         if _HEURISTICS.search(payload):
             families.add("encoded_payload")

@@ -44,15 +44,89 @@ DEFAULT_TERMS: dict[str, tuple[str, ...]] = {
     ),
 }
 CATEGORIES = tuple(DEFAULT_TERMS)
-# Every default pattern contains one of these (lower case): text with none of them skips the
-# default lexicon's regex, which is what most traffic does (a `in` test is far cheaper).
-TRIGGERS = (
-    "bomb", "explosive", "ied", "kill", "murder", "stab", "shoot", "poison", "myself", "my life",
-    "my own life", "suicide", "die", "vermin", "subhuman", "animals", "disease", "exterminate",
-    "wipe out", "gas ", "deserve to live", "worthless", "pathetic", "disgusting", "where you live",
-    "sex", "nude", "naked", "meth", "fentanyl", "heroin", "cocaine", "launder", "ransomware",
-    "keylogger", "skimmer",
-)  # fmt: skip
+# For each default pattern, lower-case strings every match contains: one of each group. A pattern is
+# tried only on text that has them, so common words ("die" in "audience") cost no regex run, and only
+# the patterns that could match are run (the whole lexicon costs ~0.3 ms per KB).
+NEEDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    r"(?:make|build|assemble) an? (?:pipe )?(?:bomb|explosive device|ied)": (
+        ("bomb", "explosive device", "ied"), ("make", "build", "assemble")),
+    r"i(?:'m| am)? (?:going to|gonna|will) (?:kill|murder|stab|shoot) (?:you|him|her|them)": (
+        ("kill", "murder", "stab", "shoot"),),
+    r"how (?:do i|to|can i) (?:kill|murder|poison) (?:a person|someone|my \w+)": (
+        ("kill", "murder", "poison"), ("how",)),
+    r"mass shooting (?:plan|at)": (("shoot",), ("mass shooting",)),
+    r"(?:kill|hurt) myself|cut myself(?! (?:a|some|off)\b)": (("myself",),),
+    r"end my (?:own )?life": (("end my",),),
+    r"(?:best|painless|easiest) (?:way|method)s? (?:to|of) (?:suicide|die|commit suicide)": (
+        ("suicide", "die"), ("best", "painless", "easiest")),
+    r"i want to die": (("die",), ("i want to die",)),
+    r"(?:all|those) \w+(?: \w+)? (?:are|is) (?:vermin|subhuman|animals|a disease)": (
+        ("vermin", "subhuman", "animals", "disease"),),
+    r"(?:exterminate|wipe out|gas) (?:all|the) \w+(?: people)?": (
+        ("exterminate", "wipe out", "gas "), ("exterminate", "wipe out", "gas all", "gas the")),
+    r"\w+ (?:people )?(?:don't|do not) deserve to live": (("deserve to live",),),
+    r"you(?: are|'re) (?:a )?(?:worthless|pathetic|disgusting) (?:piece of \w+|loser|idiot)": (
+        ("worthless", "pathetic", "disgusting"),),
+    r"(?:go|just) (?:die|kill yourself)": (
+        ("die", "kill"), ("go die", "just die", "go kill yourself", "just kill yourself")),
+    r"i know where you live": (("where you live",),),
+    r"(?:explicit|graphic) (?:sex|sexual) (?:scene|story|content)": (("sex",), ("explicit sex", "graphic sex")),
+    r"(?:nude|naked) (?:photos|pictures|pics) of": (("nude", "naked"),),
+    r"sexual (?:content|acts?) (?:with|involving) (?:a )?(?:minor|child|children)": (("sex",), ("sexual",)),
+    r"(?:make|cook|synthesi[sz]e) (?:meth|methamphetamine|fentanyl|heroin)": (("meth", "fentanyl", "heroin"),),
+    r"(?:buy|order) (?:cocaine|heroin|fentanyl) online": (("cocaine", "heroin", "fentanyl"), ("online",)),
+    r"launder (?:the )?money": (("launder",),),
+    r"(?:write|make|build) (?:a )?(?:ransomware|keylogger|credit card skimmer)": (
+        ("ransomware", "keylogger", "skimmer"),),
+}  # fmt: skip
+# Every default match contains one of these (each pattern's first group): without any, nothing matches.
+TRIGGERS = tuple(dict.fromkeys(n for groups in NEEDS.values() for n in groups[0]))
+
+
+def folded_pattern(pattern: str) -> re.Pattern[str]:
+    """`pattern` compiled to match `fold(text)` case-sensitively as it matches `text` with IGNORECASE:
+    10-20x faster, since the engine can then skip ahead to a literal prefix or first character."""
+    lowered = re.sub(r"\\.|[A-Z]", lambda m: m.group() if len(m.group()) == 2 else m.group().lower(), pattern)
+    return re.compile(lowered)
+
+
+_DEFAULT = tuple(
+    (category, folded_pattern(f"\\b(?:{pattern})\\b"), NEEDS[pattern])
+    for category, patterns in DEFAULT_TERMS.items()
+    for pattern in patterns
+)
+
+
+# Characters IGNORECASE takes for ASCII letters that lower() keeps apart ("ıgnore" matches "ignore"); a
+# dotted capital I lowers to "i" and a combining dot.
+_FOLD = {ord("ı"): "i", ord("ſ"): "s", 0x307: None}
+
+
+def fold(text: str) -> str:
+    """`text` lower-cased as the case-insensitive patterns see it, for the plain `in` pre-filters."""
+    lowered = text.lower()
+    return lowered if lowered.isascii() else lowered.translate(_FOLD)
+
+
+def has_needs(lowered: str, groups: tuple[tuple[str, ...], ...]) -> bool:
+    """Whether lower-cased text holds one string of each group."""
+    return all(any(n in lowered for n in group) for group in groups)
+
+
+Gated = tuple[tuple[str, re.Pattern[str], tuple[tuple[str, ...], ...]], ...]
+
+
+def gated(lowered: str, triggers: tuple[str, ...], patterns: Gated) -> list[tuple[str, re.Pattern[str]]]:
+    """The (name, pattern) pairs whose needs folded text holds: each trigger is looked for once
+    (about 1 us per KB each), each pattern's first group is then a set lookup."""
+    hits = {t for t in triggers if t in lowered}
+    if not hits:
+        return []
+    return [
+        (name, pattern)
+        for name, pattern, groups in patterns
+        if not hits.isdisjoint(groups[0]) and has_needs(lowered, groups[1:])
+    ]
 
 
 @dataclass(frozen=True)
@@ -96,12 +170,15 @@ def moderate(text: str, extra: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> 
     """Which categories `text` hits, by the default lists plus `extra` (see `freeze_terms`)."""
     names = _category_names(extra)
     matches: dict[str, list[str]] = {}
-    if not extra:
-        lowered = text.lower()
-        if not any(t in lowered for t in TRIGGERS):
-            return ModerationResult(False, dict.fromkeys(names, False))
-    for match in _lexicon(extra).finditer(text):
-        category = names[int((match.lastgroup or "c0")[1:])]
-        matches.setdefault(category, []).append(match.group())
+    if extra:  # a policy's own patterns: no needs known, the whole lexicon is run
+        for match in _lexicon(extra).finditer(text):
+            category = names[int((match.lastgroup or "c0")[1:])]
+            matches.setdefault(category, []).append(match.group())
+    else:
+        lowered = fold(text)
+        for category, pattern in gated(lowered, TRIGGERS, _DEFAULT):
+            found = [m.group() for m in pattern.finditer(lowered)]
+            if found:
+                matches.setdefault(category, []).extend(found)
     categories = {c: c in matches for c in names}
     return ModerationResult(bool(matches), categories, matches)

@@ -82,6 +82,9 @@ def es_nif_ok(candidate: str) -> bool:
 
 
 def _ip_ok(candidate: str) -> bool:
+    parts = candidate.split(".")
+    if len(parts) == 4 and candidate.isascii():  # v4 as ipaddress checks it, without building an object
+        return all(p.isdigit() and len(p) <= 3 and (p == "0" or p[0] != "0") and int(p) <= 255 for p in parts)
     try:
         ipaddress.ip_address(candidate)
     except ValueError:
@@ -126,7 +129,8 @@ _IPV6 = re.compile(_PATTERNS["ip"].split("|", 1)[1])
 # The first digit of each run of digits: every other kind's span starts there or at most 3
 # characters before it ("GB82", "AB 12", "X123", "+44", "(415)", "fe80::"), so the scanner is
 # tried only at those few places instead of at every character.
-_DIGIT_RUN = re.compile(r"\d(?<!\d\d)")
+_DIGIT_RUN = re.compile(r"\d+")
+_ASCII_DIGITS = "0123456789"
 _BACK = 3
 
 
@@ -147,6 +151,8 @@ def _scanner(kinds: tuple[str, ...]) -> re.Pattern[str]:
 
 
 def _numeric(text: str, kinds: tuple[str, ...]) -> list[PIIFinding]:
+    if text.isascii() and not any(d in text for d in _ASCII_DIGITS):
+        return []  # ten memchr scans: far cheaper than the regex's walk over text with no digit
     scanner = _scanner(kinds)
     found: list[PIIFinding] = []
     done = 0  # nothing before this can start a new span
@@ -192,14 +198,20 @@ def _merge(first: list[PIIFinding], second: list[PIIFinding]) -> list[PIIFinding
     return sorted(first + kept, key=lambda f: f.start)
 
 
-def find_pii(text: str, kinds: Iterable[str] = KINDS) -> list[PIIFinding]:
-    """Non-overlapping PII spans in `text`, in order."""
-    wanted = set(kinds)
+@lru_cache(maxsize=64)
+def _wanted(kinds: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The kinds asked for, and those of them the digit-run scanner finds (all but e-mail)."""
+    wanted = frozenset(kinds)
     unknown = wanted - set(KINDS)
     if unknown:
         raise ValueError(f"unknown PII kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
+    return wanted, tuple(k for k in KINDS if k in wanted and k != "email")
+
+
+def find_pii(text: str, kinds: Iterable[str] = KINDS) -> list[PIIFinding]:
+    """Non-overlapping PII spans in `text`, in order."""
+    wanted, numeric_kinds = _wanted(tuple(kinds))
     emails = _emails(text) if "email" in wanted and "@" in text else []
-    numeric_kinds = tuple(k for k in KINDS if k in wanted and k != "email")
     found = _numeric(text, numeric_kinds) if numeric_kinds else []
     if "ip" in wanted and "::" in text:  # v6 addresses may start with hex letters, far from a digit
         v6 = [

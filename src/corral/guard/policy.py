@@ -124,6 +124,17 @@ def check_output(text: str, policy: GuardPolicy, pseudonyms: Pseudonyms | None =
     return result
 
 
+def scrubbed(text: str, policy: GuardPolicy) -> str:
+    """A refused request's text as a trace may keep it: the secrets and PII the policy blocks or
+    redacts replaced by placeholders (a block leaves them in place, which is fine for a request that
+    is never forwarded, but not for the stored copy)."""
+    if policy.secrets in ("block", "redact"):
+        text = replace_spans(text, find_secrets(text), lambda f: "[SECRET]")
+    if policy.pii in ("block", "redact"):
+        text = replace_spans(text, _pii_finder(policy)(text), lambda f: f"[{f.kind.upper()}]")
+    return text
+
+
 def redacted_copy(value: Any) -> Any:
     """A JSON value with every string's secrets and PII replaced by placeholders (for stored bodies)."""
     if isinstance(value, str):

@@ -25,18 +25,29 @@ _PATTERNS = {
 KINDS = tuple(_PATTERNS)
 # What each kind's text always contains: only the kinds whose marker is present are scanned for.
 _MARKERS = {
-    "private_key": "PRIVATE KEY-----",
-    "anthropic_key": "sk-ant-",
-    "openai_key": "sk-",
+    "private_key": ("PRIVATE KEY-----",),
+    "anthropic_key": ("sk-ant-",),
+    "openai_key": ("sk-",),
     "aws_access_key": ("AKIA", "ASIA"),
-    "github_token": ("gh", "github_pat_"),
-    "slack_token": "xox",
-    "google_api_key": "AIza",
+    "github_token": ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+    "slack_token": ("xox",),
+    "google_api_key": ("AIza",),
     "stripe_key": ("_live_", "_test_"),
-    "huggingface_token": "hf_",
-    "jwt": "eyJ",
-    "bearer_token": ("bearer", "Bearer", "BEARER"),
-    "url_password": "://",
+    "huggingface_token": ("hf_",),
+    "jwt": ("eyJ",),
+    "bearer_token": (),  # case-insensitive: looked for in the lower-cased text
+    "url_password": ("://",),
+}
+
+
+def _gate(marker: str) -> str:
+    return "_" if "_" in marker else "-" if "-" in marker else ""
+
+
+# Markers with a `_` or a `-` are looked for only when the text has one (most prose has neither).
+_GATED = {
+    gate: tuple((m, kind) for kind, ms in _MARKERS.items() for m in ms if _gate(m) == gate)
+    for gate in ("", "_", "-")
 }
 _GROUPED = {"bearer_token", "url_password"}
 
@@ -47,12 +58,13 @@ def _scanner(kinds: tuple[str, ...]) -> re.Pattern[str]:
 
 
 def _present(text: str) -> tuple[str, ...]:
-    out = []
-    for kind, marker in _MARKERS.items():
-        markers = (marker,) if isinstance(marker, str) else marker
-        if any(m in text for m in markers):
-            out.append(kind)
-    return tuple(out)
+    found: set[str] = set()
+    for gate, markers in _GATED.items():
+        if not gate or gate in text:
+            found.update(kind for marker, kind in markers if marker in text)
+    if "bearer" in text.lower():  # (?i:bearer): any mix of cases
+        found.add("bearer_token")
+    return tuple(k for k in KINDS if k in found) if found else ()
 
 
 def find_secrets(text: str) -> list[PIIFinding]:

@@ -49,6 +49,8 @@ class FakeSettings:
     reply: Callable[[dict[str, Any]], str | None] | None = field(default=None, repr=False)
     healthy: bool = True  # false: GET /health answers 503 (a worker that stopped answering probes)
     tool_calls: bool = False  # true: a chat request with `tools` is answered by a call of the first tool
+    # POST /v1/moderations (a guard classifier route): category -> lower-case phrases that flag it
+    moderation_terms: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _answer_pieces(settings: FakeSettings, body: dict[str, Any]) -> list[str]:
@@ -142,6 +144,7 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/moderations", self._moderations)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         app.router.add_post("/_fake/config", self._config)
@@ -328,6 +331,33 @@ class FakeUpstream:
             "data": data,
             "model": body.get("model"),
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return web.Response(body=orjson.dumps(out), content_type="application/json")
+
+    async def _moderations(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's moderation answer: a category is flagged when an input contains one of its phrases."""
+        body, failure = await self._receive(request)
+        if failure is not None:
+            return failure
+        given = body.get("input")
+        inputs = [given] if isinstance(given, str) else given if isinstance(given, list) else []
+        results = []
+        for text in inputs:
+            lowered = str(text).lower()
+            categories = {
+                c: any(t in lowered for t in terms) for c, terms in self.settings.moderation_terms.items()
+            }
+            results.append(
+                {
+                    "flagged": any(categories.values()),
+                    "categories": categories,
+                    "category_scores": {c: float(on) for c, on in categories.items()},
+                }
+            )
+        out = {
+            "id": f"modr-{self.count}",
+            "model": body.get("model") or "fake-moderation",
+            "results": results,
         }
         return web.Response(body=orjson.dumps(out), content_type="application/json")
 
