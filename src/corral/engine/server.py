@@ -11,7 +11,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from starlette.applications import Starlette
@@ -153,6 +153,8 @@ def _submit(
             max_tokens = req.max_tokens if req.max_tokens is not None else limit - len(prompt)
             if isinstance(req, p.ChatRequest) and req.max_completion_tokens is not None:
                 max_tokens = req.max_completion_tokens
+            if _score_only(req):
+                max_tokens = 1  # the prompt's logprobs come with the first step; its token is dropped
             for i in range(req.n):
                 params = req.sampling(max_tokens, logprobs)
                 params.grammar = grammar
@@ -196,6 +198,10 @@ async def merged(worker: Worker, ids: list[tuple[str, int]]) -> AsyncIterator[tu
             worker.front.abort(rid)
 
 
+def _score_only(req: Any) -> bool:
+    return isinstance(req, p.CompletionRequest) and req.score_only
+
+
 def _prompt_tokens(req: Any, ids: list[tuple[str, int]]) -> int:
     """Each prompt counted once, as OpenAI does, however many choices (`n`) it has."""
     return sum(n for _, n in ids) // req.n
@@ -208,6 +214,8 @@ async def _collect(worker: Worker, kind: str, req: Any, ids: list[tuple[str, int
     seqs: list[Any] = [None] * len(ids)
     async for index, out in merged(worker, ids):
         seqs[index] = out.seq
+        if _score_only(req):
+            out = _scored(out)
         texts[index] += out.text
         samples[index] += out.logprobs
         counts[index] += len(out.token_ids)
@@ -272,6 +280,8 @@ async def _sse(worker: Worker, kind: str, req: Any, ids: list[tuple[str, int]]) 
     started: set[int] = set()
     try:
         async for index, out in merged(worker, ids):
+            if _score_only(req):
+                out = _scored(out)
             completion_tokens += len(out.token_ids)
             if kind == "chat":
                 lp = worker.text.chat_logprobs(out.logprobs)
@@ -297,6 +307,11 @@ async def _sse(worker: Worker, kind: str, req: Any, ids: list[tuple[str, int]]) 
         }
         yield _data({**last, "choices": [], "usage": p.usage(_prompt_tokens(req, ids), completion_tokens)})
     yield "data: [DONE]\n\n"
+
+
+def _scored(out: StepOutput) -> StepOutput:
+    """A score-only request's one step without the token it had to sample: the prompt is the answer."""
+    return replace(out, token_ids=[], text="", logprobs=[], finish_reason="length")
 
 
 def _first_extras(worker: Worker, req: Any, choice: dict[str, Any], out: StepOutput) -> None:
