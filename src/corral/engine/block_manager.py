@@ -67,7 +67,7 @@ class BlockManager:
         if not self.enable_prefix_caching or seq.params.prompt_logprobs is not None:
             return []  # prompt logprobs need every prompt position computed
         hits: list[int] = []
-        prev: int | None = None
+        prev = seq.hash_seed
         for i in range((len(seq) - 1) // self.block_size):
             tokens = seq.block_tokens(i)
             h = block_hash(tokens, prev)
@@ -109,7 +109,7 @@ class BlockManager:
         seq.num_cached_tokens = len(hits) * self.block_size
         seq.num_computed_tokens = seq.num_cached_tokens
         seq.block_hashes = []
-        prev: int | None = None
+        prev = seq.hash_seed
         for i in range(len(hits)):
             prev = block_hash(seq.block_tokens(i), prev)
             seq.block_hashes.append(prev)
@@ -143,7 +143,7 @@ class BlockManager:
         while len(seq.block_hashes) < full:
             i = len(seq.block_hashes)
             tokens = seq.block_tokens(i)
-            h = block_hash(tokens, seq.block_hashes[-1] if seq.block_hashes else None)
+            h = block_hash(tokens, seq.block_hashes[-1] if seq.block_hashes else seq.hash_seed)
             seq.block_hashes.append(h)
             block = self.blocks[seq.block_table[i]]
             if h not in self.hash_to_block and block.hash is None:

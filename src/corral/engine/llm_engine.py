@@ -16,6 +16,7 @@ from corral.engine.attention import KVCache
 from corral.engine.block_manager import BlockManager
 from corral.engine.guided import GrammarBook
 from corral.engine.loader import LoadedModel, load_model, resolve_device_dtype
+from corral.engine.lora import AdapterBook, Finder
 from corral.engine.model_runner import ModelRunner
 from corral.engine.sampler import Sample, Sampler
 from corral.engine.scheduler import Scheduler
@@ -68,6 +69,7 @@ class LLMEngine:
         settings: EngineSettings | None = None,
         *,
         adapter: str | Path | None = None,
+        adapters: dict[str, Path] | Finder | None = None,
         num_blocks: int | None = None,
         enable_prefix_caching: bool = True,
         with_tokenizer: bool = True,
@@ -94,6 +96,12 @@ class LLMEngine:
         self.max_model_len = min(model.max_model_len, num_blocks * bs)
         self.seqs: dict[str, Sequence] = {}
         self.stats = EngineStats()
+        # LoRA adapters served per request over this base: by name (a dict of directories) or found
+        # by a function (the worker's registry lookup); `adapter` above is merged into the base instead
+        if isinstance(adapters, dict):
+            self.adapters = AdapterBook.from_dirs(model, adapters, self.settings.max_loras)
+        else:
+            self.adapters = AdapterBook(model, adapters, self.settings.max_loras)
 
     @cached_property
     def grammars(self) -> GrammarBook:
@@ -141,6 +149,9 @@ class LLMEngine:
             params.stop_token_ids = sorted(set(params.stop_token_ids) | set(self.loaded.eos_token_ids))
         if params.grammar is not None:
             seq.matcher = self.grammars.matcher(params.grammar)
+        if params.adapter is not None:
+            seq.lora = self.adapters.get(params.adapter)
+            seq.hash_seed = seq.lora.salt
         seq.arrival_time = time.monotonic()
         self.seqs[seq.request_id] = seq
         self.scheduler.add(seq)

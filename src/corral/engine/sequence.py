@@ -29,6 +29,7 @@ class SamplingParams:
     min_tokens: int = 0  # stop tokens are masked until this many tokens were generated (vLLM's)
     prompt_logprobs: int | None = None  # None = off; N = logprobs of the prompt's tokens, top N each
     grammar: Any = None  # an xgrammar CompiledGrammar the output must match (corral.engine.guided)
+    adapter: str | None = None  # a LoRA adapter over the base, by name (corral.engine.lora); None = the base
 
     def __post_init__(self) -> None:
         checks = [
@@ -98,6 +99,8 @@ class Sequence:
         # (token id, logprob, [(top id, logprob)]) per position
         self.prompt_logprobs: list[Any] = [None]
         self.matcher: Any = None  # the grammar matcher of a guided request, fed each sampled token
+        self.lora: Any = None  # the LoraWeights of `params.adapter`, set when the engine takes the request
+        self.hash_seed: int | None = None  # starts the block-hash chain: K/V differ per adapter
 
     def __len__(self) -> int:
         return len(self.token_ids)
