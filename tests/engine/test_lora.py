@@ -123,3 +123,31 @@ def test_an_adapter_on_a_layer_the_engine_cannot_apply_is_refused(
     engine = LLMEngine(base, EngineSettings(kv_cache_gb=0.002), adapters={"head": tmp_path / "head"})
     with pytest.raises(InvalidInputError, match="lm_head"):
         engine.add_request("Hello", SamplingParams(adapter="head"))
+
+
+def test_a_worker_serves_each_adapter_by_model_name_over_http(
+    tiny_model: Callable, adapters: Callable
+) -> None:
+    import openai
+    from tests.engine.test_server import RunningWorker
+
+    from corral.engine.server import Worker
+
+    base, found = tiny_model("llama"), adapters("llama")
+    running = RunningWorker(Worker(engine_with(base, found), ["tiny@1"]))
+    try:
+        client = running.client()
+        kw: dict[str, Any] = {"prompt": PROMPTS[1], "max_tokens": 6, "temperature": 0}
+        got = {
+            m: client.completions.create(model=m, **kw).choices[0].text for m in ("first", "second", "tiny@1")
+        }
+        for name in ("first", "second"):
+            merged = LLMEngine(base, EngineSettings(kv_cache_gb=0.002, block_size=4), adapter=found[name][0])
+            [alone] = merged.generate([PROMPTS[1]], SamplingParams(max_tokens=6, temperature=0))
+            assert got[name] == alone.output_text
+        listed = [m.id for m in client.models.list().data]
+        assert {"tiny@1", "first", "second"} <= set(listed)
+        with pytest.raises(openai.NotFoundError, match="third"):
+            client.completions.create(model="third", **kw)
+    finally:
+        running.stop()

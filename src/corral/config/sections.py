@@ -246,7 +246,9 @@ class EngineSettings(Section):
     max_waiting: int = Field(default=256, ge=0)
     worker_port_start: int = Field(default=8101, ge=1, le=65535)
     max_loras: int = Field(
-        default=8, ge=1, description="LoRA adapters kept loaded per worker; the least recently used is dropped"
+        default=8,
+        ge=1,
+        description="LoRA adapters kept loaded per worker; the least recently used is dropped",
     )
 
 
