@@ -212,13 +212,30 @@ class LLMEngine:
             seq.request_id, seq, [sample.token_id], text, seq.is_finished, seq.finish_reason, logprobs
         )
 
+    def _new_text(self, seq: Sequence) -> str:
+        """The text the newest tokens add, decoding only a short window (vLLM's incremental detokenizing).
+
+        Decoding the whole output every step costs O(length) per token. Instead the tokens since
+        `read_offset` are decoded together with the chunk before them (from `prefix_offset`), and
+        the text past that chunk's own is new: the chunk carries the spacing context (a leading
+        space a tokenizer strips at the start of a decode, merged bytes of one character).
+        """
+        assert self.tokenizer is not None
+        start = seq.num_prompt_tokens
+        window = seq.token_ids[start + seq.prefix_offset :]
+        held = window[: seq.read_offset - seq.prefix_offset]
+        prefix = self.tokenizer.decode(held, skip_special_tokens=True) if held else ""
+        text = self.tokenizer.decode(window, skip_special_tokens=True)
+        if len(text) <= len(prefix) or (text.endswith("\ufffd") and not seq.is_finished):
+            return ""  # nothing visible yet (a special token), or an incomplete UTF-8 character
+        seq.prefix_offset, seq.read_offset = seq.read_offset, seq.num_output_tokens
+        return text[len(prefix) :]
+
     def _update_text(self, seq: Sequence) -> str:
         """Detokenize, cut at the first stop string, and return the text not yet emitted."""
         if self.tokenizer is None:
             return ""
-        text = self.tokenizer.decode(seq.output_token_ids, skip_special_tokens=True)
-        if text.endswith("\ufffd") and not seq.is_finished:
-            return ""  # an incomplete UTF-8 character; wait for its next byte
+        text = seq.output_text + self._new_text(seq)
         stops = seq.params.stop
         for stop in stops:
             at = text.find(stop, max(0, len(seq.output_text) - len(stop)))

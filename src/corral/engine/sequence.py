@@ -90,6 +90,8 @@ class Sequence:
         self.num_scheduled_tokens = 0  # set by the scheduler for the current step
         self.finish_reason: str | None = None
         self.output_text = ""
+        self.prefix_offset = 0  # incremental detokenizing: output tokens [prefix, read) were decoded last
+        self.read_offset = 0
         self.num_emitted_chars = 0
         self.arrival_time = 0.0
         self.first_token_time: float | None = None
