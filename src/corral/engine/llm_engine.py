@@ -7,9 +7,11 @@ from asyncio for the worker server.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from corral.config import EngineSettings
 from corral.engine.attention import KVCache
@@ -62,6 +64,17 @@ def kv_cache_blocks(
     return max(1, min(wanted, cap))
 
 
+def text_decoder(tokenizer: Any) -> Callable[[list[int]], str]:
+    """Token ids -> text without special tokens: the fast tokenizer's own decoder where that is all
+    `tokenizer.decode` would do (no space clean-up), skipping its per-call Python checks."""
+    if tokenizer is None:
+        return lambda ids: ""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and not getattr(tokenizer, "clean_up_tokenization_spaces", False):
+        return lambda ids: str(backend.decode(ids, skip_special_tokens=True))
+    return lambda ids: str(tokenizer.decode(ids, skip_special_tokens=True))
+
+
 class LLMEngine:
     def __init__(
         self,
@@ -78,6 +91,7 @@ class LLMEngine:
         device, dtype = resolve_device_dtype(self.settings.device, self.settings.dtype)
         self.loaded: LoadedModel = load_model(model_path, device, dtype, adapter, with_tokenizer)
         self.tokenizer = self.loaded.tokenizer
+        self._decode = text_decoder(self.tokenizer)
         model = self.loaded.model
         bs = self.settings.block_size
         if num_blocks is None:
@@ -220,12 +234,11 @@ class LLMEngine:
         the text past that chunk's own is new: the chunk carries the spacing context (a leading
         space a tokenizer strips at the start of a decode, merged bytes of one character).
         """
-        assert self.tokenizer is not None
         start = seq.num_prompt_tokens
         window = seq.token_ids[start + seq.prefix_offset :]
         held = window[: seq.read_offset - seq.prefix_offset]
-        prefix = self.tokenizer.decode(held, skip_special_tokens=True) if held else ""
-        text = self.tokenizer.decode(window, skip_special_tokens=True)
+        prefix = self._decode(held) if held else ""
+        text = self._decode(window)
         if len(text) <= len(prefix) or (text.endswith("\ufffd") and not seq.is_finished):
             return ""  # nothing visible yet (a special token), or an incomplete UTF-8 character
         seq.prefix_offset, seq.read_offset = seq.read_offset, seq.num_output_tokens
