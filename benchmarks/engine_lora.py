@@ -20,20 +20,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
+from engine_vs_hf import SMALL_LLAMA  # noqa: E402  (the decode-heavy case's model; benchmarks/ is on sys.path)
 
 from corral.config import EngineSettings  # noqa: E402
 from corral.engine import LLMEngine, SamplingParams  # noqa: E402
 from corral.testing import make_tiny_model  # noqa: E402
 
-SMALL_LLAMA = {
-    "hidden_size": 512,
-    "intermediate_size": 1376,
-    "num_attention_heads": 8,
-    "num_key_value_heads": 8,
-    "num_hidden_layers": 6,
-    "max_position_embeddings": 512,
-    "vocab_size": 4096,
-}
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
