@@ -101,9 +101,9 @@ def load_adapter(name: str, adapter_dir: Path, model: CausalLM) -> LoraWeights:
 
 @dataclass
 class LoraBatch:
-    """This step's rows grouped by adapter: (weights, row indices, or None for every row)."""
+    """This step's rows grouped by adapter: (weights, rows as a slice when contiguous, else indices)."""
 
-    groups: list[tuple[LoraWeights, Tensor | None]] = field(default_factory=list)
+    groups: list[tuple[LoraWeights, slice | Tensor]] = field(default_factory=list)
 
     @classmethod
     def build(
@@ -118,8 +118,11 @@ class LoraBatch:
             if lora is not None:
                 rows.setdefault(lora, []).extend(range(start, start + n))
             start += n
-        whole = len(rows) == 1 and all(adapters)
-        return cls([(lora, None if whole else torch.tensor(r, device=device)) for lora, r in rows.items()])
+        groups: list[tuple[LoraWeights, slice | Tensor]] = []
+        for lora, r in rows.items():
+            contiguous = r[-1] - r[0] + 1 == len(r)  # one prefill, or every row: a view, no gather
+            groups.append((lora, slice(r[0], r[-1] + 1) if contiguous else torch.tensor(r, device=device)))
+        return cls(groups)
 
     def apply(self, linear: Linear, x: Tensor, y: Tensor) -> Tensor:
         """y (the base layer's output for x) plus each adapter's delta on its own rows, in place."""
@@ -128,10 +131,11 @@ class LoraBatch:
             if pair is None:
                 continue
             a, b = pair
-            if rows is None:
-                y += (x @ a.t()) @ b.t()
+            delta = (x[rows] @ a.t()) @ b.t()
+            if isinstance(rows, slice):
+                y[rows] += delta
             else:
-                y.index_add_(0, rows, (x[rows] @ a.t()) @ b.t())
+                y.index_add_(0, rows, delta)
         return y
 
 
