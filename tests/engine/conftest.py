@@ -52,7 +52,9 @@ def hf_model() -> Callable[[Path], object]:
 LORA_TARGETS = {"llama": ["q_proj", "v_proj", "down_proj"], "gpt2": ["c_attn", "c_proj"]}
 
 
-def make_lora_adapter(base_dir: Path, out: Path, arch: str = "llama") -> object:
+def make_lora_adapter(
+    base_dir: Path, out: Path, arch: str = "llama", seed: int = 1, targets: list[str] | None = None
+) -> object:
     """Save a PEFT LoRA adapter with non-zero B over `base_dir` to `out`; returns the merged HF model."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -64,13 +66,15 @@ def make_lora_adapter(base_dir: Path, out: Path, arch: str = "llama") -> object:
         LoraConfig(
             r=4,
             lora_alpha=8,
-            target_modules=LORA_TARGETS[arch],
+            target_modules=targets or LORA_TARGETS[arch],
             fan_in_fan_out=arch == "gpt2",  # GPT-2's Conv1D stores weights as [in, out]
         ),
     )
-    torch.manual_seed(1)
+    torch.manual_seed(seed)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
+            if "lora_A" in name:
+                param.normal_(0, 0.2)
             if "lora_B" in name:
                 param.normal_(0, 0.2)  # B starts at zero; make the adapter actually change the model
     peft_model.save_pretrained(str(out))

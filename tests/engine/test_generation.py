@@ -123,3 +123,35 @@ def test_streamed_text_adds_up_to_the_final_text(tiny_model: Callable) -> None:
     while engine.has_unfinished():
         pieces += [o.text for o in engine.step()]
     assert "".join(pieces) == seq.output_text
+
+
+@pytest.mark.parametrize("which", ["gpt2", "llama", "starter"])
+def test_incremental_detokenizing_adds_up_to_decoding_the_whole_output(
+    which: str, tiny_model: Callable
+) -> None:
+    """Random tokens (special ones, split UTF-8 characters, leading spaces) stream the text a full decode gives."""
+    import random
+
+    from corral.engine.sequence import Sequence
+
+    if which == "starter":
+        from corral.train.starter import MODEL_DIR
+
+        path = MODEL_DIR
+    else:
+        path = tiny_model(which)
+    engine = LLMEngine(path, EngineSettings(block_size=4), num_blocks=8)
+    tok, rng = engine.tokenizer, random.Random(0)
+    vocab = engine.loaded.model.vocab_size
+    for trial in range(20):
+        seq = Sequence([1, 2], SamplingParams(max_tokens=40), 4)
+        pieces = []
+        for i in range(40):
+            seq.append_token(
+                rng.randrange(vocab) if trial % 2 else rng.choice([rng.randrange(vocab), 0, 1, 2])
+            )
+            if i == 39:
+                seq.finish("length")
+            pieces.append(engine._update_text(seq))
+        whole = tok.decode(seq.output_token_ids, skip_special_tokens=True)
+        assert "".join(pieces) == seq.output_text == whole

@@ -176,6 +176,8 @@ def test_models_health_and_metrics(worker: RunningWorker) -> None:
         ({"temperature": True}, "temperature"),
         ({"stream": "yes"}, "stream"),
         ({"max_completion_tokens": 0}, "max_completion_tokens"),
+        ({"max_tokens": -1}, "max_tokens"),
+        ({"top_logprobs": 2}, "top_logprobs"),  # without logprobs: true, as OpenAI refuses it
         ({"tools": [{"type": "function", "function": {"name": "not a name"}}]}, "tools"),
         ({"tool_choice": "required"}, "tool_choice"),
         ({"response_format": {"type": "yaml"}}, "response_format"),

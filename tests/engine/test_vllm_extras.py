@@ -77,3 +77,35 @@ def test_echo_with_logprobs_scores_the_prompt(
     want = hf_prompt_logprobs(hf_model(tiny_model("llama")), ids)
     got = torch.tensor(first.token_logprobs[1 : len(ids)])
     assert (got - want).abs().max() < TOL
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_echo_with_zero_max_tokens_returns_the_scored_prompt_only(
+    worker: RunningWorker, tiny_model: Callable, hf_model: Callable, stream: bool
+) -> None:
+    client = worker.client()
+    text = "The quick brown fox jumps"
+    kw: dict[str, Any] = {"model": "tiny@1", "prompt": text, "max_tokens": 0, "echo": True, "logprobs": 0}
+    if stream:
+        chunks = list(client.completions.create(**kw, stream=True, stream_options={"include_usage": True}))
+        parts = [c.choices[0] for c in chunks if c.choices]
+        whole, lp, reason = "".join(c.text for c in parts), parts[0].logprobs, parts[-1].finish_reason
+        usage = chunks[-1].usage
+    else:
+        reply = client.completions.create(**kw)
+        choice, usage = reply.choices[0], reply.usage
+        whole, lp, reason = choice.text, choice.logprobs, choice.finish_reason
+    ids = worker.worker.encode(text, special=True)
+    assert whole == text and reason == "length"
+    assert usage is not None and usage.completion_tokens == 0 and usage.prompt_tokens == len(ids)
+    assert lp is not None and lp.token_logprobs is not None and len(lp.token_logprobs) == len(ids)
+    want = hf_prompt_logprobs(hf_model(tiny_model("llama")), ids)
+    assert (torch.tensor(lp.token_logprobs[1:]) - want).abs().max() < TOL
+
+
+def test_zero_max_tokens_without_echo_is_a_400_naming_echo(worker: RunningWorker) -> None:
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as info:
+        worker.client().completions.create(model="tiny@1", prompt="Hi", max_tokens=0)
+    assert "max_tokens" in str(info.value) and "echo" in str(info.value)

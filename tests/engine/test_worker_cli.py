@@ -82,3 +82,28 @@ def test_adapter_version_is_served_over_its_base(tiny_model: Callable, tmp_path:
     with torch.no_grad():
         ref = merged(torch.tensor([prompt])).logits[0, -1]
     assert seq.num_prompt_tokens == 20 and float((logits[0] - ref).abs().max()) <= TOL
+
+
+def test_a_base_versions_worker_finds_the_registry_adapters_over_that_base_only(
+    tiny_model: Callable, tmp_path: Path
+) -> None:
+    pytest.importorskip("peft")
+    from tests.engine.conftest import make_lora_adapter
+
+    from corral.cli.worker import adapter_finder
+    from corral.registry import open_registry
+
+    settings = load_settings()
+    reg = open_registry(settings)
+    reg.models.register("base", str(tiny_model("llama")))
+    reg.models.register("other", str(tiny_model("llama")))
+    make_lora_adapter(tiny_model("llama"), tmp_path / "adapter")
+    reg.models.register("cx", str(tmp_path / "adapter"), base="base@1")
+    reg.models.register("elsewhere", str(tmp_path / "adapter"), base="other@1")
+    reg.models.set_alias("cx", "production", 1)
+    _, adapter, names = resolve_model("base@1", settings)
+    find = adapter_finder(names, settings, {})
+    found = find("cx@production")
+    assert adapter is None and found is not None and found[0] == "cx@1"
+    assert (found[1] / "adapter_config.json").is_file()
+    assert find("elsewhere@1") is None and find("base@1") is None and find("nope@1") is None

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from corral.cli import common
-from corral.errors import InvalidInputError, NotFoundError
+from corral.errors import CorralError, InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
     from corral.config import EngineSettings, Settings
+    from corral.engine.lora import Finder
 
 
 def resolve_model(arg: str, settings: Settings) -> tuple[Path, Path | None, list[str]]:
@@ -47,6 +48,46 @@ def resolve_model(arg: str, settings: Settings) -> tuple[Path, Path | None, list
     return model_dir, None, [version.ref, str(model_dir)]
 
 
+def adapter_finder(names: list[str], settings: Settings, dirs: dict[str, Path]) -> Finder:
+    """How the worker finds a LoRA adapter a request names: `--lora NAME=DIR`, else the registry.
+
+    A registry version qualifies when it is an adapter whose base is the version this worker
+    serves (`names[0]`, a pinned `name@N`); it is materialized on its first request.
+    """
+    registry: list[Any] = []
+
+    def find(name: str) -> tuple[str, Path] | None:
+        if name in dirs:
+            return name, dirs[name]
+        if "@" not in names[0] or "/" in name:
+            return None  # this worker serves a directory: only --lora adapters
+        try:
+            if not registry:
+                from corral.registry import open_registry
+
+                registry.append(open_registry(settings))
+            version = registry[0].models.resolve(name)
+        except (CorralError, ImportError):
+            return None
+        if version.kind != "adapter" or version.base_ref != names[0] or version.stage == "retired":
+            return None
+        return version.ref, registry[0].models.materialize(version)
+
+    return find
+
+
+def parse_loras(values: list[str]) -> dict[str, Path]:
+    """`--lora NAME=DIR` options as {name: directory}; a bad one is a clear error."""
+    out = {}
+    for value in values:
+        name, sep, directory = value.partition("=")
+        path = Path(directory).expanduser()
+        if not sep or not name or not (path / "adapter_config.json").is_file():
+            raise InvalidInputError(f"--lora {value}: give NAME=DIR, DIR a PEFT LoRA adapter directory")
+        out[name] = path
+    return out
+
+
 def engine_settings(base: EngineSettings, **overrides: object) -> EngineSettings:
     """The configured engine settings with the command-line options that were given, re-validated."""
     from pydantic import ValidationError
@@ -75,6 +116,10 @@ def worker(
     max_num_seqs: Annotated[int | None, typer.Option(help="sequences in one batch")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
     dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16")] = None,
+    lora: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=DIR: also serve this LoRA adapter, per request, over the base (repeatable)"),
+    ] = None,
     embeddings: Annotated[bool, typer.Option("--embeddings", help="also serve /v1/embeddings")] = False,
     embeddings_model: Annotated[
         str | None, typer.Option(help="sentence-transformers directory for --embeddings")
@@ -97,7 +142,9 @@ def worker(
         dtype=dtype,
     )
     model_dir, adapter, names = resolve_model(model, settings)
-    engine = LLMEngine(model_dir, engine_cfg, adapter=adapter)
+    # a worker for a base version also serves the adapters over it, chosen per request by `model`
+    finder = adapter_finder(names, settings, parse_loras(lora or [])) if adapter is None else None
+    engine = LLMEngine(model_dir, engine_cfg, adapter=adapter, adapters=finder)
     embedder = EmbeddingModel(embeddings_model) if embeddings else None
     app = build_app(Worker(engine, names, embedder))
     port = port or engine_cfg.worker_port_start

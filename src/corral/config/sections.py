@@ -245,6 +245,11 @@ class EngineSettings(Section):
     max_num_batched_tokens: int = Field(default=4096, ge=16)
     max_waiting: int = Field(default=256, ge=0)
     worker_port_start: int = Field(default=8101, ge=1, le=65535)
+    max_loras: int = Field(
+        default=8,
+        ge=1,
+        description="LoRA adapters kept loaded per worker; the least recently used is dropped",
+    )
 
 
 class Price(Section):

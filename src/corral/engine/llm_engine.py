@@ -7,15 +7,18 @@ from asyncio for the worker server.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from corral.config import EngineSettings
 from corral.engine.attention import KVCache
 from corral.engine.block_manager import BlockManager
 from corral.engine.guided import GrammarBook
 from corral.engine.loader import LoadedModel, load_model, resolve_device_dtype
+from corral.engine.lora import AdapterBook, Finder
 from corral.engine.model_runner import ModelRunner
 from corral.engine.sampler import Sample, Sampler
 from corral.engine.scheduler import Scheduler
@@ -61,6 +64,17 @@ def kv_cache_blocks(
     return max(1, min(wanted, cap))
 
 
+def text_decoder(tokenizer: Any) -> Callable[[list[int]], str]:
+    """Token ids -> text without special tokens: the fast tokenizer's own decoder where that is all
+    `tokenizer.decode` would do (no space clean-up), skipping its per-call Python checks."""
+    if tokenizer is None:
+        return lambda ids: ""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and not getattr(tokenizer, "clean_up_tokenization_spaces", False):
+        return lambda ids: str(backend.decode(ids, skip_special_tokens=True))
+    return lambda ids: str(tokenizer.decode(ids, skip_special_tokens=True))
+
+
 class LLMEngine:
     def __init__(
         self,
@@ -68,6 +82,7 @@ class LLMEngine:
         settings: EngineSettings | None = None,
         *,
         adapter: str | Path | None = None,
+        adapters: dict[str, Path] | Finder | None = None,
         num_blocks: int | None = None,
         enable_prefix_caching: bool = True,
         with_tokenizer: bool = True,
@@ -76,6 +91,7 @@ class LLMEngine:
         device, dtype = resolve_device_dtype(self.settings.device, self.settings.dtype)
         self.loaded: LoadedModel = load_model(model_path, device, dtype, adapter, with_tokenizer)
         self.tokenizer = self.loaded.tokenizer
+        self._decode = text_decoder(self.tokenizer)
         model = self.loaded.model
         bs = self.settings.block_size
         if num_blocks is None:
@@ -94,6 +110,12 @@ class LLMEngine:
         self.max_model_len = min(model.max_model_len, num_blocks * bs)
         self.seqs: dict[str, Sequence] = {}
         self.stats = EngineStats()
+        # LoRA adapters served per request over this base: by name (a dict of directories) or found
+        # by a function (the worker's registry lookup); `adapter` above is merged into the base instead
+        if isinstance(adapters, dict):
+            self.adapters = AdapterBook.from_dirs(model, adapters, self.settings.max_loras)
+        else:
+            self.adapters = AdapterBook(model, adapters, self.settings.max_loras)
 
     @cached_property
     def grammars(self) -> GrammarBook:
@@ -141,6 +163,9 @@ class LLMEngine:
             params.stop_token_ids = sorted(set(params.stop_token_ids) | set(self.loaded.eos_token_ids))
         if params.grammar is not None:
             seq.matcher = self.grammars.matcher(params.grammar)
+        if params.adapter is not None:
+            seq.lora = self.adapters.get(params.adapter)
+            seq.hash_seed = seq.lora.salt
         seq.arrival_time = time.monotonic()
         self.seqs[seq.request_id] = seq
         self.scheduler.add(seq)
@@ -201,13 +226,29 @@ class LLMEngine:
             seq.request_id, seq, [sample.token_id], text, seq.is_finished, seq.finish_reason, logprobs
         )
 
+    def _new_text(self, seq: Sequence) -> str:
+        """The text the newest tokens add, decoding only a short window (vLLM's incremental detokenizing).
+
+        Decoding the whole output every step costs O(length) per token. Instead the tokens since
+        `read_offset` are decoded together with the chunk before them (from `prefix_offset`), and
+        the text past that chunk's own is new: the chunk carries the spacing context (a leading
+        space a tokenizer strips at the start of a decode, merged bytes of one character).
+        """
+        start = seq.num_prompt_tokens
+        window = seq.token_ids[start + seq.prefix_offset :]
+        held = window[: seq.read_offset - seq.prefix_offset]
+        prefix = self._decode(held) if held else ""
+        text = self._decode(window)
+        if len(text) <= len(prefix) or (text.endswith("\ufffd") and not seq.is_finished):
+            return ""  # nothing visible yet (a special token), or an incomplete UTF-8 character
+        seq.prefix_offset, seq.read_offset = seq.read_offset, seq.num_output_tokens
+        return text[len(prefix) :]
+
     def _update_text(self, seq: Sequence) -> str:
         """Detokenize, cut at the first stop string, and return the text not yet emitted."""
         if self.tokenizer is None:
             return ""
-        text = self.tokenizer.decode(seq.output_token_ids, skip_special_tokens=True)
-        if text.endswith("\ufffd") and not seq.is_finished:
-            return ""  # an incomplete UTF-8 character; wait for its next byte
+        text = seq.output_text + self._new_text(seq)
         stops = seq.params.stop
         for stop in stops:
             at = text.find(stop, max(0, len(seq.output_text) - len(stop)))

@@ -68,20 +68,10 @@ def load_weights(path: Path) -> dict[str, Tensor]:
 
 def merge_lora(weights: dict[str, Tensor], adapter_dir: Path) -> None:
     """Fold a PEFT LoRA adapter into the base weights in place: W += scale * B @ A."""
-    from safetensors.torch import load_file
+    from corral.engine.lora import lora_pairs, read_adapter
 
-    cfg = _read_json(adapter_dir / "adapter_config.json")
-    file = adapter_dir / "adapter_model.safetensors"
-    if not file.is_file():
-        raise InvalidInputError(f"{adapter_dir} has no adapter_model.safetensors")
-    tensors = load_file(str(file))
-    rank, alpha = int(cfg.get("r", 8)), float(cfg.get("lora_alpha", 8))
-    scale = alpha / (rank**0.5 if cfg.get("use_rslora") else rank)
-    for key, a in tensors.items():
-        if ".lora_A." not in key:
-            continue
-        module = key.split(".lora_A.")[0].removeprefix("base_model.model.")
-        b = tensors[key.replace(".lora_A.", ".lora_B.")]
+    cfg, tensors, scale = read_adapter(adapter_dir)
+    for module, a, b in lora_pairs(tensors):
         # checkpoints such as the original gpt2 store "h.0..." where PEFT names "transformer.h.0..."
         candidates = [module + ".weight", module.split(".", 1)[-1] + ".weight"]
         target = next((c for c in candidates if c in weights), None)

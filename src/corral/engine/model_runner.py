@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from corral.engine.attention import AttentionMetadata, DecodeGroup, KVCache, PrefillSegment
+from corral.engine.lora import LoraBatch
 from corral.engine.models import CausalLM
 from corral.engine.sequence import Sequence
 
@@ -79,7 +80,7 @@ class ModelRunner:
 
     def prepare(
         self, seqs: list[Sequence]
-    ) -> tuple[Tensor, Tensor, AttentionMetadata, list[Sequence], Tensor]:
+    ) -> tuple[Tensor, Tensor, AttentionMetadata, list[Sequence], Tensor, LoraBatch | None]:
         """Flatten the batch: decodes first (longest context first), then prefill chunks, unpadded."""
         singles = sorted(
             (s for s in seqs if s.num_scheduled_tokens == 1), key=lambda s: -s.num_computed_tokens
@@ -113,7 +114,10 @@ class ModelRunner:
                 causal = torch.arange(start + n)[None, :] <= torch.arange(n)[:, None] + start
             meta.prefills.append(PrefillSegment(q_start, n, context, causal))
             q_start += n
-        return torch.tensor(ids), pos, meta, sampled, torch.tensor(logit_rows, dtype=torch.long)
+        lora = LoraBatch.build(
+            [s.lora for s in ordered], [s.num_scheduled_tokens for s in ordered], self.device
+        )
+        return torch.tensor(ids), pos, meta, sampled, torch.tensor(logit_rows, dtype=torch.long), lora
 
     def _decode_groups(self, contexts: list[int], tables: Tensor) -> list[DecodeGroup]:
         """Split the decode rows (longest context first) into groups of at most `group_tokens` padded tokens."""
@@ -149,9 +153,9 @@ class ModelRunner:
     @torch.inference_mode()
     def run(self, seqs: list[Sequence]) -> tuple[list[Sequence], Tensor]:
         """One forward pass; returns the sequences that reached their last token and their logits (fp32)."""
-        ids, positions, meta, sampled, rows = self.prepare(seqs)
+        ids, positions, meta, sampled, rows, lora = self.prepare(seqs)
         meta = self._to_device(meta)
-        hidden = self.model.forward(ids.to(self.device), positions.to(self.device), self.cache, meta)
+        hidden = self.model.forward(ids.to(self.device), positions.to(self.device), self.cache, meta, lora)
         if any(s.params.prompt_logprobs is not None for s in seqs):
             self._prompt_logprobs(seqs, meta, hidden)
         if not sampled:

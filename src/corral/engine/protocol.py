@@ -39,7 +39,7 @@ class StreamOptions(BaseModel):
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     model: str
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=0)  # 0: score the prompt only (completions with echo)
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
@@ -128,11 +128,31 @@ class ChatRequest(_Request):
     def logprob_count(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
 
+    @model_validator(mode="after")
+    def _at_least_one_token(self) -> ChatRequest:
+        for name in ("max_tokens", "max_completion_tokens"):
+            if getattr(self, name) == 0:
+                raise ValueError(f"`{name}` must be at least 1 for chat (got 0)")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("`top_logprobs` needs `logprobs: true`")
+        return self
+
 
 class CompletionRequest(_Request):
     prompt: str | list[str] | list[int] | list[list[int]]
     logprobs: int | None = None
     echo: bool = False
+
+    @model_validator(mode="after")
+    def _zero_tokens_only_with_echo(self) -> CompletionRequest:
+        if self.max_tokens == 0 and not self.echo:
+            raise ValueError("`max_tokens` must be at least 1; 0 (score the prompt only) needs `echo: true`")
+        return self
+
+    @property
+    def score_only(self) -> bool:
+        """`echo` with `max_tokens: 0`: the prompt (and its logprobs) back, nothing generated (vLLM's)."""
+        return self.max_tokens == 0
 
     def sampling(self, max_tokens: int, logprobs: int | None) -> SamplingParams:
         params = super().sampling(max_tokens, logprobs)
@@ -163,6 +183,8 @@ def parse(cls: type[_Request], body: Any) -> Any:
         if err["type"] == "extra_forbidden":
             raise InvalidInputError(f"unrecognized request argument '{field}'") from None
         message = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:  # a check across fields: its message names them
+            raise InvalidInputError(f"invalid request: {message}") from None
         raise InvalidInputError(f"invalid '{field}': {message} (got {err.get('input')!r})") from None
 
 

@@ -58,17 +58,22 @@ def top_k_top_p(logits: Tensor, top_k: Tensor, top_p: Tensor) -> Tensor:
 
 
 def _logprobs(raw: Tensor, seqs: list[Sequence], chosen: list[int]) -> list[Sample]:
+    """The chosen tokens' logprobs and each row's top N, in one pass for the rows that asked."""
     samples = [Sample(t) for t in chosen]
     wanted = [i for i, s in enumerate(seqs) if s.params.logprobs is not None]
     if not wanted:
         return samples
     logp = raw[wanted].log_softmax(dim=-1)
+    picked = torch.tensor([chosen[i] for i in wanted], device=logp.device)
+    values = logp.gather(1, picked[:, None])[:, 0].tolist()
+    most = max(seqs[i].params.logprobs or 0 for i in wanted)
+    top_values, top_ids = logp.topk(most, dim=-1) if most else (logp[:, :0], logp[:, :0].long())
+    top = [
+        list(zip(ids, vs, strict=True)) for ids, vs in zip(top_ids.tolist(), top_values.tolist(), strict=True)
+    ]
     for j, i in enumerate(wanted):
-        samples[i].logprob = float(logp[j, chosen[i]])
-        n = seqs[i].params.logprobs or 0
-        if n:
-            values, ids = logp[j].topk(n)
-            samples[i].top_logprobs = list(zip(ids.tolist(), values.tolist(), strict=True))
+        samples[i].logprob = values[j]
+        samples[i].top_logprobs = top[j][: seqs[i].params.logprobs or 0]
     return samples
 
 
@@ -107,13 +112,28 @@ class Sampler:
         chosen = logits.argmax(dim=-1).tolist()
         rows = [i for i, s in enumerate(seqs) if not s.params.greedy]
         if rows:
-            sub = logits[rows]
-            temps = torch.tensor([seqs[i].params.temperature for i in rows], device=sub.device)
-            top_k = torch.tensor([seqs[i].params.top_k for i in rows], device=sub.device)
-            top_p = torch.tensor([seqs[i].params.top_p for i in rows], device=sub.device)
-            probs = top_k_top_p(sub / temps[:, None], top_k, top_p).softmax(dim=-1)
-            for j, i in enumerate(rows):
-                seq = seqs[i]
-                gen = self._generator(seq, sub.device) if seq.params.seed is not None else None
-                chosen[i] = int(torch.multinomial(probs[j], 1, generator=gen))
+            for i, token in zip(rows, self._draw(logits, [seqs[i] for i in rows], rows), strict=True):
+                chosen[i] = token
         return _logprobs(raw, seqs, chosen)
+
+    def _draw(self, logits: Tensor, seqs: list[Sequence], rows: list[int]) -> list[int]:
+        """One token per sampled row, drawn for all rows at once.
+
+        `argmax(p / E)` with E ~ Exp(1) per token is a draw from p (the exponential race, as vLLM
+        samples): one kernel for the batch instead of a multinomial call per row. Seeded rows
+        fill their noise from their own generator, so their tokens do not depend on the batch.
+        """
+        device = logits.device
+        sub = logits[rows] if len(rows) < logits.shape[0] else logits
+        temps = torch.tensor([s.params.temperature for s in seqs], device=device)
+        sub = sub / temps[:, None]
+        if any(s.params.top_k or s.params.top_p < 1 for s in seqs):
+            top_k = torch.tensor([s.params.top_k for s in seqs], device=device)
+            top_p = torch.tensor([s.params.top_p for s in seqs], device=device)
+            sub = top_k_top_p(sub, top_k, top_p)
+        probs = sub.softmax(dim=-1)
+        noise = torch.empty_like(probs).exponential_()
+        for j, seq in enumerate(seqs):
+            if seq.params.seed is not None:
+                noise[j].exponential_(generator=self._generator(seq, device))
+        return [int(t) for t in probs.div_(noise.clamp_(min=1e-20)).argmax(dim=-1).tolist()]

@@ -29,6 +29,7 @@ class SamplingParams:
     min_tokens: int = 0  # stop tokens are masked until this many tokens were generated (vLLM's)
     prompt_logprobs: int | None = None  # None = off; N = logprobs of the prompt's tokens, top N each
     grammar: Any = None  # an xgrammar CompiledGrammar the output must match (corral.engine.guided)
+    adapter: str | None = None  # a LoRA adapter over the base, by name (corral.engine.lora); None = the base
 
     def __post_init__(self) -> None:
         checks = [
@@ -89,6 +90,8 @@ class Sequence:
         self.num_scheduled_tokens = 0  # set by the scheduler for the current step
         self.finish_reason: str | None = None
         self.output_text = ""
+        self.prefix_offset = 0  # incremental detokenizing: output tokens [prefix, read) were decoded last
+        self.read_offset = 0
         self.num_emitted_chars = 0
         self.arrival_time = 0.0
         self.first_token_time: float | None = None
@@ -98,6 +101,8 @@ class Sequence:
         # (token id, logprob, [(top id, logprob)]) per position
         self.prompt_logprobs: list[Any] = [None]
         self.matcher: Any = None  # the grammar matcher of a guided request, fed each sampled token
+        self.lora: Any = None  # the LoraWeights of `params.adapter`, set when the engine takes the request
+        self.hash_seed: int | None = None  # starts the block-hash chain: K/V differ per adapter
 
     def __len__(self) -> int:
         return len(self.token_ids)

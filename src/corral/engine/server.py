@@ -11,7 +11,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from starlette.applications import Starlette
@@ -52,12 +52,18 @@ class Worker:
             self.embeddings.names |= set(self.names)
         self._longest_token: int | None = None
 
-    def check_model(self, model: str) -> str:
-        if model not in self.names:
+    async def adapter_for(self, model: str) -> str | None:
+        """None for the base's names; else the LoRA adapter `model` names, loaded off the loop if need be."""
+        if model in self.names:
+            return None
+        try:
+            return (await asyncio.to_thread(self.engine.adapters.get, model)).name
+        except NotFoundError:
+            served = ", ".join([*self.names, *self.engine.adapters.loaded])
             raise NotFoundError(
-                f"model '{model}' is not served here", hint=f"this worker serves: {', '.join(self.names)}"
-            )
-        return model
+                f"model '{model}' is not served here",
+                hint=f"this worker serves: {served} (and LoRA adapters over {self.names[0]})",
+            ) from None
 
     def encode(self, text: str, special: bool) -> list[int]:
         if self.tokenizer is None:
@@ -139,7 +145,12 @@ def _grammar(worker: Worker, req: p.ChatRequest) -> Any:
 
 
 def _submit(
-    worker: Worker, req: Any, prompts: list[list[int]], logprobs: int | None, grammar: Any = None
+    worker: Worker,
+    req: Any,
+    prompts: list[list[int]],
+    logprobs: int | None,
+    grammar: Any = None,
+    adapter: str | None = None,
 ) -> list[tuple[str, int]]:
     """Queue n choices per prompt; returns (request id, prompt length) per choice. All or nothing."""
     limit = worker.engine.max_model_len
@@ -153,9 +164,11 @@ def _submit(
             max_tokens = req.max_tokens if req.max_tokens is not None else limit - len(prompt)
             if isinstance(req, p.ChatRequest) and req.max_completion_tokens is not None:
                 max_tokens = req.max_completion_tokens
+            if _score_only(req):
+                max_tokens = 1  # the prompt's logprobs come with the first step; its token is dropped
             for i in range(req.n):
                 params = req.sampling(max_tokens, logprobs)
-                params.grammar = grammar
+                params.grammar, params.adapter = grammar, adapter
                 if params.seed is not None:
                     params.seed += i  # n seeded choices should differ from each other
                 ids.append((worker.front.submit(prompt, params), len(prompt)))
@@ -196,6 +209,10 @@ async def merged(worker: Worker, ids: list[tuple[str, int]]) -> AsyncIterator[tu
             worker.front.abort(rid)
 
 
+def _score_only(req: Any) -> bool:
+    return isinstance(req, p.CompletionRequest) and req.score_only
+
+
 def _prompt_tokens(req: Any, ids: list[tuple[str, int]]) -> int:
     """Each prompt counted once, as OpenAI does, however many choices (`n`) it has."""
     return sum(n for _, n in ids) // req.n
@@ -208,6 +225,8 @@ async def _collect(worker: Worker, kind: str, req: Any, ids: list[tuple[str, int
     seqs: list[Any] = [None] * len(ids)
     async for index, out in merged(worker, ids):
         seqs[index] = out.seq
+        if _score_only(req):
+            out = _scored(out)
         texts[index] += out.text
         samples[index] += out.logprobs
         counts[index] += len(out.token_ids)
@@ -272,6 +291,8 @@ async def _sse(worker: Worker, kind: str, req: Any, ids: list[tuple[str, int]]) 
     started: set[int] = set()
     try:
         async for index, out in merged(worker, ids):
+            if _score_only(req):
+                out = _scored(out)
             completion_tokens += len(out.token_ids)
             if kind == "chat":
                 lp = worker.text.chat_logprobs(out.logprobs)
@@ -297,6 +318,11 @@ async def _sse(worker: Worker, kind: str, req: Any, ids: list[tuple[str, int]]) 
         }
         yield _data({**last, "choices": [], "usage": p.usage(_prompt_tokens(req, ids), completion_tokens)})
     yield "data: [DONE]\n\n"
+
+
+def _scored(out: StepOutput) -> StepOutput:
+    """A score-only request's one step without the token it had to sample: the prompt is the answer."""
+    return replace(out, token_ids=[], text="", logprobs=[], finish_reason="length")
 
 
 def _first_extras(worker: Worker, req: Any, choice: dict[str, Any], out: StepOutput) -> None:
@@ -351,7 +377,7 @@ def build_app(worker: Worker) -> Starlette:
 
     async def chat(request: Request) -> Response:
         req = p.parse(p.ChatRequest, await read_json(request))
-        worker.check_model(req.model)
+        adapter = await worker.adapter_for(req.model)
         if worker.tokenizer is None:
             raise InvalidInputError("this worker has no tokenizer, so it cannot render chat messages")
         fns = [t.model_dump(by_alias=True, exclude_none=True) for t in req.tools or []] or None
@@ -359,14 +385,13 @@ def build_app(worker: Worker) -> Starlette:
         worker.check_length(text)
         prompt = await worker.encode_off_loop(text, special=False)
         grammar = await asyncio.to_thread(_grammar, worker, req)
-        return await _answer(
-            worker, request, "chat", req, _submit(worker, req, [prompt], req.logprob_count(), grammar)
-        )
+        ids = _submit(worker, req, [prompt], req.logprob_count(), grammar, adapter)
+        return await _answer(worker, request, "chat", req, ids)
 
     async def completions(request: Request) -> Response:
         req = p.parse(p.CompletionRequest, await read_json(request))
-        worker.check_model(req.model)
-        ids = _submit(worker, req, await _prompts(worker, req), req.logprobs)
+        adapter = await worker.adapter_for(req.model)
+        ids = _submit(worker, req, await _prompts(worker, req), req.logprobs, adapter=adapter)
         return await _answer(worker, request, "completion", req, ids)
 
     async def models(_: Request) -> Response:
@@ -380,6 +405,16 @@ def build_app(worker: Worker) -> Starlette:
                 "max_model_len": worker.engine.max_model_len,
             }
             for name in worker.names
+        ]
+        data += [  # adapters loaded now; others over this base load on their first request
+            {
+                "id": name,
+                "object": "model",
+                "created": worker.created,
+                "owned_by": "corral",
+                "parent": worker.names[0],
+            }
+            for name in worker.engine.adapters.loaded
         ]
         if worker.embeddings is not None:
             data += [

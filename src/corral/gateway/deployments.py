@@ -250,6 +250,9 @@ class RouteResolver:
         ] = {}  # route target → what served it last, kept while the new one starts
         self.pending = False  # a target waits for its worker: resolve again on the next poll
         self.refs: set[str] = set()  # local versions in use, so their workers are kept
+        self._worker_ref: dict[
+            str, str
+        ] = {}  # a local version → the version its worker serves (an adapter's base)
         self.problem: str | None = None  # why the last resolve() gave None
         self._logged: set[str] = set()  # problems already logged, so a poll does not repeat them
 
@@ -331,21 +334,35 @@ class RouteResolver:
             )
         return self._local(route, target, version)
 
+    def _served_by(self, version: Any) -> Any:
+        """The version whose worker serves `version`: an adapter's base (one worker for all its adapters)."""
+        if version.kind != "adapter" or not version.base_ref or self.resolve_version is None:
+            return version
+        return self.resolve_version(version.base_ref)
+
     def _local(self, route: Route, target: str, version: Any) -> Endpoint | None:
         previous = self._current.get(target)
-        urls = self.workers.ensure(version, route.replicas, route.embeddings) if self.workers else None
-        self.refs.add(version.ref)
+        try:
+            worker_version = self._served_by(version)
+        except CorralError as exc:
+            self.problem = f"{target}: the base of {version.ref} cannot be resolved: {exc}"
+            return previous
+        workers = self.workers
+        urls = workers.ensure(worker_version, route.replicas, route.embeddings) if workers else None
+        self.refs.update({version.ref, worker_version.ref})
+        self._worker_ref[version.ref] = worker_version.ref
         if urls is None:
             self.pending = True
             if previous is not None:
                 self.refs.add(str(previous.version_ref))
+                self.refs.add(self._worker_ref.get(str(previous.version_ref), str(previous.version_ref)))
             if self.workers is None:
                 self.problem = f"{version.ref} needs a local worker; start the gateway with `corral serve`"
             else:
                 why = getattr(self.workers, "problem", None)
                 self.problem = (
-                    why(version.ref) if why else None
-                ) or f"the worker for {version.ref} is starting"
+                    why(worker_version.ref) if why else None
+                ) or f"the worker for {worker_version.ref} is starting"
             return previous  # the old version keeps serving until the new one is ready
         ident = ("local", version.ref, tuple(urls), route.timeout_s, _price_key(route))
         endpoint = self._endpoint(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor
 
 from corral.engine.attention import AttentionMetadata, KVCache
+
+if TYPE_CHECKING:
+    from corral.engine.lora import LoraBatch
+    from corral.engine.models.ops import Linear
 
 
 class CausalLM(Protocol):
@@ -20,9 +24,18 @@ class CausalLM(Protocol):
     vocab_size: int
 
     def forward(
-        self, input_ids: Tensor, positions: Tensor, cache: KVCache, meta: AttentionMetadata
+        self,
+        input_ids: Tensor,
+        positions: Tensor,
+        cache: KVCache,
+        meta: AttentionMetadata,
+        lora: LoraBatch | None = None,
     ) -> Tensor:
-        """Final hidden states, [tokens, hidden]."""
+        """Final hidden states, [tokens, hidden]; `lora` adds each row's adapter (corral.engine.lora)."""
+        ...
+
+    def lora_target(self, module: str) -> tuple[Linear, int] | None:
+        """The linear layer a PEFT module name maps to and its output offset there, or None."""
         ...
 
     def logits(self, hidden: Tensor) -> Tensor: ...

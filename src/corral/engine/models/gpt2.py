@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from corral.engine.attention import AttentionMetadata, KVCache, paged_attention
+from corral.engine.lora import LoraBatch
 from corral.engine.models.ops import Linear
 from corral.engine.models.weights import WeightSource
 
@@ -65,18 +67,38 @@ class GPT2:
             proj=linear("mlp.c_proj"),
         )
 
+    def lora_target(self, module: str) -> tuple[Linear, int] | None:
+        """The linear layer a PEFT module name (`transformer.h.0.attn.c_attn`) maps to, at offset 0."""
+        m = re.search(r"h\.(\d+)\.(attn|mlp)\.(c_attn|c_proj|c_fc)$", module)
+        if m is None or int(m.group(1)) >= self.num_layers:
+            return None
+        layer = self.layers[int(m.group(1))]
+        slots = {
+            "attn.c_attn": layer.qkv,
+            "attn.c_proj": layer.o,
+            "mlp.c_fc": layer.fc,
+            "mlp.c_proj": layer.proj,
+        }
+        found = slots.get(f"{m.group(2)}.{m.group(3)}")
+        return None if found is None else (found, 0)
+
     def forward(
-        self, input_ids: Tensor, positions: Tensor, cache: KVCache, meta: AttentionMetadata
+        self,
+        input_ids: Tensor,
+        positions: Tensor,
+        cache: KVCache,
+        meta: AttentionMetadata,
+        lora: LoraBatch | None = None,
     ) -> Tensor:
         h = F.embedding(input_ids, self.wte) + F.embedding(positions, self.wpe)
         n, size = input_ids.shape[0], (self.hidden,)
         for i, layer in enumerate(self.layers):
             x = F.layer_norm(h, size, *layer.ln1, self.eps)
-            q, k, v = layer.qkv(x).view(n, 3, self.num_heads, self.head_dim).unbind(1)
+            q, k, v = layer.qkv(x, lora).view(n, 3, self.num_heads, self.head_dim).unbind(1)
             a = paged_attention(q, k, v, cache, i, meta, self.scales[i])
-            h = h + layer.o(a.view(n, self.hidden))
+            h = h + layer.o(a.view(n, self.hidden), lora)
             x = F.layer_norm(h, size, *layer.ln2, self.eps)
-            h = h + layer.proj(F.gelu(layer.fc(x), approximate="tanh"))
+            h = h + layer.proj(F.gelu(layer.fc(x, lora), approximate="tanh"), lora)
         return F.layer_norm(h, size, *self.ln_f, self.eps)
 
     def logits(self, hidden: Tensor) -> Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from corral.engine.attention import AttentionMetadata, KVCache, paged_attention
+from corral.engine.lora import LoraBatch
 from corral.engine.models.ops import Linear
 from corral.engine.models.weights import WeightSource
 from corral.errors import InvalidInputError
@@ -126,23 +128,46 @@ class Llama:
             down=Linear(w.get(mlp + "down_proj.weight"), w.optional(mlp + "down_proj.bias")),
         )
 
+    def lora_target(self, module: str) -> tuple[Linear, int] | None:
+        """The (fused) linear layer a PEFT module name maps to, and its output offset there."""
+        m = re.search(r"layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)$", module)
+        if m is None or int(m.group(1)) >= self.num_layers:
+            return None
+        layer, name = self.layers[int(m.group(1))], m.group(2)
+        inter = layer.gate_up.out_features // 2
+        slots = {
+            "q_proj": (layer.qkv, 0),
+            "k_proj": (layer.qkv, self.q_size),
+            "v_proj": (layer.qkv, self.q_size + self.kv_size),
+            "o_proj": (layer.o, 0),
+            "gate_proj": (layer.gate_up, 0),
+            "up_proj": (layer.gate_up, inter),
+            "down_proj": (layer.down, 0),
+        }
+        return slots.get(name)
+
     def forward(
-        self, input_ids: Tensor, positions: Tensor, cache: KVCache, meta: AttentionMetadata
+        self,
+        input_ids: Tensor,
+        positions: Tensor,
+        cache: KVCache,
+        meta: AttentionMetadata,
+        lora: LoraBatch | None = None,
     ) -> Tensor:
         h = F.embedding(input_ids, self.embed)
         cos, sin = self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
         n = input_ids.shape[0]
         for i, layer in enumerate(self.layers):
             x = rms_norm(h, layer.ln1, self.eps)
-            q, k, v = layer.qkv(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+            q, k, v = layer.qkv(x, lora).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
             q = rotate(q.view(n, self.num_heads, self.head_dim), cos, sin)
             k = rotate(k.view(n, self.num_kv_heads, self.head_dim), cos, sin)
             v = v.view(n, self.num_kv_heads, self.head_dim)
             a = paged_attention(q, k, v, cache, i, meta, self.scale)
-            h = h + layer.o(a.view(n, self.q_size))
+            h = h + layer.o(a.view(n, self.q_size), lora)
             x = rms_norm(h, layer.ln2, self.eps)
-            gate, up = layer.gate_up(x).chunk(2, dim=-1)
-            h = h + layer.down(self.act(gate) * up)
+            gate, up = layer.gate_up(x, lora).chunk(2, dim=-1)
+            h = h + layer.down(self.act(gate) * up, lora)
         return rms_norm(h, self.norm, self.eps)
 
     def logits(self, hidden: Tensor) -> Tensor:

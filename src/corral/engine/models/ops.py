@@ -16,9 +16,14 @@ under 12.5% more rows above.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from corral.engine.lora import LoraBatch
 
 PACK_BATCH_HINT = 32  # the batch oneDNN picks its blocking for; every batch size still works
 
@@ -44,7 +49,8 @@ class Linear:
 
     def __init__(self, weight: Tensor, bias: Tensor | None = None) -> None:
         self.bias = bias
-        self.out_features = weight.shape[0]
+        self.out_features, self.in_features = weight.shape
+        self.device, self.dtype = weight.device, weight.dtype
         self.weight: Tensor | None = weight
         self.packed: Tensor | None = None
         if _can_pack(weight):
@@ -54,7 +60,16 @@ class Linear:
             except RuntimeError:  # an op this build lacks after all: stay on F.linear
                 self.packed = None
 
-    def __call__(self, x: Tensor) -> Tensor:
+    def to_device(self, tensor: Tensor) -> Tensor:
+        """A tensor on this layer's device in its dtype (for LoRA pairs applied beside it)."""
+        return tensor.to(device=self.device, dtype=self.dtype).contiguous()
+
+    def __call__(self, x: Tensor, lora: LoraBatch | None = None) -> Tensor:
+        """`lora`: this step's adapters, each adding its delta to its own rows (corral.engine.lora)."""
+        y = self._base(x)
+        return y if lora is None else lora.apply(self, x, y)
+
+    def _base(self, x: Tensor) -> Tensor:
         if self.packed is not None:
             rows = x.shape[0]
             pad = padded_rows(rows) - rows
