@@ -153,7 +153,9 @@ def test_feedback_is_recorded_against_a_trace(served, h):
         )
     assert scores == [0.25, 1.0]
     with served.gateway.store.session() as s:
-        corrections = {r.correction for r in s.scalars(select(FeedbackRow).where(FeedbackRow.trace_id == trace_id))}
+        corrections = {
+            r.correction for r in s.scalars(select(FeedbackRow).where(FeedbackRow.trace_id == trace_id))
+        }
     assert corrections == {None, "Right."}
 
 

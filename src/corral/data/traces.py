@@ -274,7 +274,12 @@ def dataset_from_traces(
     # Each row keeps the id of the trace it came from, so deleting a user can find it again.
     rows = [{**row, SOURCE_TRACE: tid} for row, tid in zip(selected.rows, selected.trace_ids, strict=True)]
     result = build_rows(rows, options or BuildOptions(redact=True), "chat")
-    report = {"traces": len(selected.rows), "corrected": selected.corrected, "skipped": dict(selected.skipped), **result.report}
+    report = {
+        "traces": len(selected.rows),
+        "corrected": selected.corrected,
+        "skipped": dict(selected.skipped),
+        **result.report,
+    }
     lineage = {
         "source": "traces",
         "query": query.as_dict(),

@@ -281,7 +281,6 @@ class EvalItemRow(Base):
     error: Mapped[str | None] = mapped_column(Text, default=None)
 
 
-
 # -- shared: leases (one replica does a job at a time) ----------------------------------------------
 
 
