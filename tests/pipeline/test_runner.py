@@ -63,7 +63,9 @@ def _runner(registry: Any) -> PipelineRunner:
     return PipelineRunner(registry, load_settings(environ={}), say=lambda _text: None)
 
 
-def test_a_run_runs_every_stage_in_order_and_records_output_duration_and_trigger(registry, pipeline_file, monkeypatch):
+def test_a_run_runs_every_stage_in_order_and_records_output_duration_and_trigger(
+    registry, pipeline_file, monkeypatch
+):
     stages = FakeStages(monkeypatch)
     run = _runner(registry).run(pipeline_file, trigger="alert:17")
     assert stages.ran == list(STAGES)
@@ -91,7 +93,11 @@ def test_a_failed_run_resumes_at_the_stage_that_failed_and_never_repeats_finishe
     [run] = RunStore(registry.store).list()
     run = RunStore(registry.store).get(run.id)
     assert run.status == "failed" and run.error == "train: train broke"
-    assert [(s.name, s.status) for s in run.stages] == [("collect", "done"), ("dataset", "done"), ("train", "failed")]
+    assert [(s.name, s.status) for s in run.stages] == [
+        ("collect", "done"),
+        ("dataset", "done"),
+        ("train", "failed"),
+    ]
     stages.ran.clear()
     stages.fail_at = None
     resumed = _runner(registry).resume(run.id[:8])
@@ -116,7 +122,9 @@ def test_two_runs_of_one_pipeline_never_overlap(registry, pipeline_file, monkeyp
     FakeStages(monkeypatch)
     other = Lease(registry.store, "pipeline:refresh", ttl_s=60, holder="elsewhere:1:ab")
     assert other.acquire()
-    with pytest.raises(ConflictError, match="pipeline 'refresh' is already running \\(held by elsewhere:1:ab\\)"):
+    with pytest.raises(
+        ConflictError, match="pipeline 'refresh' is already running \\(held by elsewhere:1:ab\\)"
+    ):
         _runner(registry).run(pipeline_file)
     assert RunStore(registry.store).list() == []  # refused before any run was recorded
     other.release()
@@ -125,13 +133,17 @@ def test_two_runs_of_one_pipeline_never_overlap(registry, pipeline_file, monkeyp
 
 
 def test_the_lock_of_a_killed_run_on_this_host_is_freed_at_once(registry):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     pid = int(dead.stdout)
     killed = Lease(registry.store, "pipeline:refresh", ttl_s=600, holder=f"{socket.gethostname()}:{pid}:00")
     assert killed.acquire()
     with PipelineLock(registry, "refresh") as lock:
         assert lock.lease.holder_now() == lock.lease.holder
-    alive = Lease(registry.store, "pipeline:refresh", ttl_s=600, holder=f"{socket.gethostname()}:{os.getpid()}:00")
+    alive = Lease(
+        registry.store, "pipeline:refresh", ttl_s=600, holder=f"{socket.gethostname()}:{os.getpid()}:00"
+    )
     assert alive.acquire()
     with pytest.raises(ConflictError), PipelineLock(registry, "refresh"):
         pass

@@ -51,6 +51,8 @@ def test_the_shipped_example_loads():
         ({"train": {"base": "other@1"}}, "'train.base' is set by the pipeline"),
         ({"triggers": {"alert": ["x"]}}, "unknown key 'triggers.alert'"),
         ({"retries": 3}, "unknown key 'retries'"),
+        ({"canary": {"steps": [50, 5]}}, "'canary': canary field 'steps'"),
+        ({"canary": {"margins": {"feedback": 2}}}, "'canary': canary field 'margins.feedback'"),
     ],
 )
 def test_a_bad_field_is_an_error_naming_the_file_and_the_field(change, named):
@@ -78,7 +80,11 @@ def test_a_file_that_is_not_there_or_not_yaml_is_a_clear_error(tmp_path):
         ("*/15 * * * *", datetime(2026, 12, 3, 15, 58, tzinfo=UTC), datetime(2026, 12, 3, 16, 0, tzinfo=UTC)),
         ("@daily", datetime(2026, 12, 3, 0, 0, tzinfo=UTC), datetime(2026, 12, 4, 0, 0, tzinfo=UTC)),
         ("30 2 29 2 *", datetime(2026, 12, 3, tzinfo=UTC), datetime(2028, 2, 29, 2, 30, tzinfo=UTC)),
-        ("0 0 1,15 * 5", datetime(2026, 12, 3, tzinfo=UTC), datetime(2026, 12, 4, tzinfo=UTC)),  # or: a Friday
+        (
+            "0 0 1,15 * 5",
+            datetime(2026, 12, 3, tzinfo=UTC),
+            datetime(2026, 12, 4, tzinfo=UTC),
+        ),  # or: a Friday
         ("0 9-17/4 * * 1-5", datetime(2026, 12, 5, 12, tzinfo=UTC), datetime(2026, 12, 7, 9, tzinfo=UTC)),
     ],
 )

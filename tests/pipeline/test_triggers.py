@@ -59,8 +59,16 @@ def test_an_alert_the_pipeline_names_starts_a_run_recording_the_alert(store, fil
     scheduler, started = _scheduler(store, files, tmp_path, "replica-a")
     scheduler.start()
     try:
-        rule = AlertRuleSettings(name="feedback-drop", metric="feedback_mean_drop", threshold=0.2, sinks=["subscribers"])
-        event = {"rule": "feedback-drop", "action": "fire", "deployment": "support", "id": 42, "state": "firing"}
+        rule = AlertRuleSettings(
+            name="feedback-drop", metric="feedback_mean_drop", threshold=0.2, sinks=["subscribers"]
+        )
+        event = {
+            "rule": "feedback-drop",
+            "action": "fire",
+            "deployment": "support",
+            "id": 42,
+            "state": "firing",
+        }
         notify(rule, event, MonitorSettings())  # what the monitor loop does when the rule fires
         notify(rule, {**event, "action": "resolve", "state": "resolved"}, MonitorSettings())
         notify(rule, {**event, "rule": "p95-high", "id": 43}, MonitorSettings())

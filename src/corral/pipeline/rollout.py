@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from corral.errors import ConflictError, NotFoundError
+from corral.errors import NotFoundError
 from corral.pipeline.context import GateRejected, StageContext
 from corral.pipeline.training import STAGING
 
@@ -36,7 +36,7 @@ def canary(ctx: StageContext) -> dict[str, Any]:
 
     extra: dict[str, Any] = {"sleep": ctx.sleep} if ctx.sleep is not None else {}
     result = run_canary(
-        ctx.registry.store,
+        ctx.registry,
         deployment=ctx.spec.deployment,
         model=ctx.spec.model,
         candidate=candidate,
@@ -45,13 +45,22 @@ def canary(ctx: StageContext) -> dict[str, Any]:
         on_decision=on_decision,
         **extra,
     )
-    return {**base, "outcome": result.outcome, "decisions": list(result.decisions) or decisions}
+    return {
+        **base,
+        "outcome": result.outcome,
+        "decisions": list(result.decisions) or decisions,
+        "old_version_stage": result.old_version_stage,
+    }
 
 
 def _describe(decision: dict[str, Any]) -> str:
-    action = decision.get("action") or decision.get("verdict") or decision.get("outcome") or "decision"
-    share = decision.get("share", decision.get("percent"))
-    return f"{action}" + (f" at {share}%" if share is not None else "")
+    share = decision.get("share")
+    reasons = "; ".join(str(r) for r in decision.get("reasons") or [])
+    return (
+        f"{decision.get('action', 'decision')}"
+        + (f" at {share:g}%" if share is not None else "")
+        + (f" ({reasons})" if reasons else "")
+    )
 
 
 def promote(ctx: StageContext) -> dict[str, Any]:
@@ -84,12 +93,8 @@ def retire(ctx: StageContext) -> dict[str, Any]:
     old = ctx.output("collect")["production"]
     models = ctx.registry.models
     version = models.resolve(old)
-    if version.stage != "retired":
-        try:
-            version = models.retire(old, purge=ctx.spec.retire.purge)
-        except ConflictError as exc:
-            if "already retired" not in exc.message:
-                raise
+    if version.stage not in ("draining", "retired"):  # the canary controller usually began it already
+        version = models.retire(old, purge=ctx.spec.retire.purge)
     deadline = datetime.now(UTC) + timedelta(seconds=ctx.spec.retire.drain_timeout_s)
     sleep = ctx.sleep or time.sleep
     while version.stage == "draining" and datetime.now(UTC) < deadline:
