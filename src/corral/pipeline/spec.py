@@ -18,6 +18,13 @@ WINDOW = re.compile(r"^\d+[mhdw]$")
 TRAIN_OWN = ("output", "base", "dataset", "alias")  # the pipeline fills these in
 
 
+def _name(value: str, what: str) -> str:
+    try:
+        return check_name(value, what)
+    except CorralError as exc:
+        raise ValueError(str(exc)) from None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -54,10 +61,7 @@ class DatasetSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        try:
-            return check_name(value, "dataset name")
-        except CorralError as exc:
-            raise ValueError(str(exc)) from None
+        return _name(value, "dataset name")
 
     @field_validator("split")
     @classmethod
@@ -110,10 +114,7 @@ class PipelineSpec(_Strict):
     @field_validator("name", "model")
     @classmethod
     def _names(cls, value: str) -> str:
-        try:
-            return check_name(value, "name")
-        except CorralError as exc:
-            raise ValueError(str(exc)) from None
+        return _name(value, "name")
 
     @field_validator("schedule")
     @classmethod
