@@ -172,8 +172,10 @@ def test_the_cli_runs_lists_shows_and_resumes(pipeline_file, monkeypatch, capsys
     shown = json.loads(out)
     assert shown["status"] == "failed" and [s["status"] for s in shown["stages"]][-1] == "failed"
     stages.fail_at = None
-    code, out, _ = cli("pipeline", "resume", shown["id"])
-    assert code == 0 and "succeeded" in out
+    code, out, err = cli("pipeline", "resume", shown["id"], "--json")
+    assert (
+        code == 0 and json.loads(out)["status"] == "succeeded" and "resuming run" in err
+    )  # narration: stderr
     code, out, _ = cli("pipeline", "status", shown["id"][:8])
     assert code == 0 and "retire" in out and "done" in out
     code, _, err = cli("pipeline", "status", "feedface")

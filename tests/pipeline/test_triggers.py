@@ -115,3 +115,31 @@ def test_spawned_runs_are_separate_corral_processes(tmp_path, monkeypatch):
         "--config", "corral.yaml",
     ]  # fmt: skip
     assert seen["kwargs"]["start_new_session"] is True
+
+
+def test_serve_watches_the_pipeline_files_of_corral_yaml_while_it_runs(tmp_path, sqlite_url, monkeypatch):
+    from corral.cli import serve
+    from corral.config import load_settings
+    from corral.monitor import alerts
+
+    (tmp_path / "refresh.yaml").write_text(yaml.safe_dump(SPEC))
+    config = tmp_path / "corral.yaml"
+    config.write_text(
+        yaml.safe_dump({"store": {"database_url": sqlite_url}, "pipeline": {"files": ["refresh.yaml"]}})
+    )
+    started: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        "corral.pipeline.triggers.spawn_run", lambda f, t, c=None: started.append((f.name, t))
+    )
+    before = len(alerts._subscribers)
+    with serve._pipeline_triggers(load_settings(str(config), environ={})):
+        assert len(alerts._subscribers) == before + 1
+        rule = AlertRuleSettings(
+            name="feedback-drop", metric="feedback_mean_drop", threshold=0.2, sinks=["subscribers"]
+        )
+        notify(
+            rule,
+            {"rule": "feedback-drop", "action": "fire", "deployment": "support", "id": 5},
+            MonitorSettings(),
+        )
+    assert started == [("refresh.yaml", "alert:5")] and len(alerts._subscribers) == before

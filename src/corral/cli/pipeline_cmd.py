@@ -9,18 +9,29 @@ from typing import Annotated, Any
 
 import typer
 
-from corral.cli.common import STATE, console, fmt_time, print_json, print_table, registry, settings
+from corral.cli.common import (
+    STATE,
+    console,
+    err_console,
+    fmt_time,
+    print_json,
+    print_table,
+    registry,
+    settings,
+)
 
 app = typer.Typer(help="Refresh pipelines: traces → dataset → train → gate → canary → promote → retire.")
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
-def _runner() -> Any:
+def _runner(json_out: bool) -> Any:
+    """The runner, narrating each stage on stdout (on stderr when stdout is for --json)."""
     from corral.pipeline import PipelineRunner
 
     config = STATE.config_path or settings().source
+    out = err_console if json_out else console
     return PipelineRunner(
-        registry(), settings(), config_path=config, say=lambda text: console.print(text, highlight=False)
+        registry(), settings(), config_path=config, say=lambda text: out.print(text, highlight=False)
     )
 
 
@@ -36,7 +47,7 @@ def run_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Run every stage of FILE; exit 0 promoted, 1 rejected (gate failed or rolled back), other codes errors."""
-    run = _runner().run(file, trigger)
+    run = _runner(json_out).run(file, trigger)
     _show(run, json_out)
     _exit_for(run)
 
@@ -47,7 +58,7 @@ def resume_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Continue a failed or killed run at the stage that did not finish."""
-    run = _runner().resume(run_id)
+    run = _runner(json_out).resume(run_id)
     _show(run, json_out)
     _exit_for(run)
 
