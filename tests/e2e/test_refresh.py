@@ -111,7 +111,7 @@ def _pipeline(
         "model": "starter",
         "deployment": "support",
         "collect": {"window": "1d", "below": 0.5, "good_sample": 30, "use_corrections": True, "min_rows": 20},
-        "dataset": {"name": "support-refresh", "replay": 0.6},
+        "dataset": {"name": "support-refresh", "replay": 0.4},
         "train": {
             "method": "full", "batch_size": 16, "max_seq_len": 128, "warmup_steps": 0, "checkpoint_every": 20,
             **train,
@@ -189,14 +189,14 @@ def test_feedback_with_corrections_refreshes_the_model_promotes_it_and_rolls_a_b
         users = Users(base, key, answers, new[:40] + known[:40])
 
         # traffic with the held-back intents: users rate those answers bad and correct them
-        for i, question in enumerate(new[:50] + known[:25]):
+        for i, question in enumerate(new[:90] + known[:20]):
             users.ask(f"early-{i}", question)
         assert set(users.statuses) == {200}
-        e2e.until(lambda: len(_served_by(admin, users.traces)) == 75, "the traces being stored", log)
+        e2e.until(lambda: len(_served_by(admin, users.traces)) == 110, "the traces being stored", log)
 
         # the refresh: dataset from the corrected traces, starter@2, gates, canary, promotion
         refresh = _pipeline(
-            tmp_path, "refresh", {"max_steps": 40, "lr": 0.002, "eval_every": 40},
+            tmp_path, "refresh", {"max_steps": 60, "lr": 0.003, "eval_every": 60},
             [
                 {"against": "production", "dataset": "support-new@1", "rules": ["exact_match >= baseline + 0.2"]},
                 {"against": "production", "dataset": "support@1", "rules": ["exact_match >= baseline - 0.1"]},
@@ -210,7 +210,7 @@ def test_feedback_with_corrections_refreshes_the_model_promotes_it_and_rolls_a_b
         stages = {s["name"]: s for s in run["stages"]}
         assert run["status"] == "succeeded" and run["trigger"] == "manual"
         assert all(s["status"] == "done" for s in stages.values()), stages
-        assert stages["collect"]["output"]["corrected"] >= 40 and stages["dataset"]["output"]["replayed"] > 0
+        assert stages["collect"]["output"]["corrected"] >= 80 and stages["dataset"]["output"]["replayed"] > 0
         assert stages["train"]["output"]["version"] == "starter@2"
         new_gate, known_gate = stages["evaluate"]["output"]["gates"]
         assert new_gate["passed"] and known_gate["passed"]
