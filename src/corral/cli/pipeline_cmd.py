@@ -120,9 +120,9 @@ def _arms(run: Any) -> list[dict[str, Any]]:
     if not canary.get("since"):
         return []
     versions = [canary["production"], canary["candidate"]]
-    return arm_stats(
-        registry().store, canary["deployment"], datetime.fromisoformat(canary["since"]), versions
-    )
+    stage = run.stage("canary")
+    since, until = datetime.fromisoformat(canary["since"]), stage.finished_at if stage else None
+    return arm_stats(registry().store, canary["deployment"], since, versions, until)
 
 
 def _brief(output: dict[str, Any], width: int = 90) -> str:

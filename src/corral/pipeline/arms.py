@@ -20,8 +20,11 @@ def _p95(values: list[float]) -> float | None:
     return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
 
 
-def arm_stats(store: Store, deployment: str, since: datetime, versions: list[str]) -> list[dict[str, Any]]:
-    """One row per version in `versions`, over the deployment's traffic since `since` (shadows left out)."""
+def arm_stats(
+    store: Store, deployment: str, since: datetime, versions: list[str], until: datetime | None = None
+) -> list[dict[str, Any]]:
+    """One row per version in `versions`, over the deployment's traffic from `since` to `until` (the
+    canary's span; open while it runs), shadows left out."""
     since = since if since.tzinfo else since.replace(tzinfo=UTC)
     feedback = (
         select(FeedbackRow.trace_id, func.avg(FeedbackRow.score).label("score"))
@@ -35,6 +38,8 @@ def arm_stats(store: Store, deployment: str, since: datetime, versions: list[str
         .where(TraceRow.deployment == deployment, TraceRow.at >= since, TraceRow.shadow_of.is_(None))
         .where(TraceRow.model_version.in_(versions))
     )
+    if until is not None:
+        query = query.where(TraceRow.at < (until if until.tzinfo else until.replace(tzinfo=UTC)))
     with store.session() as session:
         found = session.execute(query).all()
     rows = []
