@@ -7,13 +7,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from corral.config import Deployment, Route
+from corral.config import Deployment, MonitorSettings, Route
+from corral.errors import ConflictError, NotFoundError
 from corral.gateway.deployments import DeploymentStore
 from corral.gateway.routing import choose_route
+from corral.monitor.dashboard import pages
+from corral.monitor.dashboard.app import Dashboard
 from corral.pipeline.canary import CanarySpec, Margins, arm_stats, latest_decisions, run_canary
-from corral.store.models import AuditRow, DeploymentRow
+from corral.store.models import AuditRow, DeploymentRow, GatewayHeartbeatRow, utcnow
 from corral.testing.traffic import insert_feedback, insert_traces, trace_row
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -118,6 +121,15 @@ def test_a_good_candidate_steps_up_is_promoted_and_the_old_version_drains_and_re
     shown = latest_decisions(registry.store, "support")
     assert shown[0]["action"] == "canary.promote" and shown[-1]["action"] == "canary.start"
 
+    def no_sleep(seconds: float) -> None:
+        raise AssertionError("a finished canary ran again")
+
+    again = run_canary(registry, deployment="support", model="support", candidate=2, production=1, spec=SPEC,
+                       sleep=no_sleep, clock=traffic.clock)  # fmt: skip
+    assert (again.outcome, again.old_version_stage) == ("promoted", "retired")  # a resumed pipeline's re-run
+    assert [d["action"] for d in again.decisions] == [d["action"] for d in result.decisions]
+    assert len(latest_decisions(registry.store, "support", limit=1000)) == len(result.decisions)
+
 
 def test_a_harmful_candidate_is_rolled_back_at_its_first_share_and_production_is_untouched(setup):  # type: ignore[no-untyped-def]
     registry = setup
@@ -138,6 +150,19 @@ def test_a_harmful_candidate_is_rolled_back_at_its_first_share_and_production_is
             select(AuditRow.action).where(AuditRow.subject == "deployment:support")
         ).all()
     assert actions[0] == "canary.start" and actions[-1] == "canary.rollback"
+    page = _deployment_page(registry.store)
+    assert '<table id="canary">' in page
+    fresh = run_canary(registry.store, deployment="support", model="support", candidate=2, production=1,
+                       spec=SPEC, sleep=traffic.sleep, clock=traffic.clock, replay_finished=False)  # fmt: skip
+    assert fresh.outcome == "rolled_back" and fresh.decisions[0]["action"] == "start"  # a second canary
+    assert '<table id="canary">' in page and 'data-action="canary.rollback"' in page and "error_rate" in page
+
+
+def _deployment_page(store: Any) -> str:
+    """The dashboard's deployment page as the gateway renders it."""
+    dashboard = Dashboard(store, keys=None, settings=MonitorSettings())  # type: ignore[arg-type]
+    context = pages.deployment(store, "support", datetime.now(UTC), 24 * 400, "d")
+    return dashboard._render("deployment.html", **context).decode()
 
 
 def test_live_arm_stats_during_a_canary_and_a_killed_controller_resumes_where_it_was(setup):  # type: ignore[no-untyped-def]
@@ -166,3 +191,44 @@ def test_live_arm_stats_during_a_canary_and_a_killed_controller_resumes_where_it
     with registry.store.session() as session:
         starts = session.scalars(select(AuditRow).where(AuditRow.action == "canary.start")).all()
     assert len(starts) == 1
+
+
+def test_an_old_version_still_in_flight_on_a_live_replica_is_left_draining_for_the_gateway(setup):  # type: ignore[no-untyped-def]
+    registry = setup
+    now = utcnow()
+    with registry.store.session() as session:
+        session.add(GatewayHeartbeatRow(replica="r1", in_flight={"support@1": 1}, at=now,
+                                        expires_at=now + timedelta(hours=1)))  # fmt: skip
+    traffic = Traffic(registry.store, {"support@1": GOOD, "support@2": GOOD})
+    result = run_canary(registry, deployment="support", model="support", candidate=2, production=1, spec=SPEC,
+                        sleep=traffic.sleep, clock=traffic.clock)  # fmt: skip
+    assert (result.outcome, result.old_version_stage) == ("promoted", "draining")
+    assert registry.models.resolve("support@1").stage == "draining"  # the watcher retires it once drained
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"production": 2}, ConflictError, "support@production is version 1, not 2"),
+        ({"deployment": "nope"}, NotFoundError, "no deployment 'nope'"),
+        ({"routes": 2}, ConflictError, "must have one route to support@production"),
+    ],
+)
+def test_a_canary_that_cannot_start_changes_nothing(setup, change, error, match):  # type: ignore[no-untyped-def]
+    registry = setup
+    change = dict(change)  # the parameter is shared by the sqlite and postgres runs
+    if change.pop("routes", None):
+        two = [Route(target="support@production"), Route(target="support@2")]
+        DeploymentStore(registry.store).put(
+            "support", Deployment(routes=two).model_dump(mode="json"), "admin"
+        )
+    before = _stored(registry.store)
+    args = {"deployment": "support", "model": "support", "candidate": 2, "production": 1, **change}
+    with pytest.raises(error, match=match):
+        run_canary(registry.store, spec=SPEC, sleep=lambda s: None, clock=lambda: 0.0, **args)
+    assert _stored(registry.store) == before
+    with registry.store.session() as session:
+        assert (
+            session.scalar(select(func.count()).select_from(AuditRow).where(AuditRow.action.like("canary.%")))
+            == 0
+        )

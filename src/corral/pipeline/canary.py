@@ -110,8 +110,12 @@ def _audit(store: Store, run: _Run, action: str, after: dict[str, Any], actor: s
     return {"action": action.removeprefix("canary."), **after}
 
 
-def _resume(store: Store, deployment: str, candidate: str) -> dict[str, Any] | None:
-    """Where an unfinished canary of this candidate on this deployment left off, if there is one."""
+def _decision(row: AuditRow) -> dict[str, Any]:
+    return {"action": row.action.removeprefix("canary."), **(row.after or {})}
+
+
+def _last_canary(store: Store, deployment: str) -> list[AuditRow]:
+    """The audit rows of the latest canary on this deployment, oldest first (none: empty)."""
     subject = AuditRow.subject == audit_subject(deployment)
     with store.session() as session:
         start = session.scalars(
@@ -120,47 +124,44 @@ def _resume(store: Store, deployment: str, candidate: str) -> dict[str, Any] | N
             .order_by(AuditRow.id.desc())
             .limit(1)
         ).first()
-        if start is None or (start.after or {}).get("candidate") != candidate:
-            return None
-        latest = session.scalars(
-            select(AuditRow)
-            .where(subject, AuditRow.action.like("canary.%"), AuditRow.id > start.id)
-            .order_by(AuditRow.id.desc())
-            .limit(1)
-        ).first()
-        if latest is not None and latest.action in ENDED:
-            return None
-        after, last = start.after or {}, (latest.after or {}) if latest is not None else {}
-        step = int(last.get("step_index", 0)) + (latest is not None and latest.action == "canary.advance")
-        return {
-            "started": after["started"],
-            "original": after["original"],
-            "source": after["source"],
-            "step": step,
-        }
+        if start is None:
+            return []
+        return list(
+            session.scalars(
+                select(AuditRow)
+                .where(subject, AuditRow.action.like("canary.%"), AuditRow.id >= start.id)
+                .order_by(AuditRow.id)
+            ).all()
+        )
 
 
 def _begin(
     store: Store, models: ModelRegistry, *, deployment: str, model: str, candidate: int, production: int,
-    share: float, clock: Callable[[], float], actor: str,
-) -> tuple[_Run, list[dict[str, Any]]]:  # fmt: skip
+    share: float, clock: Callable[[], float], actor: str, replay: bool,
+) -> tuple[_Run, list[dict[str, Any]], str | None]:  # fmt: skip
+    """The run to go on with, the decisions taken so far, and the ending already reached (if any)."""
     prod_ref, cand_ref = f"{model}@{production}", f"{model}@{candidate}"
-    live = models.resolve(f"{model}@production")
-    if live.version != production:
-        raise ConflictError(f"{model}@production is version {live.version}, not {production}")
-    if models.resolve(cand_ref).stage in ("draining", "retired"):
-        raise ConflictError(f"{cand_ref} cannot serve: it is {models.resolve(cand_ref).stage}")
     with store.session() as session:
         row = session.scalar(select(DeploymentRow).where(DeploymentRow.name == deployment))
         if row is None or row.spec is None:
             raise NotFoundError(f"no deployment '{deployment}'")
         stored, source = dict(row.spec), row.source
-    resumed = _resume(store, deployment, cand_ref)
-    if resumed is not None:
-        run = _Run(deployment, model, prod_ref, cand_ref, resumed["original"], resumed["source"],
-                   resumed["started"], resumed["step"], clock())  # fmt: skip
-        log.info("resuming the canary of %s on %s at step %d", cand_ref, deployment, run.step)
-        return run, []
+    rows = _last_canary(store, deployment)
+    first = (rows[0].after or {}) if rows else {}
+    if first.get("candidate") == cand_ref and first.get("production") == prod_ref:
+        ended = rows[-1].action if rows[-1].action in ENDED else None
+        if ended is None or replay:
+            last = rows[-1].after or {}
+            step = int(last.get("step_index", 0)) + (rows[-1].action == "canary.advance")
+            run = _Run(deployment, model, prod_ref, cand_ref, first["original"], first["source"],
+                       first["started"], step, clock())  # fmt: skip
+            log.info("%s the canary of %s on %s", "replaying" if ended else "resuming", cand_ref, deployment)
+            return run, [_decision(r) for r in rows] if ended else [], ended
+    live = models.resolve(f"{model}@production")
+    if live.version != production:
+        raise ConflictError(f"{model}@production is version {live.version}, not {production}")
+    if models.resolve(cand_ref).stage in ("draining", "retired"):
+        raise ConflictError(f"{cand_ref} cannot serve: it is {models.resolve(cand_ref).stage}")
     routes = stored.get("routes", [])
     if len(routes) != 1 or routes[0].get("target") not in (f"{model}@production", prod_ref):
         raise ConflictError(
@@ -172,7 +173,7 @@ def _begin(
     start = {"candidate": cand_ref, "production": prod_ref, "started": now, "original": stored, "source": source,
              "step_index": 0, "share": share, "reasons": [f"{cand_ref} starts at {share:g}% against {prod_ref}"],
              "numbers": {}}  # fmt: skip
-    return run, [_audit(store, run, "canary.start", start, actor)]
+    return run, [_audit(store, run, "canary.start", start, actor)], None
 
 
 def run_canary(
@@ -187,15 +188,23 @@ def run_canary(
     clock: Callable[[], float] = time.time,
     on_decision: Callable[[dict[str, Any]], None] | None = None,
     actor: str = ACTOR,
+    replay_finished: bool = True,
 ) -> CanaryResult:
     """Canary `model@candidate` against `model@production` on `deployment` until it is promoted or rolled back.
 
     `store` is the store, or a Registry (needed only for a purge that someone asked for at retirement).
-    A canary of the same candidate that was interrupted resumes from its audit rows.
+    The latest canary of the same pair resumes from its audit rows when it was interrupted; when it had
+    finished, its ending is made true again (idempotently) and returned, unless `replay_finished` is off.
     """
     sql, models = _models(store, actor)
-    run, decisions = _begin(sql, models, deployment=deployment, model=model, candidate=candidate,
-                            production=production, share=spec.steps[0], clock=clock, actor=actor)  # fmt: skip
+    run, decisions, ended = _begin(sql, models, deployment=deployment, model=model, candidate=candidate,
+                                   production=production, share=spec.steps[0], clock=clock, actor=actor,
+                                   replay=replay_finished)  # fmt: skip
+    if ended == "canary.promote":
+        return CanaryResult("promoted", decisions, _promote(sql, models, run, spec, sleep, clock, actor))
+    if ended == "canary.rollback":
+        _rollback(sql, models, run, actor)
+        return CanaryResult("rolled_back", decisions, models.resolve(run.production).stage)
     for decision in decisions:
         _emit(on_decision, decision)
     _write(sql, deployment, _canary_spec(run, spec.share(run.step)), "admin", actor)
@@ -203,7 +212,7 @@ def run_canary(
     while True:
         sleep(spec.check_interval_s)
         now = clock()
-        if threshold.ms is None:
+        if threshold.ms is None and spec.margins.latency_p95 is not None:
             threshold = latency_threshold(sql, deployment, run.production, _moment(run.started), spec)
         arms = [
             collect(sql, deployment, ref, _moment(run.started), spec, threshold=threshold,
@@ -250,7 +259,12 @@ def _promote(
     candidate = int(run.candidate.rpartition("@")[2])
     models.set_alias(run.model, "production", candidate, reason=f"canary on {run.deployment} promoted")
     _clear_staging(models, run)
-    _write(store, run.deployment, _final_spec(run), run.original_source, actor)
+    final = _final_spec(run)
+    # A spec that differs from the file's must stay an admin change, or a restart would seed the file's back.
+    _write(store, run.deployment, final, run.original_source if final == run.original else "admin", actor)
+    version = models.resolve(run.production)
+    if version.stage == "retired":
+        return version.stage
     try:
         version = models.retire(run.production)
     except ConflictError as exc:  # another alias still points at it: it keeps serving that alias

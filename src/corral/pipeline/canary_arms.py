@@ -44,8 +44,9 @@ class Threshold:
 
 
 def _traces(
-    store: Store, deployment: str, version: str, since: datetime, until: datetime | None
+    store: Store, deployment: str, version: str, since: datetime, until: datetime | None, *, first_ok: int = 0
 ) -> list[Any]:
+    """An arm's traces in arrival order; `first_ok`: only the first that many successful ones."""
     query = (
         select(TraceRow.at, TraceRow.id, TraceRow.status, TraceRow.latency_ms)
         .where(
@@ -55,6 +56,8 @@ def _traces(
     )
     if until is not None:
         query = query.where(TraceRow.at < until)
+    if first_ok:
+        query = query.where(TraceRow.status < 400).limit(first_ok)
     with store.session() as session:
         return list(session.execute(query).all())
 
@@ -84,9 +87,7 @@ def latency_threshold(
     ]
     if len(baseline) >= spec.min_samples:
         return Threshold(nearest_rank(baseline, 0.95), "baseline")
-    first = [r for r in _traces(store, deployment, production, started, None) if r.status < 400][
-        : spec.min_samples
-    ]
+    first = _traces(store, deployment, production, started, None, first_ok=spec.min_samples)
     if len(first) < spec.min_samples:
         return Threshold(None, "none")
     return Threshold(

@@ -18,10 +18,11 @@ Metrics, all in [0, 1], harm positive when the candidate is worse:
   harm = candidate - production, margin absolute (0.02 = two more failures per hundred requests).
 - `latency_p95`: share of successful requests slower than production's p95, a threshold fixed before
   the comparison (a set `latency_threshold_ms`, production's p95 before the canary, or of its first
-  `min_samples` canary requests, which then leave the comparison). Production's share is about 5%;
-  harm = candidate's share - production's, margin absolute (0.05: at most 5 more requests in 100 slower
-  than production's p95). Comparing exceedance rates keeps each observation a bounded, independent
-  value, which a quantile of the data itself would not be.
+  `min_samples` canary requests, which then leave the comparison). About 5% of production's requests
+  exceed it; harm = candidate's rate - production's, margin absolute (0.05: at most 5 more requests in
+  100 slower than production's p95, so the candidate's p90 is at most about production's p95).
+  Comparing exceedance rates keeps each observation a bounded, independent value, which a quantile
+  of the data itself would not be.
 - `feedback`: user feedback scores; harm = production's mean - candidate's (a drop), margin absolute.
 - `online`: an online evaluation score (feedback with source `online_source`, e.g. `metric:exact_match`);
   harm = production - candidate.

@@ -16,6 +16,7 @@ from corral.monitor.alerts import history
 from corral.monitor.report import parse_time, report, series, today
 from corral.monitor.search import SearchIndex, TraceFilter, search
 from corral.monitor.windows import latest_reports
+from corral.pipeline.canary_arms import latest_decisions
 from corral.store import Store
 from corral.store.models import (
     AliasEventRow,
@@ -92,6 +93,7 @@ def deployment(store: Store, name: str, now: datetime, hours: float, grain: str)
         "title": f"Deployment {name}",
         "name": name,
         "arms": arms,
+        "canary": latest_decisions(store, name, limit=10),
         "charts": charts,
         "hours": hours,
         "grain": grain,
