@@ -73,6 +73,8 @@ def test_admin_api_creates_lists_and_revokes_keys_stored_hashed(gateway, fake, h
         assert created["key"] not in stored and len(stored) == 64
         assert a.delete(f"/admin/keys/{created['id']}").status_code == 200
         assert a.post("/admin/keys", json={"name": "x", "rpm": "many"}).status_code == 400
+        refused = a.post("/admin/keys", json={"name": "bad\u0000name"})  # PostgreSQL text refuses NUL
+        assert refused.status_code == 400 and "control characters" in refused.json()["error"]["message"]
 
 
 def test_rpm_limit_answers_429_with_retry_after(gateway, fake, h):

@@ -63,6 +63,23 @@ def test_monitor_drift_without_text_and_bad_input(seeded, capsys):
     assert code == 2
 
 
+def test_monitor_drift_against_a_dataset_version(seeded, capsys, tmp_path, monkeypatch):
+    from corral.registry import open_registry
+
+    monkeypatch.setenv("CORRAL_ARTIFACTS_URL", str(tmp_path / "artifacts"))
+    rows = [{"prompt": f"question {i % 5}", "completion": "Sure."} for i in range(100)]
+    open_registry(actor="test").datasets.register("faq", rows)
+    code, out = run(capsys, "monitor", "drift", "chat", "--reference-dataset", "faq@1", "--split", "train",
+                    "--no-text", "--json")  # fmt: skip
+    assert code == 0
+    report = json.loads(out)
+    assert report["reference_dataset"] == "faq@1"
+    assert {f["feature"] for f in report["features"]} == {"prompt_chars", "output_chars"}
+    assert run(capsys, "monitor", "drift", "chat", "--reference-dataset", "nope@1", "--no-text")[0] == 3
+    assert run(capsys, "monitor", "drift", "chat", "--split", "train", "--no-text")[0] == 2
+    assert run(capsys, "monitor", "drift", "chat", "--reference-dataset", "faq", "--reference-hours", "2")[0] == 2
+
+
 def test_keys_create_viewer(seeded, capsys):
     code, out = run(capsys, "keys", "create", "--name", "board", "--viewer", "--json")
     assert code == 0

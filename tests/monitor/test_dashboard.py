@@ -43,7 +43,7 @@ def site(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
     user, _ = KeyStore(store).create("app")
     settings = Settings.model_validate({"gateway": {"deployments_poll_s": 0.2}})
     with serve_in_thread(Gateway(settings, store=store)) as gw:
-        yield {"gw": gw, "rows": rows, "viewer": viewer, "user": user}
+        yield {"gw": gw, "rows": rows, "viewer": viewer, "user": user, "store_url": sqlite_url}
     store.dispose()
 
 
@@ -121,6 +121,27 @@ def test_every_page_renders_and_search_paginates_by_keyset(site):
         nxt = re.search(r'id="next" href="\?([^"]+)"', page)
         url = f"/dashboard/traces?{nxt.group(1).replace('&amp;', '&')}" if nxt else ""
     assert len(seen) == len(set(seen)) == sum(r["deployment"] == "search" for r in site["rows"])
+
+
+def test_a_login_on_one_replica_works_on_another_until_logout_or_revocation(site):
+    """Sessions live in the store: two gateways over one store are two replicas behind a balancer."""
+    first = _login(site["gw"], site["viewer"])
+    token = first.cookies["corral_session"]
+    other_store = Store(site["store_url"])
+    settings = Settings.model_validate({"gateway": {"deployments_poll_s": 0.2}})
+    with serve_in_thread(Gateway(settings, store=other_store)) as second:
+        client = httpx.Client(base_url=second.base_url, timeout=30, cookies={"corral_session": token})
+        page = client.get("/dashboard")
+        assert page.status_code == 200 and "support" in page.text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf is not None
+        assert client.post("/dashboard/logout", data={"csrf": csrf.group(1)}).status_code == 303
+        assert first.get("/dashboard").status_code == 303  # logged out everywhere
+        again = _login(site["gw"], site["viewer"])
+        assert client.get("/dashboard", cookies={"corral_session": again.cookies["corral_session"]}).status_code == 200
+        KeyStore(other_store).revoke("watcher")
+        assert again.get("/dashboard").status_code == 303  # a revoked key's sessions end
+    other_store.dispose()
 
 
 # -- in a real browser -------------------------------------------------------------------------------

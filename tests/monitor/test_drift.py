@@ -92,7 +92,7 @@ def embed():  # type: ignore[no-untyped-def]
     model = TextEmbedder()
 
     def run(texts: list[str]) -> np.ndarray:
-        return model.embed([(t, "t") for t in texts], texts)  # keyed by text: repeats are embedded once
+        return model.embed(texts)  # keyed by text: repeats are embedded once
 
     return run
 

@@ -14,7 +14,7 @@ from sqlalchemy import inspect, text
 
 from corral.errors import StoreUnavailableError
 from corral.store import Base, Store
-from corral.store.migrate import current_revision, downgrade, head_revision, revisions, upgrade
+from corral.store.migrate import current_revision, downgrade, head_revision, include_name, revisions, upgrade
 
 SEEDS = Path(__file__).parent / "seeds"
 
@@ -73,7 +73,7 @@ def test_models_match_the_migrations(db_url):
     store = Store(db_url, auto_upgrade=False)
     upgrade(store)
     with store.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"include_name": include_name}), Base.metadata)
     assert diff == [], f"models differ from migrations: {diff}"
     store.dispose()
 

@@ -73,20 +73,35 @@ def report_cmd(
 def drift_cmd(
     deployment: Annotated[str, typer.Argument(help="the deployment")],
     hours: Annotated[float, typer.Option("--hours", help="the current window: the last N hours")] = 24.0,
-    reference_hours: Annotated[float, typer.Option("--reference-hours", help="the window before it")] = 168.0,
+    reference_hours: Annotated[float | None, typer.Option(
+        "--reference-hours", help="the window before it (default 168; given, it wins over a configured dataset)")] = None,
+    reference_dataset: Annotated[str | None, typer.Option(
+        "--reference-dataset", help="compare with a dataset version instead: faq@2, or trained-on:MODEL@REF "
+        "(default: monitor.drift_reference_datasets, else the window before)")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="the dataset's split (default: train if any)")] = None,
     text: Annotated[bool, typer.Option(help="test prompts and outputs with sentence embeddings")] = True,
     alpha: Annotated[float, typer.Option("--alpha", help="family-wise significance level")] = 0.05,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Compare the current window of a deployment's traces with the one before it; the report is stored."""
+    """Compare the current window of a deployment's traces with a reference; the report is stored."""
     from corral.monitor import DriftPolicy, drift
+    from corral.registry import open_registry
 
     if not 0 < alpha < 1:
         raise InvalidInputError("--alpha must be between 0 and 1")
+    settings = common.settings()
     now = datetime.now(UTC)
     current = (now - timedelta(hours=hours), now)
-    reference = (current[0] - timedelta(hours=reference_hours), current[0])
-    data = drift(_store(), deployment, reference, current, policy=DriftPolicy(alpha=alpha), use_text=text)
+    if reference_dataset and reference_hours is not None:
+        raise InvalidInputError("give --reference-dataset or --reference-hours, not both")
+    configured = settings.monitor.drift_reference_datasets.get(deployment) if reference_hours is None else None
+    dataset = reference_dataset or configured
+    if split is not None and dataset is None:
+        raise InvalidInputError("--split needs a dataset reference", hint="add --reference-dataset NAME@N")
+    reference = dataset or (current[0] - timedelta(hours=reference_hours or 168.0), current[0])
+    registry = open_registry(settings, actor="monitor") if dataset else None
+    data = drift(_store(), deployment, reference, current, policy=DriftPolicy(alpha=alpha), use_text=text,
+                 registry=registry, split=split)  # fmt: skip
     if as_json:
         common.print_json(data)
         return
@@ -95,6 +110,7 @@ def drift_cmd(
     )
     rows = [[f["feature"], f["test"], f"{f['statistic']:.4f}", f"{f['p_value']:.4g}", f"{f['effect']:.4f}",
              f"{f['n_reference']}/{f['n_current']}", "yes" if f["drifted"] else ""] for f in data["features"]]  # fmt: skip
+    common.console.print(f"reference: {' → '.join(data['reference'])}")
     common.print_table(f"drift of {deployment}: {verdict}", ["feature", "test", "statistic", "p", "effect (PSI/MMD²)",
                        "n ref/cur", "drifted"], rows)  # fmt: skip
     topics = data.get("new_topics")

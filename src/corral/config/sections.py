@@ -455,6 +455,11 @@ class MonitorSettings(Section):
     lookback_s: float = Field(default=900.0, gt=0, description="how far back rollups are re-checked")
     drift_window_hours: float = Field(default=24.0, gt=0)
     drift_reference_hours: float = Field(default=168.0, gt=0, description="the window before the current one")
+    drift_reference_datasets: dict[str, str] = Field(
+        default_factory=dict,
+        description="per deployment, a dataset version to compare with instead of the window before: "
+        "'faq@2', or 'trained-on:MODEL@REF' (the dataset that model version trained on)",
+    )
     drift_reports: bool = Field(default=True, description="compute drift reports in the monitor loop")
     drift_every_minutes: float = Field(default=60.0, gt=0)
     drift_alpha: float = Field(default=0.05, gt=0, lt=1)
@@ -462,6 +467,19 @@ class MonitorSettings(Section):
     webhook_retries: int = Field(default=3, ge=0)
     alerts: list[AlertRuleSettings] = Field(default_factory=list)
     dashboard: bool = True
+
+    @field_validator("drift_reference_datasets")
+    @classmethod
+    def _dataset_refs(cls, value: dict[str, str]) -> dict[str, str]:
+        from corral.errors import InvalidInputError
+        from corral.registry.refs import parse_ref
+
+        for deployment, ref in value.items():
+            try:
+                parse_ref(ref.removeprefix("trained-on:"))
+            except InvalidInputError as exc:
+                raise ValueError(f"{deployment}: '{ref}' is not a dataset or model reference ({exc})") from None
+        return value
 
     @model_validator(mode="after")
     def _unique_rules(self) -> MonitorSettings:

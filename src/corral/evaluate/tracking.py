@@ -7,8 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from corral.errors import ConfigError
 from corral.evaluate.runs import EvalRun
+from corral.tracking import experiment_id, import_mlflow
 
 EXPERIMENT = "corral-evaluation"
 
@@ -22,20 +22,16 @@ def log_runs(results: list[EvalRun], settings: Any) -> list[str]:
     uri = settings.tracing.mlflow_uri()
     if not uri:
         return []
-    try:
-        import mlflow
-    except ModuleNotFoundError:
-        raise ConfigError(
-            "an MLflow tracking URI is set but mlflow is not installed",
-            hint="pip install 'corral[mlflow]', or unset MLFLOW_TRACKING_URI / tracing.mlflow_tracking_uri",
-        ) from None
+    mlflow = import_mlflow("MLFLOW_TRACKING_URI / tracing.mlflow_tracking_uri")
     from corral.evaluate.report import write_report
 
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(EXPERIMENT)
+    experiment = experiment_id(mlflow, EXPERIMENT)
     ids = []
     for result in results:
-        with mlflow.start_run(run_name=f"eval {result.target} {result.id[:8]}") as active:
+        with mlflow.start_run(
+            run_name=f"eval {result.target} {result.id[:8]}", experiment_id=experiment
+        ) as active:
             mlflow.log_params(
                 {
                     "target": result.target,

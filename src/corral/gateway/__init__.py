@@ -62,6 +62,7 @@ def _start_monitor(store: Any, settings: Settings) -> Any:
     It imports and builds the monitor only after its first interval, so start-up pays nothing for it.
     Returns the event that stops it.
     """
+    import logging
     import threading
 
     stop = threading.Event()
@@ -69,9 +70,17 @@ def _start_monitor(store: Any, settings: Settings) -> Any:
     def run() -> None:
         if stop.wait(settings.monitor.interval_s):
             return
+        from corral.artifacts import ArtifactStore
         from corral.monitor import MonitorService
+        from corral.registry import Registry
 
-        MonitorService(store, settings.monitor).run_until(stop)
+        registry: Registry | None = None
+        if settings.monitor.drift_reference_datasets:  # only drift against a dataset reads artifacts
+            try:
+                registry = Registry(store, ArtifactStore.from_settings(settings), actor="monitor")
+            except Exception:  # noqa: BLE001 - the monitor still runs; those drift reports log why they fail
+                logging.getLogger("corral.monitor").exception("cannot open the artifacts for drift references")
+        MonitorService(store, settings.monitor, registry=registry).run_until(stop)
 
     threading.Thread(target=run, name="corral-monitor", daemon=True).start()
     return stop

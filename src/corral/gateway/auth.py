@@ -111,6 +111,8 @@ class KeyStore:
         """A new key: (the key itself, shown only now; its description). A viewer key reaches no model."""
         if not name or len(name) > 128:
             raise InvalidInputError("a key needs a name of 1 to 128 characters", hint="pass --name")
+        if any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise InvalidInputError("a key name cannot contain control characters", hint="pass --name")
         if viewer and (admin or models):
             raise InvalidInputError("a viewer key only reads the dashboard: no --admin, no --models")
         for value, label in ((rpm, "rpm"), (tpm, "tpm"), (budget_usd, "budget")):
@@ -202,6 +204,11 @@ class KeyRing:
         self._digests: dict[str, str] = {}
         self._digest_bytes = 0
         self.signature: tuple[Any, ...] | None = None
+
+    @property
+    def admin_hash(self) -> str | None:
+        """The configured admin key's SHA-256 (None without one)."""
+        return self._admin_hash
 
     def refresh(self) -> None:
         """Reload from the store when something changed (called from the poller thread)."""

@@ -119,7 +119,7 @@ NEW_KEY = {
     "type": "object",
     "required": ["name"],
     "properties": {
-        "name": {"type": "string", "minLength": 1, "maxLength": 128},
+        "name": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[^\\x00-\\x1f\\x7f]+$"},
         "models": {"type": "array", "items": {"type": "string"}},
         "rpm": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
         "tpm": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},

@@ -72,6 +72,7 @@ def uvicorn_config(app: Any, settings: GatewaySettings, log_level: str = "warnin
         lifespan="on",
         log_level=log_level,
         access_log=False,
+        proxy_headers=False,  # nothing reads the client address; one ASGI layer less per request
         timeout_graceful_shutdown=max(1, round(settings.drain_timeout_s)),
         timeout_keep_alive=30,
         backlog=2048,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,11 +125,14 @@ class KeyEnvPolicy:
         return os.environ.get(name) if name else None
 
 
-def timeout_for(endpoint: Endpoint) -> aiohttp.ClientTimeout:
+@functools.lru_cache(maxsize=256)
+def _timeout(timeout_s: float) -> aiohttp.ClientTimeout:
     # connect is bounded separately so that a dead host fails fast and the fallback gets its chance
-    return aiohttp.ClientTimeout(
-        total=None, sock_connect=min(5.0, endpoint.timeout_s), sock_read=endpoint.timeout_s
-    )
+    return aiohttp.ClientTimeout(total=None, sock_connect=min(5.0, timeout_s), sock_read=timeout_s)
+
+
+def timeout_for(endpoint: Endpoint) -> aiohttp.ClientTimeout:
+    return _timeout(endpoint.timeout_s)
 
 
 class UpstreamPool:
@@ -144,7 +148,13 @@ class UpstreamPool:
             connector = aiohttp.TCPConnector(
                 limit=self.max_connections, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60
             )
-            self._session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
+            # no cookie jar: one session serves every user, so a cookie one upstream answer sets must
+            # never ride along on another user's request (and skipping the jar saves work per request)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                skip_auto_headers=("User-Agent",),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
         return self._session
 
     async def open(self, endpoint: Endpoint, instance: int, path: str, body: bytes) -> aiohttp.ClientResponse:

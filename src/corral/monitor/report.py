@@ -38,10 +38,12 @@ def cover(since: datetime, until: datetime) -> list[tuple[str, datetime, datetim
     return [("m", start, end)]
 
 
-def summarize(agg: Aggregate) -> dict[str, Any]:
+def summarize(agg: Aggregate, percentiles: bool = True) -> dict[str, Any]:
     """Plain numbers for one group: what the CLI prints, the dashboard charts and alerts compare."""
     n = agg.requests
-    latency, ttft = agg.latency.quantiles(QUANTILES), agg.ttft.quantiles(QUANTILES)
+    none: list[float | None] = [None] * len(QUANTILES)
+    latency = agg.latency.quantiles(QUANTILES) if percentiles else none
+    ttft = agg.ttft.quantiles(QUANTILES) if percentiles else none
     return {
         "requests": n,
         "errors": agg.errors,
@@ -62,13 +64,20 @@ def summarize(agg: Aggregate) -> dict[str, Any]:
     }
 
 
-def _rows(store: Store, pieces: list[tuple[str, datetime, datetime]], deployment: str | None) -> list[Any]:
+HISTOGRAMS = ("latency_hist", "ttft_hist")
+
+
+def _rows(
+    store: Store, pieces: list[tuple[str, datetime, datetime]], deployment: str | None, histograms: bool = True
+) -> list[Any]:
+    """Rollup rows of these buckets; without `histograms` their JSON is neither read nor parsed."""
     if not pieces:
         return []
     where = or_(
         *(and_(RollupRow.grain == g, RollupRow.bucket >= s, RollupRow.bucket < e) for g, s, e in pieces)
     )
-    query = select(*RollupRow.__table__.columns).where(where)
+    columns = [c for c in RollupRow.__table__.columns if histograms or c.name not in HISTOGRAMS]
+    query = select(*columns).where(where)
     if deployment is not None:
         query = query.where(RollupRow.deployment == deployment)
     with store.session() as session:
@@ -104,26 +113,59 @@ def report(
 
 def series(
     store: Store,
-    deployment: str,
+    deployment: str | None,
     since: datetime,
     until: datetime,
     *,
     grain: str = "h",
     by: Sequence[str] = ("model_version",),
+    percentiles: bool = True,
 ) -> list[dict[str, Any]]:
-    """Points over time at one grain, one line per group (e.g. per version, for canary arms side by side)."""
+    """Points over time at one grain, one line per group (e.g. per version, for canary arms side by side).
+
+    `deployment` None reads every deployment (group by it to tell them apart); `percentiles` False
+    leaves the latency and TTFT quantiles out (None) and the histograms unread: most of the work.
+    """
+    groups, _ = _series_groups(store, deployment, since, until, grain, by, percentiles, totals=False)
+    return _points(groups, by, percentiles)
+
+
+def series_and_total(
+    store: Store, deployment: str, since: datetime, until: datetime, *, grain: str = "h",
+    by: Sequence[str] = ("model_version",),
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
+    """`series` per group without percentiles, and the total per bucket with them, from one read."""
+    groups, totals = _series_groups(store, deployment, since, until, grain, by, False, totals=True)
+    return _points(groups, by, percentiles=False), _points(totals, (), percentiles=True)
+
+
+def _series_groups(
+    store: Store, deployment: str | None, since: datetime, until: datetime, grain: str, by: Sequence[str],
+    percentiles: bool, *, totals: bool,
+) -> tuple[dict[tuple[Any, ...], Aggregate], dict[tuple[Any, ...], Aggregate]]:  # fmt: skip
+    """Aggregates per (bucket, *group), with histograms when `percentiles`; and per bucket (with
+    histograms) when `totals`."""
     _check_groups(by)
     if grain not in GRAIN_SIZE:
         raise InvalidInputError(f"unknown grain '{grain}'", hint="use m, h or d")
     start, end = floor(since, grain), until
     groups: dict[tuple[Any, ...], Aggregate] = defaultdict(Aggregate)
-    for row in _rows(store, [(grain, start, end)], deployment):
-        agg = groups[(utc(row.bucket), *(getattr(row, b) for b in by))]
-        agg.add_row(row)
-        agg.users += row.users
-        agg.sessions += row.sessions
+    total: dict[tuple[Any, ...], Aggregate] = defaultdict(Aggregate)
+    for row in _rows(store, [(grain, start, end)], deployment, histograms=percentiles or totals):
+        bucket = utc(row.bucket)
+        for agg, histograms in ((groups[(bucket, *(getattr(row, b) for b in by))], percentiles),
+                                *(((total[(bucket,)], True),) if totals else ())):  # fmt: skip
+            agg.add_row(row, histograms=histograms)
+            agg.users += row.users
+            agg.sessions += row.sessions
+    return groups, total
+
+
+def _points(
+    groups: dict[tuple[Any, ...], Aggregate], by: Sequence[str], percentiles: bool
+) -> list[dict[str, Any]]:
     return [
-        {"bucket": key[0].isoformat(), **dict(zip(by, key[1:], strict=True)), **summarize(agg)}
+        {"bucket": key[0].isoformat(), **dict(zip(by, key[1:], strict=True)), **summarize(agg, percentiles)}
         for key, agg in sorted(groups.items())
     ]
 

@@ -84,14 +84,15 @@ class Aggregate:
         self.cost_usd += row.cost_usd or 0.0
         self.turns += row.session is not None
 
-    def add_row(self, row: Any) -> None:
+    def add_row(self, row: Any, histograms: bool = True) -> None:
         for name in ("requests", "errors", "prompt_tokens", "completion_tokens", "feedback_count", "turns"):
             setattr(self, name, getattr(self, name) + getattr(row, name))
         for name in ("latency_ms_sum", "cost_usd", "feedback_sum", "regenerations"):
             setattr(self, name, getattr(self, name) + getattr(row, name))
         self.statuses.update({k: int(v) for k, v in (row.statuses or {}).items()})
-        self.latency.merge(row.latency_hist)
-        self.ttft.merge(row.ttft_hist)
+        if histograms:
+            self.latency.merge(row.latency_hist)
+            self.ttft.merge(row.ttft_hist)
 
     def values(self) -> dict[str, Any]:
         return {

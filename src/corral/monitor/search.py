@@ -1,60 +1,41 @@
 """Trace search: a full-text index (SQLite FTS5, PostgreSQL tsvector + GIN) and keyset-paginated queries.
 
-The index is derived data, filled by the rollup job for the minutes it rebuilds (never on the request
-path) and created on first use, so it can be dropped and rebuilt at any time.
+The `trace_search` table and its index come with migration 0007; the rows are derived data, filled
+by the rollup job for the minutes it rebuilds (never on the request path).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, Text, and_, cast, column, exists, or_, select, text
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import DateTime, String, Text, and_, cast, column, exists, or_, select, text
+from sqlalchemy.sql.elements import ColumnElement, TextClause
 
 from corral.errors import InvalidInputError
 from corral.gateway.costs import answer_text, prompt_text
 from corral.store import Store
 from corral.store.models import FeedbackRow, TraceRow
 
-SQLITE_DDL = [
-    "CREATE TABLE IF NOT EXISTS trace_search (trace_id VARCHAR(32) PRIMARY KEY, at DATETIME, body TEXT)",
-    "CREATE VIRTUAL TABLE IF NOT EXISTS trace_search_fts USING fts5(body, content='trace_search', "
-    "content_rowid='rowid')",
-    "CREATE TRIGGER IF NOT EXISTS trace_search_ai AFTER INSERT ON trace_search BEGIN "
-    "INSERT INTO trace_search_fts(rowid, body) VALUES (new.rowid, new.body); END",
-]
-POSTGRES_DDL = [
-    "CREATE TABLE IF NOT EXISTS trace_search (trace_id VARCHAR(32) PRIMARY KEY, at TIMESTAMPTZ, body TEXT)",
-    "CREATE INDEX IF NOT EXISTS ix_trace_search_body ON trace_search USING gin (to_tsvector('simple', body))",
-]
 PAGE = 50
-FEW = 2000
+FEW = 200  # up to this many matches are looked up by key; more, newest first
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
 class SearchIndex:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._ready = False
-
-    def ensure(self) -> None:
-        if self._ready:
-            return
-        with self.store.engine.begin() as conn:
-            for statement in SQLITE_DDL if self.store.dialect == "sqlite" else POSTGRES_DDL:
-                conn.exec_driver_sql(statement)
-        self._ready = True
 
     def index_range(self, start: datetime, end: datetime) -> int:
         """Index the traces in [start, end) not indexed yet; returns how many were read."""
-        self.ensure()
         with self.store.session() as session:
             rows = session.execute(
                 select(TraceRow.id, TraceRow.at, TraceRow.request, TraceRow.response)
                 .where(TraceRow.at >= start, TraceRow.at < end)
+                .order_by(TraceRow.at)  # rows indexed in time order keep a search's bound close (newest)
             ).all()  # fmt: skip
         if not rows:
             return 0
@@ -70,32 +51,83 @@ class SearchIndex:
             )
         return len(rows)
 
-    def matching(self, query: str) -> ColumnElement[bool]:
-        """A condition on TraceRow.id: the trace's prompt or answer has every word of `query`."""
+    def _words(self, query: str) -> list[str]:
         words = _WORD.findall(query)
         if not words:
             raise InvalidInputError("the search needs at least one word")
-        self.ensure()
+        self.store.ensure_ready()
+        return words
+
+    def _all_matches(self, words: list[str]) -> TextClause:
         if self.store.dialect == "sqlite":
-            fts = " ".join('"' + w.replace('"', "") + '"' for w in words)
-            sub = text(
+            return text(
                 "SELECT trace_id FROM trace_search WHERE rowid IN "
                 "(SELECT rowid FROM trace_search_fts WHERE trace_search_fts MATCH :fts)"
-            ).bindparams(fts=fts)
-        else:
-            sub = text(
-                "SELECT trace_id FROM trace_search WHERE to_tsvector('simple', body) @@ "
-                "plainto_tsquery('simple', :q)"
-            ).bindparams(q=" ".join(words))
-        # Few matches (the usual search for a known trace): look them up by primary key. Many: let the
-        # database scan traces newest first and stop at a page, checking membership as it goes.
+            ).bindparams(fts=_fts(words))
+        return text(
+            "SELECT trace_id FROM trace_search WHERE search_tsv @@ "
+            "plainto_tsquery('simple', :q)"
+        ).bindparams(q=" ".join(words))
+
+    def few(self, query: str) -> list[str] | None:
+        """The ids of every trace matching `query` when there are at most FEW of them, else None."""
+        sub = self._all_matches(self._words(query))
         with self.store.engine.connect() as conn:
-            ids = list(
-                conn.execute(text(f"{sub.text} LIMIT {FEW + 1}").bindparams(**sub.compile().params)).scalars()
-            )
-        if len(ids) <= FEW:
+            ids = list(conn.execute(text(f"{sub.text} LIMIT {FEW + 1}").bindparams(**sub.compile().params)).scalars())
+        return ids if len(ids) <= FEW else None
+
+    def matching(self, query: str) -> ColumnElement[bool]:
+        """A condition on TraceRow.id: the trace's prompt or answer has every word of `query`."""
+        ids = self.few(query)
+        if ids is not None:
             return TraceRow.id.in_(ids)
-        return TraceRow.id.in_(sub.columns(column("trace_id", String)))
+        return TraceRow.id.in_(self._all_matches(self._words(query)).columns(column("trace_id", String)))
+
+    def newest(self, query: str, k: int, before: datetime | None = None) -> Iterator[tuple[list[str], Any]]:
+        """Growing sets of the newest matches (at or before `before`), each with a time `bound`: every
+        match left out is at or before it (None: nothing is left out). Lets a page of a common word stop
+        early instead of reading every match."""
+        words = self._words(query)
+        at = column("at", DateTime(timezone=True))
+        # (a connection per round: none is held while the caller reads, SQLite's sessions begin immediate)
+        if self.store.dialect != "sqlite":
+            for size in (k, 8 * k, 64 * k):
+                with self.store.engine.connect() as conn:
+                    rows = conn.execute(text(
+                        "SELECT trace_id, at FROM trace_search WHERE search_tsv @@ "
+                        "plainto_tsquery('simple', :q)" + (" AND at <= :before" if before else "")
+                        + " ORDER BY at DESC LIMIT :k"
+                    ).bindparams(q=" ".join(words), k=size, **({"before": before} if before else {}))
+                     .columns(column("trace_id", String), at)).all()  # fmt: skip
+                yield [r.trace_id for r in rows], (rows[-1].at if len(rows) == size else None)
+            return
+        # SQLite: FTS5 reads its matches newest-indexed first and stops at LIMIT; the index is filled
+        # in time order, so the bound (the newest trace indexed before the oldest candidate) is close.
+        ids: list[str] = []
+        lowest: int | None = None
+        for size in (k, 4 * k, 16 * k, 64 * k):
+            with self.store.engine.connect() as conn:
+                rows = conn.execute(text(
+                    "SELECT s.rowid AS r, s.trace_id FROM trace_search s WHERE s.rowid IN (SELECT rowid FROM "
+                    "trace_search_fts WHERE trace_search_fts MATCH :fts" + (" AND rowid < :low" if lowest else "")
+                    + " ORDER BY rowid DESC LIMIT :k)"
+                ).bindparams(fts=_fts(words), k=size, **({"low": lowest} if lowest else {}))).all()  # fmt: skip
+                ids += [r.trace_id for r in rows]
+                if len(rows) < size:
+                    bound = None
+                else:
+                    lowest = min(r.r for r in rows)
+                    bound = conn.execute(text(
+                        "SELECT at FROM trace_search INDEXED BY ix_trace_search_at WHERE rowid < :low "
+                        "ORDER BY at DESC LIMIT 1"
+                    ).bindparams(low=lowest).columns(at)).scalar()  # fmt: skip
+            yield ids, bound
+            if bound is None:
+                return
+
+
+def _fts(words: list[str]) -> str:
+    return " ".join('"' + w.replace('"', "") + '"' for w in words)
 
 
 @dataclass
@@ -112,7 +144,7 @@ class TraceFilter:
     after: str | None = None  # keyset cursor: "<at iso>|<id>" of the last row of the previous page
 
 
-def _conditions(f: TraceFilter, index: SearchIndex) -> list[ColumnElement[bool]]:
+def _conditions(f: TraceFilter) -> list[ColumnElement[bool]]:
     where: list[ColumnElement[bool]] = [TraceRow.shadow_of.is_(None)]
     for field_, value in ((TraceRow.deployment, f.deployment), (TraceRow.model_version, f.version),
                           (TraceRow.user, f.user), (TraceRow.session, f.session)):  # fmt: skip
@@ -135,46 +167,64 @@ def _conditions(f: TraceFilter, index: SearchIndex) -> list[ColumnElement[bool]]
     if f.until:
         where.append(TraceRow.at < f.until)
     if f.after:
-        at_text, _, last_id = f.after.partition("|")
-        try:
-            at = datetime.fromisoformat(at_text)
-        except ValueError:
-            raise InvalidInputError("bad page cursor") from None
+        at, last_id = _cursor(f.after)
         where.append(or_(TraceRow.at < at, and_(TraceRow.at == at, TraceRow.id < last_id)))
-    if f.q:
-        where.append(index.matching(f.q))
     return where
+
+
+PAGE_COLUMNS = (TraceRow.id, TraceRow.at, TraceRow.deployment, TraceRow.model_version, TraceRow.status,
+                TraceRow.latency_ms, TraceRow.user, TraceRow.session, TraceRow.request, TraceRow.cost_usd)  # fmt: skip
+
+
+def _entry(r: Any) -> dict[str, Any]:
+    return {"id": r.id, "at": r.at, "deployment": r.deployment, "version": r.model_version, "status": r.status,
+            "latency_ms": r.latency_ms, "user": r.user, "session": r.session, "cost_usd": r.cost_usd,
+            "prompt": prompt_text(r.request or {})[:160]}  # fmt: skip
+
+
+def _cursor(after: str) -> tuple[datetime, str]:
+    at_text, _, last_id = after.partition("|")
+    try:
+        return datetime.fromisoformat(at_text), last_id
+    except ValueError:
+        raise InvalidInputError("bad page cursor") from None
 
 
 def search(index: SearchIndex, f: TraceFilter, limit: int = PAGE) -> tuple[list[dict[str, Any]], str | None]:
     """A page of traces, newest first, and the cursor of the next page (None on the last one)."""
-    cols = (TraceRow.id, TraceRow.at, TraceRow.deployment, TraceRow.model_version, TraceRow.status,
-            TraceRow.latency_ms, TraceRow.user, TraceRow.session, TraceRow.request, TraceRow.cost_usd)  # fmt: skip
-    query = (
-        select(*cols)
-        .where(*_conditions(f, index))
-        .order_by(TraceRow.at.desc(), TraceRow.id.desc())
-        .limit(limit + 1)
-    )
-    with index.store.session() as session:
-        rows = session.execute(query).all()
-    page = [
-        {"id": r.id, "at": r.at, "deployment": r.deployment, "version": r.model_version, "status": r.status,
-         "latency_ms": r.latency_ms, "user": r.user, "session": r.session, "cost_usd": r.cost_usd,
-         "prompt": prompt_text(r.request or {})[:160]}
-        for r in rows[:limit]
-    ]  # fmt: skip
+    where = _conditions(f)
+
+    def page_of(*more: ColumnElement[bool]) -> list[Any]:
+        query = select(*PAGE_COLUMNS).where(*where, *more).order_by(TraceRow.at.desc(), TraceRow.id.desc()).limit(limit + 1)
+        with index.store.session() as session:
+            return list(session.execute(query).all())
+
+    rows: list[Any] | None = None
+    if not f.q:
+        rows = page_of()
+    elif (ids := index.few(f.q)) is not None:  # few matches (a known trace): look them up by key
+        rows = page_of(TraceRow.id.in_(ids))
+    else:  # many: the newest matches until a page is complete above the bound, else every match
+        before = _cursor(f.after)[0] if f.after else None
+        for candidates, bound in index.newest(f.q, 2 * (limit + 1), before):
+            found = page_of(TraceRow.id.in_(candidates), *([TraceRow.at > bound] if bound is not None else []))
+            if len(found) > limit or bound is None:
+                rows = found
+                break
+        if rows is None:
+            rows = page_of(index.matching(f.q))
+    page = [_entry(r) for r in rows[:limit]]
     cursor = f"{page[-1]['at'].isoformat()}|{page[-1]['id']}" if len(rows) > limit else None
     return page, cursor
 
 
-def like_search(store: Store, words: str, limit: int = PAGE) -> list[str]:
-    """The plain way, for the benchmark: LIKE over the raw JSON of every trace, newest first."""
+def like_search(store: Store, words: str, limit: int = PAGE) -> list[dict[str, Any]]:
+    """The plain way, for the benchmark: the same page, found by LIKE over the raw JSON of every trace."""
     conditions = [
         or_(cast(TraceRow.request, Text).like(f"%{w}%"), cast(TraceRow.response, Text).like(f"%{w}%"))
         for w in _WORD.findall(words)
     ]
+    query = select(*PAGE_COLUMNS).where(TraceRow.shadow_of.is_(None), *conditions)
     with store.session() as session:
-        return list(
-            session.scalars(select(TraceRow.id).where(*conditions).order_by(TraceRow.at.desc()).limit(limit))
-        )
+        rows = session.execute(query.order_by(TraceRow.at.desc(), TraceRow.id.desc()).limit(limit + 1)).all()
+    return [_entry(r) for r in rows[:limit]]

@@ -10,10 +10,12 @@ from typing import Any
 from sqlalchemy import select
 
 from corral.config import MonitorSettings
+from corral.errors import CorralError
 from corral.monitor.alerts import AlertEngine
 from corral.monitor.drift import DriftPolicy
 from corral.monitor.rollup import RollupJob
 from corral.monitor.windows import drift_report
+from corral.registry import Registry
 from corral.store import Store
 from corral.store.lease import Lease
 from corral.store.models import DeploymentRow, DriftReportRow
@@ -32,9 +34,13 @@ def known_deployments(store: Store) -> list[str]:
 class MonitorService:
     """`run_once()` does one round if this replica holds the monitor lease; `start()` loops it on a thread."""
 
-    def __init__(self, store: Store, settings: MonitorSettings, *, holder: str | None = None) -> None:
+    def __init__(
+        self, store: Store, settings: MonitorSettings, *, holder: str | None = None,
+        registry: Registry | None = None,
+    ) -> None:  # fmt: skip
         self.store = store
         self.settings = settings
+        self.registry = registry  # reads the dataset versions of monitor.drift_reference_datasets
         self.lease = Lease(store, LEASE_NAME, ttl_s=max(3 * settings.interval_s, 10.0), holder=holder)
         self.rollups = RollupJob(store, lookback_s=settings.lookback_s)
         self.alerts = AlertEngine(store, settings, lambda: known_deployments(store))
@@ -66,8 +72,15 @@ class MonitorService:
             ):
                 continue
             current = (now - timedelta(hours=s.drift_window_hours), now)
-            reference = (current[0] - timedelta(hours=s.drift_reference_hours), current[0])
-            drift_report(self.store, deployment, reference, current, policy=DriftPolicy(alpha=s.drift_alpha))
+            reference: tuple[datetime, datetime] | str = s.drift_reference_datasets.get(deployment) or (
+                current[0] - timedelta(hours=s.drift_reference_hours), current[0]
+            )
+            try:
+                drift_report(self.store, deployment, reference, current, policy=DriftPolicy(alpha=s.drift_alpha),
+                             registry=self.registry)  # fmt: skip
+            except CorralError as exc:  # e.g. the reference dataset was deleted: the other deployments go on
+                log.warning("drift report of %s failed: %s", deployment, exc)
+                continue
             made += 1
         return made
 

@@ -57,6 +57,7 @@ EXEMPT_TABLES = {
     "monitor_rollups": "counts and latency histograms per deployment and minute; distinct users only as counts",
     "monitor_state": "where the rollup job stopped",
     "alert_events": "alert rules' values and thresholds per deployment",
+    "dashboard_sessions": "dashboard logins: a token hash, the API key and an expiry",
     "drift_reports": "statistics per feature; the example prompts of a user are removed (scrub_drift_examples)",
 }
 _BATCH = 500

@@ -10,7 +10,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from corral.store import Store
-from corral.store.models import FeedbackRow, TraceRow
+from corral.store.models import FeedbackRow, TraceRow, TraceSearchRow
 
 
 def _in_batches(store: Store, ids: Any, batch: int, purge: Callable[[Session, list[Any]], int]) -> int:
@@ -27,6 +27,7 @@ def _in_batches(store: Store, ids: Any, batch: int, purge: Callable[[Session, li
 
 def _traces(session: Session, ids: list[Any]) -> int:
     session.execute(delete(FeedbackRow).where(FeedbackRow.trace_id.in_(ids)))
+    session.execute(delete(TraceSearchRow).where(TraceSearchRow.trace_id.in_(ids)))
     return int(session.execute(delete(TraceRow).where(TraceRow.id.in_(ids))).rowcount)  # type: ignore[attr-defined]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from alembic import command
 from alembic.config import Config
@@ -23,6 +23,17 @@ class Store(Protocol):
     engine: Engine
 
     def safe_url(self) -> str: ...
+
+
+# Made by raw SQL in migration 0007, outside the models: the FTS5 table behind `trace_search` (and
+# the shadow tables SQLite keeps for it), PostgreSQL's generated tsvector column and its GIN index.
+# Autogenerate leaves them alone.
+SEARCH_INDEX_OBJECTS = ("trace_search_fts", "search_tsv", "ix_trace_search_tsv")
+
+
+def include_name(name: str | None, type_: Any, parents: Any) -> bool:
+    """Alembic's `include_name` hook: False for the search index's objects, which no model declares."""
+    return not (name or "").startswith(SEARCH_INDEX_OBJECTS)
 
 
 def alembic_config(store: Store | None = None) -> Config:

@@ -366,6 +366,34 @@ class AlertEventRow(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+class TraceSearchRow(Base):
+    """A trace's prompt and answer as plain text, for full-text search (derived: the monitor job fills it).
+
+    Migration 0007 adds the text index beside it: FTS5 on SQLite (kept by triggers); on PostgreSQL a
+    generated `search_tsv` column (`to_tsvector('simple', body)`) with a GIN index.
+    """
+
+    __tablename__ = "trace_search"
+    trace_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    body: Mapped[str] = mapped_column(Text)
+
+
+class DashboardSessionRow(Base):
+    """A dashboard login, shared by every gateway replica: the token's SHA-256, its key's and a CSRF token.
+
+    `key_hash` is the key's SHA-256 as `api_keys` stores it (or the configured admin key's), so a
+    session ends when its key is revoked or the admin key changes.
+    """
+
+    __tablename__ = "dashboard_sessions"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 class GatewayHeartbeatRow(Base):
     """One gateway replica's latest report: requests in flight per model version, fresh until `expires_at`.
 

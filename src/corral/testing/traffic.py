@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert
+import orjson
+from sqlalchemy import JSON, insert
 
 from corral.store import Store
 from corral.store.models import FeedbackRow, TraceRow
@@ -98,3 +99,38 @@ def insert_feedback(store: Store, rows: list[dict[str, Any]]) -> None:
         conn.execute(
             insert(FeedbackRow), [{"label": None, "comment": None, "key_id": None, **r} for r in rows]
         )
+
+
+def bulk_insert_traces(store: Store, rows: list[dict[str, Any]]) -> None:
+    """`insert_traces` for millions of rows: COPY on PostgreSQL, one prepared executemany on SQLite.
+
+    Values go through the columns' own SQLAlchemy conversions, so they are stored exactly as the
+    ORM would store them.
+    """
+    store.ensure_ready()
+    table = TraceRow.__table__
+    names = [c.name for c in table.columns]
+    quoted = ", ".join(f'"{n}"' for n in names)
+    raw = store.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        if store.dialect == "postgresql":
+            json_cols = {c.name for c in table.columns if isinstance(c.type, JSON)}
+            with cursor.copy(f"COPY traces ({quoted}) FROM STDIN") as copy:  # type: ignore[attr-defined]
+                for row in rows:
+                    copy.write_row([
+                        orjson.dumps(row[n]).decode() if n in json_cols and row[n] is not None else row[n]
+                        for n in names
+                    ])  # fmt: skip
+        else:
+            dialect = store.engine.dialect
+            convert = [(c.name, c.type.dialect_impl(dialect).bind_processor(dialect)) for c in table.columns]
+            if not raw.in_transaction:  # type: ignore[attr-defined]  # the store runs SQLite in autocommit mode
+                cursor.execute("BEGIN IMMEDIATE")
+            cursor.executemany(
+                f"INSERT INTO traces ({quoted}) VALUES ({', '.join('?' for _ in names)})",
+                [tuple(fn(row[n]) if fn else row[n] for n, fn in convert) for row in rows],
+            )
+        raw.commit()
+    finally:
+        raw.close()

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from corral.errors import ConfigError
+from corral.tracking import import_mlflow
 
 
 def tracking_uri() -> str | None:
@@ -28,17 +28,11 @@ class MLflowRun:
         uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
         if not enabled or not uri:
             return
-        try:
-            import mlflow
-        except ModuleNotFoundError:
-            raise ConfigError(
-                f"{source} is set but mlflow is not installed",
-                hint=f"pip install mlflow, or unset {source}",
-            ) from None
+        mlflow = import_mlflow(source)
         self.mlflow = mlflow
         mlflow.set_tracking_uri(uri)  # the setting wins over the variable
-        # MLflow's Default experiment, named explicitly: an evaluation earlier in this process leaves
-        # its own experiment active, whose id may not exist in this tracking store.
+        # MLflow's Default experiment, named by id: whatever experiment some earlier code in this
+        # process made active may not exist in this tracking store.
         mlflow.start_run(run_name=run_name, experiment_id=DEFAULT_EXPERIMENT_ID)
         mlflow.log_params(_flat(params))
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import secrets
-import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from http.cookies import SimpleCookie
@@ -18,14 +16,14 @@ import jinja2
 
 from corral.config import MonitorSettings
 from corral.errors import AuthenticationError, CorralError, InvalidInputError, NotFoundError
-from corral.gateway.auth import ApiKey, KeyRing
+from corral.gateway.auth import KeyRing, hash_key
 from corral.gateway.http import Receive, Send, header, read_body
 from corral.monitor.dashboard import pages
+from corral.monitor.dashboard.sessions import SESSION_TTL_S, Session, SessionStore
 from corral.monitor.search import SearchIndex
 from corral.store import Store
 
 COOKIE, CSRF_COOKIE = "corral_session", "corral_csrf"
-SESSION_TTL_S = 8 * 3600
 HERE = Path(__file__).parent
 SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
@@ -36,13 +34,6 @@ SECURITY_HEADERS = [
     ),
     (b"cache-control", b"no-store"),
 ]
-
-
-@dataclass
-class Session:
-    key: ApiKey
-    csrf: str
-    expires: float
 
 
 def _plotly_js() -> Path:
@@ -66,7 +57,7 @@ class Dashboard:
         self.keys = keys
         self.settings = settings
         self.index = SearchIndex(store)
-        self.sessions: dict[str, Session] = {}
+        self.sessions = SessionStore(store, keys.admin_hash)
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(HERE / "templates")),
             autoescape=True,
@@ -106,12 +97,9 @@ class Dashboard:
             f"{name}={value}; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age={max_age}".encode(),
         )
 
-    def _session(self, scope: dict[str, Any]) -> Session | None:
+    async def _session(self, scope: dict[str, Any]) -> Session | None:
         token = self._cookies(scope).get(COOKIE)
-        session = self.sessions.get(token) if token else None
-        if session is None or session.expires < time.time():
-            return None
-        return session
+        return await asyncio.to_thread(self.sessions.get, token) if token else None
 
     # -- entry -------------------------------------------------------------------------------------------
     async def handle(
@@ -124,7 +112,7 @@ class Dashboard:
         if sub == "static/dashboard.css":
             await self._static_file("dashboard.css", send)
             return
-        session = self._session(scope)
+        session = await self._session(scope)
         if session is None:
             await self._redirect(send, "/dashboard/login")
             return
@@ -185,28 +173,23 @@ class Dashboard:
         if not expected or not hmac.compare_digest(expected, form.get("csrf", "")):
             await self._login_form(scope, send, "the form expired; please try again")
             return
+        raw = form.get("key", "").strip()
         try:
-            key = await self.keys.authenticate(f"Bearer {form.get('key', '').strip()}")
+            key = await self.keys.authenticate(f"Bearer {raw}")
         except AuthenticationError:
             key = None
         if key is None or not (key.is_admin or key.is_viewer):
             await self._login_form(scope, send, "that key is not an admin or viewer key")
             return
-        token = secrets.token_urlsafe(32)
-        self._expire()
-        self.sessions[token] = Session(key, secrets.token_urlsafe(24), time.time() + SESSION_TTL_S)
+        token, _ = await asyncio.to_thread(self.sessions.create, hash_key(raw), key)
         await self._redirect(send, "/dashboard", self._set_cookie(COOKIE, token, SESSION_TTL_S))
 
     async def _logout(self, scope: dict[str, Any], receive: Receive, send: Send, session: Session) -> None:
         form = await _form(receive)
         if not hmac.compare_digest(session.csrf, form.get("csrf", "")):
             raise InvalidInputError("missing or wrong CSRF token")
-        self.sessions = {t: s for t, s in self.sessions.items() if s is not session}
+        await asyncio.to_thread(self.sessions.end, session)
         await self._redirect(send, "/dashboard/login", self._set_cookie(COOKIE, "", 0))
-
-    def _expire(self) -> None:
-        now = time.time()
-        self.sessions = {t: s for t, s in self.sessions.items() if s.expires > now}
 
     async def _static_file(self, name: str, send: Send) -> None:
         if name not in STATIC:

@@ -13,7 +13,7 @@ from corral.config import MonitorSettings
 from corral.errors import InvalidInputError, NotFoundError
 from corral.gateway.costs import answer_text
 from corral.monitor.alerts import history
-from corral.monitor.report import parse_time, report, series, today
+from corral.monitor.report import parse_time, report, series, series_and_total, today
 from corral.monitor.search import SearchIndex, TraceFilter, search
 from corral.monitor.windows import latest_reports
 from corral.pipeline.canary_arms import latest_decisions
@@ -48,16 +48,12 @@ def overview(store: Store, now: datetime) -> dict[str, Any]:
     firing: dict[str, int] = {}
     for event in history(store, firing_only=True, limit=1000):
         firing[event["deployment"]] = firing.get(event["deployment"], 0) + 1
-    traces = []
-    for r in rows:
-        hourly = series(store, r["deployment"], start, end, grain="h", by=())
-        traces.append(
-            {
-                "name": r["deployment"],
-                "x": [p["bucket"] for p in hourly],
-                "y": [p["requests"] for p in hourly],
-            }
-        )
+    hourly = series(store, None, start, end, grain="h", by=("deployment",), percentiles=False)
+    traces = [
+        {"name": r["deployment"], "x": [p["bucket"] for p in hourly if p["deployment"] == r["deployment"]],
+         "y": [p["requests"] for p in hourly if p["deployment"] == r["deployment"]]}
+        for r in rows
+    ]  # fmt: skip
     return {"title": "Overview", "rows": rows, "firing": firing, "day": start.date().isoformat(),
             "volume": chart(traces, "requests", "bar"), "charts": True}  # fmt: skip
 
@@ -67,8 +63,7 @@ def deployment(store: Store, name: str, now: datetime, hours: float, grain: str)
         raise InvalidInputError("hours must be between 0 and 9600")
     since, until = now - timedelta(hours=hours), now + timedelta(minutes=1)
     arms = report(store, since, until, deployment=name, by=("model_version",))
-    per_version = series(store, name, since, until, grain=grain, by=("model_version",))
-    total = series(store, name, since, until, grain=grain, by=())
+    per_version, total = series_and_total(store, name, since, until, grain=grain)
     x = [p["bucket"] for p in total]
     versions = sorted({p["model_version"] for p in per_version})
 

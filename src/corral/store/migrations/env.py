@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from corral.store.migrate import include_name
 from corral.store.models import Base
 
 config = context.config
@@ -13,6 +14,7 @@ with engine.connect() as connection:
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
+        include_name=include_name,
         render_as_batch=connection.dialect.name == "sqlite",
         transaction_per_migration=True,
     )
