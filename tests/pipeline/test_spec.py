@@ -101,3 +101,21 @@ def test_bad_cron_is_refused(expression):
 def test_a_cron_that_never_fires_says_so():
     with pytest.raises(CorralError, match="never fires"):
         parse_cron("0 0 31 2 *").next_after(datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def test_training_runs_as_corral_train_and_under_torchrun_for_more_than_one_process(tmp_path):
+    from corral.pipeline.training import train_command
+
+    one = train_command(tmp_path / "train.yaml", 1)
+    assert one[1:] == [
+        "-m",
+        "corral.cli.main",
+        "train",
+        str(tmp_path / "train.yaml"),
+        "--resume",
+        "--json",
+        "--no-progress",
+    ]
+    four = train_command(tmp_path / "train.yaml", 4)
+    assert four[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m"]
+    assert four[6:] == one[2:]
