@@ -165,10 +165,10 @@ def test_config_is_accepted_before_and_after_the_command(capsys, tmp_path):
     assert code == 2 and "missing.yaml does not exist" in one_line_error(err)
 
 
-def test_config_show_leaves_out_settings_that_are_not_available_yet(capsys):
+def test_config_show_shows_every_section(capsys):
     code, out, _ = run(capsys, "config", "show", "--json")
     shown = json.loads(out)
-    assert code == 0 and "pipeline" not in shown and "request_timeout_s" in shown["gateway"]
+    assert code == 0 and shown["pipeline"]["files"] == [] and "request_timeout_s" in shown["gateway"]
 
 
 def test_config_show_masks_secrets(capsys, monkeypatch):

@@ -172,18 +172,22 @@ def test_variables_are_strings_that_still_set_numbers_and_booleans():
             load_settings(environ={"CORRAL_AUTH__REQUIRE_KEYS": value})
 
 
-@pytest.mark.parametrize(
-    ("text", "key", "feature"),
-    [
-        ("pipeline:\n  enabled: true\n", "pipeline", "the refresh pipeline"),
-    ],
-)
-def test_a_section_nothing_reads_yet_is_refused_when_set(tmp_path, text, key, feature):
-    cfg = write(tmp_path / "c.yaml", text)
-    with pytest.raises(ConfigError) as info:
-        load_settings(cfg, environ={})
-    message = str(info.value)
-    assert f"{cfg}: key '{key}'" in message and feature in message and "not available yet" in message
+def test_a_section_nothing_reads_yet_is_refused_when_set(monkeypatch):
+    from pydantic import ValidationError
+
+    from corral.config.sections import PipelineSettings
+
+    monkeypatch.setattr(PipelineSettings, "NOT_AVAILABLE_YET", {"poll_s": "fast polling"})
+    with pytest.raises(ValidationError, match="fast polling is not available yet"):
+        PipelineSettings.model_validate({"poll_s": 1.0})
+
+
+def test_the_pipeline_section_lists_the_files_serve_schedules(tmp_path):
+    cfg = write(tmp_path / "c.yaml", "pipeline:\n  files: [refresh.yaml]\n  poll_s: 5.0\n")
+    settings = load_settings(cfg, environ={})
+    assert settings.pipeline.files == ["refresh.yaml"] and settings.pipeline.enabled
+    with pytest.raises(ConfigError, match="pipeline.schedule"):
+        load_settings(write(tmp_path / "d.yaml", "pipeline:\n  schedule: daily\n"), environ={})
 
 
 def test_a_bad_target_names_the_file_and_key(tmp_path):

@@ -244,3 +244,50 @@ def test_a_tool_call_conversation_becomes_a_row_with_its_calls_results_and_tools
     assert isinstance(row, dict) and row["messages"][-1]["tool_calls"] == [call]
     built = build_rows([row], BuildOptions(redact=True), "chat")
     assert built.rows[0]["messages"][-1]["tool_calls"][0]["function"]["name"] == "lookup"
+
+
+def _correct(registry: Any, trace_id: str, text: str, *, source: str = "user", n: int = 0) -> None:
+    with registry.store.session() as s:
+        s.add(
+            FeedbackRow(
+                id=f"c{n:031x}", trace_id=trace_id, score=0.0, source=source, correction=text,
+                at=T0 + timedelta(hours=1, minutes=n),
+            )
+        )  # fmt: skip
+
+
+def test_corrections_become_targets_and_low_rated_traces_without_one_are_skipped(registry):
+    wrong = add_trace(registry, 1, "where are my points?", "I do not know", scores=(0.0,))
+    add_trace(registry, 2, "how do I pay?", "who knows", scores=(0.0,))  # low-rated, no correction
+    add_trace(registry, 3, "hello", "Hello! How can I help?", scores=(1.0,))
+    add_trace(registry, 4, "unrated", "an answer")
+    _correct(registry, wrong, "See Account > Rewards.", n=1)
+    _correct(registry, wrong, "a judge's opinion", source="judge:helpful", n=2)  # not a user's
+    plain = select_trace_rows(registry, TraceQuery())
+    assert [r["messages"][-1]["content"] for r in plain.rows][-1] == "I do not know"
+    chosen = select_trace_rows(registry, TraceQuery(use_corrections=True))
+    answers = {r["messages"][0]["content"]: r["messages"][-1]["content"] for r in chosen.rows}
+    assert answers == {
+        "where are my points?": "See Account > Rewards.",
+        "hello": "Hello! How can I help?",
+        "unrated": "an answer",
+    }
+    assert chosen.corrected == 1 and chosen.skipped["low-rated without a correction"] == 1
+    version, report = dataset_from_traces(registry, "fixed", TraceQuery(use_corrections=True))
+    assert report["corrected"] == 1 and version.lineage["query"]["use_corrections"] is True
+
+
+def test_cli_from_traces_use_corrections(capsys, sqlite_url, monkeypatch):
+    monkeypatch.setenv("CORRAL_DATABASE_URL", sqlite_url)
+    from corral.registry import open_registry
+
+    registry = open_registry()
+    _correct(registry, add_trace(registry, 1, "q", "bad", scores=(0.0,)), "good")
+    add_trace(registry, 2, "q2", "bad too", scores=(0.0,))
+    with pytest.raises(SystemExit) as info:
+        main(["datasets", "from-traces", "fixed", "--use-corrections", "--json"])
+    out, err = capsys.readouterr()
+    assert info.value.code == 0, err
+    assert json.loads(out)["row_count"] == 1
+    [row] = registry.datasets.rows("fixed@1")
+    assert row["messages"][-1]["content"] == "good"

@@ -7,16 +7,9 @@ model (a 4 MB Llama) with a two-step training run, so it fits in CI in a few min
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import httpx
 import openai
@@ -31,59 +24,7 @@ pytestmark = [
         reason="needs the engine and train extras",
     ),
 ]
-ADMIN = "sk-e2e-admin-key"
 PRICE = {"prompt_per_1k": 0.5, "completion_per_1k": 1.5}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class User:
-    """Runs `corral ...` in one project directory, as a user at a shell would."""
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")},
-            "CORRAL_HOME": str(home / ".corral"),
-            "CORRAL_ADMIN_KEY": ADMIN,
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-        }
-
-    def corral(self, *args: str, timeout: float = 300) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "corral.cli.main", *args],
-            cwd=self.home,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        assert done.returncode == 0, (
-            f"corral {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-        )
-        return done.stdout
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.corral(*args, "--json"))
-
-
-def _until(predicate: Callable[[], Any], what: str, log: Path, timeout_s: float = 180) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            found = predicate()
-        except (httpx.HTTPError, openai.APIError):
-            found = None
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"{what} did not happen; serve log:\n{log.read_text()[-4000:]}")
 
 
 def _questions() -> list[str]:
@@ -97,10 +38,10 @@ def _questions() -> list[str]:
     return seen[:16]
 
 
-def test_quickstart_serve_register_traffic_from_traces_train_canary_costs(tmp_path):
+def test_quickstart_serve_register_traffic_from_traces_train_canary_costs(tmp_path, e2e):
     from corral.train.starter import MODEL_DIR
 
-    user = User(tmp_path)
+    user = e2e.User(tmp_path)
     assert "starter@1 is production" in user.corral("quickstart", timeout=600)
 
     # register a model of our own (the starter's files stand in for it) and make it production
@@ -109,18 +50,8 @@ def test_quickstart_serve_register_traffic_from_traces_train_canary_costs(tmp_pa
     user.corral("models", "alias", "set", "helpdesk", "production", "1")
 
     # serve it: the deployment goes into the corral.yaml quickstart wrote
-    config_file = tmp_path / "corral.yaml"
-    config = yaml.safe_load(config_file.read_text())
-    port = _free_port()
-    config["gateway"] = {
-        **config.get("gateway", {}),
-        "port": port,
-        "deployments_poll_s": 0.2,
-        "worker_health_interval_s": 0.2,
-    }
-    config["engine"] = {"device": "cpu", "worker_port_start": _free_port()}
-    config["deployments"] = {"helpdesk": {"routes": [{"target": "helpdesk@production", "price": PRICE}]}}
-    config_file.write_text(yaml.safe_dump(config))
+    deployments = {"helpdesk": {"routes": [{"target": "helpdesk@production", "price": PRICE}]}}
+    port = e2e.serving_config(tmp_path / "corral.yaml", deployments)
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
         serve = subprocess.Popen(
@@ -131,9 +62,9 @@ def test_quickstart_serve_register_traffic_from_traces_train_canary_costs(tmp_pa
             stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
-    admin = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=60)
+    admin = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {e2e.ADMIN}"}, timeout=60)
     try:
-        _until(lambda: httpx.get(base + "/ready").status_code == 200, "the gateway getting ready", log)
+        e2e.until(lambda: httpx.get(base + "/ready").status_code == 200, "the gateway getting ready", log)
         key = user.json("keys", "create", "--name", "app", "--models", "helpdesk")["key"]
         client = openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0, timeout=60)
         assert [m.id for m in client.models.list().data] == ["helpdesk"]
@@ -182,7 +113,7 @@ def test_quickstart_serve_register_traffic_from_traces_train_canary_costs(tmp_pa
             live = admin.get("/admin/deployments/helpdesk").json()["helpdesk"]["live"]
             return all(r is not None for r in live["routes"])
 
-        _until(both_live, "the canary's worker starting", log)
+        e2e.until(both_live, "the canary's worker starting", log)
         versions = set()
         for i in range(24):
             raw = client.chat.completions.with_raw_response.create(

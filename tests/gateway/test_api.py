@@ -132,10 +132,16 @@ def test_feedback_is_recorded_against_a_trace(served, h):
             == 200
         )
         assert (
-            a.post("/v1/feedback", json={"trace_id": trace_id, "score": 0.25, "comment": "meh"}).status_code
+            a.post(
+                "/v1/feedback",
+                json={"trace_id": trace_id, "score": 0.25, "comment": "meh", "correction": "Right."},
+            ).status_code
             == 200
         )
         assert a.post("/v1/feedback", json={"trace_id": trace_id, "score": 3}).status_code == 400
+        too_long = {"trace_id": trace_id, "score": 0, "correction": "x" * 20_000}
+        refused = a.post("/v1/feedback", json=too_long)
+        assert refused.status_code == 400 and "correction" in refused.json()["error"]["message"]
     assert served.gateway.flush_traces()
     from sqlalchemy import select
 
@@ -146,6 +152,11 @@ def test_feedback_is_recorded_against_a_trace(served, h):
             r.score for r in s.scalars(select(FeedbackRow).where(FeedbackRow.trace_id == trace_id))
         )
     assert scores == [0.25, 1.0]
+    with served.gateway.store.session() as s:
+        corrections = {
+            r.correction for r in s.scalars(select(FeedbackRow).where(FeedbackRow.trace_id == trace_id))
+        }
+    assert corrections == {None, "Right."}
 
 
 def test_a_registered_prompt_template_is_rendered_and_its_version_traced(served, fake, h):

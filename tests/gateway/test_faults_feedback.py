@@ -24,6 +24,8 @@ TRACE = "0123456789abcdef0123456789abcdef"
         {"trace_id": TRACE, "score": 1.5},
         {"trace_id": TRACE, "score": 1, "comment": "x" * 5000},
         {"trace_id": TRACE, "score": 1, "label": 7},
+        {"trace_id": TRACE, "score": 0, "correction": 7},
+        {"trace_id": TRACE, "score": 0, "correction": "  "},
     ],
 )
 def test_feedback_bodies_are_strict(body):
@@ -34,6 +36,14 @@ def test_feedback_bodies_are_strict(body):
 def test_one_score_field_each_way():
     assert parse_feedback({"trace_id": TRACE, "thumbs": "down"}).score == 0.0
     assert parse_feedback({"trace_id": TRACE, "score": 1}).score == 1.0
+
+
+def test_a_correction_is_bounded_and_the_error_says_how_long_it_may_be():
+    assert parse_feedback({"trace_id": TRACE, "score": 0, "correction": "Go to Orders."}).correction == (
+        "Go to Orders."
+    )
+    with pytest.raises(InvalidInputError, match="at most 16384"):
+        parse_feedback({"trace_id": TRACE, "score": 0, "correction": "x" * 16_385})
 
 
 def _key(api: httpx.Client, name: str, **extra: object) -> str:

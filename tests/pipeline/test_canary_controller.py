@@ -161,7 +161,9 @@ def test_a_harmful_candidate_is_rolled_back_at_its_first_share_and_production_is
 
 def _deployment_page(store: Any) -> str:
     """The dashboard's deployment page as the gateway renders it."""
-    dashboard = Dashboard(store, keys=SimpleNamespace(admin_hash=None), settings=MonitorSettings())  # type: ignore[arg-type]
+    # the dashboard reads only the admin key's hash from the key ring (its sessions end when it changes)
+    keys = SimpleNamespace(admin_hash=None)
+    dashboard = Dashboard(store, keys=keys, settings=MonitorSettings())  # type: ignore[arg-type]
     context = pages.deployment(store, "support", datetime.now(UTC), 24 * 400, "d")
     return dashboard._render("deployment.html", **context).decode()
 

@@ -69,6 +69,7 @@ OPTIONAL_COMMANDS: dict[str, tuple[str, ...]] = {
     "data_cmd": ("datasets", "build"),
     "eval_cmd": ("eval",),
     "monitor_cmd": ("monitor", "alerts"),
+    "pipeline_cmd": ("pipeline",),
 }
 
 

@@ -117,6 +117,13 @@ def from_traces(
     min_score: Annotated[float | None, typer.Option(help="only traces with feedback score ≥ this")] = None,
     max_score: Annotated[float | None, typer.Option(help="only traces with feedback score ≤ this")] = None,
     limit: Annotated[int | None, typer.Option(help="at most this many traces (newest first)")] = None,
+    use_corrections: Annotated[
+        bool,
+        typer.Option(
+            "--use-corrections",
+            help="train on feedback corrections instead of the model's answer; skip low-rated traces without one",
+        ),
+    ] = False,
     tag: Annotated[list[str] | None, typer.Option(help="key=value, repeatable")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
@@ -124,7 +131,7 @@ def from_traces(
     from corral.data.traces import TraceQuery, dataset_from_traces
 
     window = parse_when(since, "--since"), parse_when(until, "--until")
-    query = TraceQuery(deployment, model, *window, min_score, max_score, limit)
+    query = TraceQuery(deployment, model, *window, min_score, max_score, limit, use_corrections)
     version, report = dataset_from_traces(registry(), name, query, tags=parse_tags(tag))
     if json_out:
         print_json(version)

@@ -29,7 +29,7 @@ def serve(
     # the deployments (from corral.yaml and the admin API alike) are listed once the store is read:
     # the "gateway ready" line names them all
     common.console.print(f"corral gateway on http://{host}:{port}/v1")
-    with _online_evaluation(settings):
+    with _online_evaluation(settings), _pipeline_triggers(settings):
         run(settings, host, port)
 
 
@@ -43,6 +43,33 @@ def _online_evaluation(settings: Any) -> Iterator[None]:
 
     with running(settings, common.registry()):
         yield
+
+
+@contextmanager
+def _pipeline_triggers(settings: Any) -> Iterator[None]:
+    """Start the `pipeline.files` on their schedules and alerts (one replica does, by lease)."""
+    if not (settings.pipeline.enabled and settings.pipeline.files):
+        yield
+        return
+    from pathlib import Path
+
+    from corral.pipeline.triggers import PipelineScheduler
+    from corral.store import Store
+
+    source = Path(settings.source).resolve() if settings.source else None
+    store = Store.from_settings(settings)
+    scheduler = PipelineScheduler(
+        store,
+        settings.pipeline,
+        base_dir=source.parent if source else Path.cwd(),
+        config_path=str(source) if source else None,
+    )
+    scheduler.start()
+    try:
+        yield
+    finally:
+        scheduler.stop()
+        store.dispose()
 
 
 def register(app: typer.Typer) -> None:

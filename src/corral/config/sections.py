@@ -496,7 +496,14 @@ class MonitorSettings(Section):
 
 
 class PipelineSettings(Section):
-    enabled: bool = False
+    """Refresh pipelines `corral serve` starts: on their cron `schedule` and on the alerts they name."""
+
+    enabled: bool = Field(default=True, description="schedule and trigger the pipeline files")
+    files: list[str] = Field(
+        default_factory=list, description="pipeline YAML files (relative to corral.yaml's directory)"
+    )
+    poll_s: float = Field(default=30.0, gt=0, description="how often schedules are checked")
+    lease_s: float = Field(default=90.0, gt=0, description="the runner lease: one replica starts runs")
 
 
 class OnlineEvalRule(Section):
@@ -528,10 +535,6 @@ class EvaluateSettings(Section):
 
 class Settings(Section):
     """The whole configuration tree; one section per lifecycle stage."""
-
-    NOT_AVAILABLE_YET: ClassVar[dict[str, str]] = {
-        "pipeline": "the refresh pipeline",
-    }
 
     store: StoreSettings = Field(default_factory=StoreSettings)
     artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings)

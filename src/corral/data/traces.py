@@ -21,6 +21,7 @@ from corral.store.traces import EVAL_SOURCE, TraceRecord
 
 SOURCE_TRACE = "source_trace"  # the key under which a dataset row built from a trace keeps its id
 USER_SOURCE = "user"  # feedback.source of people's feedback (a judge's is judge:<rubric>)
+LOW_SCORE = 0.5  # a trace whose mean user score is below this was answered badly
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,9 @@ class TraceQuery:
     min_score: float | None = None
     max_score: float | None = None
     limit: int | None = None
+    # The latest user correction replaces the model's answer; a low-rated trace without one is skipped
+    # (training on it would teach the bad answer).
+    use_corrections: bool = False
 
     def check(self) -> None:
         for label, score in (("min_score", self.min_score), ("max_score", self.max_score)):
@@ -57,6 +61,8 @@ class TraceQuery:
 class TraceRows:
     rows: list[dict[str, Any]]
     trace_ids: list[str]
+    scores: list[float | None] = field(default_factory=list)  # each row's mean user score, if rated
+    corrected: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
 
 
@@ -164,7 +170,7 @@ def select_trace_rows(registry: Registry, query: TraceQuery) -> TraceRows:
         .subquery()
     )
     stmt = (
-        select(TraceRow)
+        select(TraceRow, scores.c.score)
         .outerjoin(scores, scores.c.trace_id == TraceRow.id)
         .where(TraceRow.status < 400, TraceRow.shadow_of.is_(None), TraceRow.endpoint != "embeddings")
         .order_by(TraceRow.at.desc())
@@ -185,7 +191,9 @@ def select_trace_rows(registry: Registry, query: TraceQuery) -> TraceRows:
         stmt = stmt.limit(query.limit)
     out = TraceRows([], [])
     with registry.store.session() as session:
-        for stored in session.scalars(stmt):
+        found = session.execute(stmt).all()
+        corrections = _corrections(session, [t.id for t, _ in found]) if query.use_corrections else {}
+        for stored, mean in found:
             record = TraceRecord.from_row(stored)
             if record.meta.get("source") == EVAL_SOURCE:
                 out.skipped["evaluation traffic"] += 1
@@ -193,10 +201,33 @@ def select_trace_rows(registry: Registry, query: TraceQuery) -> TraceRows:
             row = trace_to_row(record.endpoint, record.request, record.response)
             if isinstance(row, str):
                 out.skipped[row] += 1
-            else:
-                out.rows.append(row)
-                out.trace_ids.append(record.id)
+                continue
+            if query.use_corrections:
+                if record.id in corrections:
+                    row["messages"][-1] = {"role": "assistant", "content": corrections[record.id]}
+                    out.corrected += 1
+                elif mean is not None and mean < LOW_SCORE:
+                    out.skipped["low-rated without a correction"] += 1
+                    continue
+            out.rows.append(row)
+            out.trace_ids.append(record.id)
+            out.scores.append(None if mean is None else float(mean))
     return out
+
+
+def _corrections(session: Any, trace_ids: list[str]) -> dict[str, str]:
+    """The latest user correction of each of these traces."""
+    found: dict[str, str] = {}
+    for start in range(0, len(trace_ids), 500):  # bounded IN lists
+        chunk = trace_ids[start : start + 500]
+        rows = session.execute(
+            select(FeedbackRow.trace_id, FeedbackRow.correction)
+            .where(FeedbackRow.trace_id.in_(chunk), FeedbackRow.source == USER_SOURCE)
+            .where(FeedbackRow.correction.is_not(None))
+            .order_by(FeedbackRow.at)
+        ).all()
+        found.update({trace: text for trace, text in rows})
+    return found
 
 
 def _answered_by(registry: Registry, ref: str) -> Any:
@@ -243,7 +274,12 @@ def dataset_from_traces(
     # Each row keeps the id of the trace it came from, so deleting a user can find it again.
     rows = [{**row, SOURCE_TRACE: tid} for row, tid in zip(selected.rows, selected.trace_ids, strict=True)]
     result = build_rows(rows, options or BuildOptions(redact=True), "chat")
-    report = {"traces": len(selected.rows), "skipped": dict(selected.skipped), **result.report}
+    report = {
+        "traces": len(selected.rows),
+        "corrected": selected.corrected,
+        "skipped": dict(selected.skipped),
+        **result.report,
+    }
     lineage = {
         "source": "traces",
         "query": query.as_dict(),

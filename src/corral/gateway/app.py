@@ -295,7 +295,13 @@ class Gateway:
         recent = self.tracer.recent if self.tracer else None
         await check_owner(key, feedback.trace_id, recent, self.store)
         record = FeedbackRecord(
-            trace_id, feedback.trace_id, feedback.score, feedback.label, feedback.comment, key.id
+            trace_id,
+            feedback.trace_id,
+            feedback.score,
+            feedback.label,
+            feedback.comment,
+            key.id,
+            correction=feedback.correction,
         )
         if self.tracer is not None:
             self.tracer.submit(record)

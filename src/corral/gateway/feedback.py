@@ -22,6 +22,7 @@ from corral.store.models import TraceRow
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 MAX_LABEL = 128
 MAX_COMMENT = 4096
+MAX_CORRECTION = 16_384  # the right answer, trained on as the target (`from-traces --use-corrections`)
 RECENT_TRACES = 100_000  # trace ids this process made, kept to check feedback before they are stored
 
 
@@ -31,10 +32,12 @@ class FeedbackInput:
     score: float
     label: str | None
     comment: str | None
+    correction: str | None = None
 
 
 def parse_feedback(body: dict[str, Any]) -> FeedbackInput:
-    """A feedback body checked strictly: a trace id, exactly one of `score` (0 to 1) or `thumbs`, label, comment."""
+    """A feedback body checked strictly: a trace id, exactly one of `score` (0 to 1) or `thumbs`, label,
+    comment, and a `correction` (the answer that should have been given)."""
     trace = body.get("trace_id")
     if not isinstance(trace, str) or not TRACE_ID.match(trace):  # all zeros: no such trace, a 404
         raise InvalidInputError("`trace_id` must be the x-corral-trace-id of a response (32 hex characters)")
@@ -52,7 +55,15 @@ def parse_feedback(body: dict[str, Any]) -> FeedbackInput:
         raise InvalidInputError(f"`label` must be a string of at most {MAX_LABEL} characters")
     if comment is not None and (not isinstance(comment, str) or len(comment) > MAX_COMMENT):
         raise InvalidInputError(f"`comment` must be a string of at most {MAX_COMMENT} characters")
-    return FeedbackInput(trace, float(score), label, comment)
+    correction = body.get("correction")
+    if correction is not None and (not isinstance(correction, str) or not correction.strip()):
+        raise InvalidInputError("`correction` must be the right answer as a non-empty string")
+    if correction is not None and len(correction) > MAX_CORRECTION:
+        raise InvalidInputError(
+            f"`correction` is {len(correction)} characters; at most {MAX_CORRECTION} are accepted",
+            hint="send the answer the model should have given, not a document",
+        )
+    return FeedbackInput(trace, float(score), label, comment, correction)
 
 
 @dataclass(frozen=True)

@@ -230,6 +230,7 @@ class FeedbackRow(Base):
     key_id: Mapped[int | None] = mapped_column(Integer, default=None)
     # `user` for people's feedback; `judge:<rubric>` for scores that online evaluation stored.
     source: Mapped[str] = mapped_column(String(128), default="user", server_default="user")
+    correction: Mapped[str | None] = mapped_column(Text, default=None)  # the right answer, a training target
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -278,7 +279,6 @@ class EvalItemRow(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[str | None] = mapped_column(Text, default=None)
-
 
 
 # -- shared: leases (one replica does a job at a time) ----------------------------------------------
@@ -407,3 +407,42 @@ class GatewayHeartbeatRow(Base):
     in_flight: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"support@1": 3}; zeros omitted
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+# -- the refresh pipeline: runs and their stages -------------------------------------------------------
+
+
+class PipelineRunRow(Base):
+    """One run of a refresh pipeline file: what started it, where it stands, and why it stopped."""
+
+    __tablename__ = "pipeline_runs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(128), index=True)
+    file: Mapped[str] = mapped_column(String(1024))
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the file as parsed when the run began
+    trigger: Mapped[str] = mapped_column(String(256))  # manual | schedule | alert:ID
+    status: Mapped[str] = mapped_column(String(16))  # running | succeeded | rejected | failed
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class PipelineStageRow(Base):
+    """One stage of a run: its inputs, and the reference to what it made (a dataset, a version, a verdict)."""
+
+    __tablename__ = "pipeline_stages"
+    __table_args__ = (UniqueConstraint("run_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("pipeline_runs.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(32))
+    position: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # running | done | failed | skipped
+    inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    output: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    duration_s: Mapped[float | None] = mapped_column(Float, default=None)

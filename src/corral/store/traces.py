@@ -115,6 +115,7 @@ class FeedbackRecord:
     key_id: int | None = None
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
     source: str = "user"  # people's feedback; online evaluation stores judge:<rubric> itself
+    correction: str | None = None  # the answer that should have been given
 
     def row(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in ALL_FIELDS[self.KIND]}

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"  # the lead sets this to "0006" at merge (0006 is written in parallel)
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
