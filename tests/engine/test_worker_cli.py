@@ -107,3 +107,54 @@ def test_a_base_versions_worker_finds_the_registry_adapters_over_that_base_only(
     assert adapter is None and found is not None and found[0] == "cx@1"
     assert (found[1] / "adapter_config.json").is_file()
     assert find("elsewhere@1") is None and find("base@1") is None and find("nope@1") is None
+
+
+def test_sigterm_drains_the_answer_in_flight_then_exits_0(tmp_path: Path) -> None:
+    """A rollout's SIGTERM: the stream being answered ends with [DONE], then the worker exits cleanly."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import httpx
+
+    from corral.train.starter import MODEL_DIR
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "CORRAL_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "corral.cli.main", "worker", "--model", str(MODEL_DIR), "--port", str(port)]
+    worker = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                name = httpx.get(base + "/v1/models").json()["data"][0]["id"]
+                break
+            except httpx.HTTPError:
+                assert worker.poll() is None and time.monotonic() < deadline, "the worker did not start"
+                time.sleep(0.3)
+        seen: list[str] = []
+        body = {"model": name, "prompt": "hello", "max_tokens": 250, "min_tokens": 250, "stream": True}
+
+        def stream() -> None:
+            with httpx.stream("POST", base + "/v1/completions", json=body, timeout=60) as answer:
+                seen.extend(line for line in answer.iter_lines() if line.startswith("data:"))
+
+        reader = threading.Thread(target=stream)
+        reader.start()
+        while not seen and reader.is_alive():
+            time.sleep(0.005)  # the answer has begun
+        worker.send_signal(signal.SIGTERM)
+        reader.join(60)
+        assert seen[-1] == "data: [DONE]" and len(seen) > 100
+        assert worker.wait(60) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()

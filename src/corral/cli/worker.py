@@ -131,6 +131,7 @@ def worker(
     from corral.engine.embeddings import EmbeddingModel
     from corral.engine.llm_engine import LLMEngine
     from corral.engine.server import Worker, build_app
+    from corral.gateway.server import QuietServer
 
     settings = common.settings()
     engine_cfg = engine_settings(
@@ -152,7 +153,11 @@ def worker(
         f"serving [bold]{names[0]}[/bold] on http://{host}:{port}/v1 "
         f"({engine.block_manager.num_blocks} KV blocks, context {engine.max_model_len})"
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # SIGTERM (a rollout, a scale-down) drains: no new connections, answers in flight finish (for at
+    # most gateway.drain_timeout_s), then the worker exits 0
+    drain_s = max(1, round(settings.gateway.drain_timeout_s))
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=drain_s)
+    QuietServer(config).run()
 
 
 def register(app: typer.Typer) -> None:
