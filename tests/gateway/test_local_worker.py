@@ -167,13 +167,17 @@ def test_a_crash_looping_worker_shows_its_error_in_the_503_ready_status_and_metr
             except httpx.HTTPError:
                 return []
 
+        def refusal() -> openai.InternalServerError:
+            with pytest.raises(openai.InternalServerError) as refused:
+                _client(base).chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}])
+            return refused.value
+
         deadline = time.monotonic() + 120
-        while not any(why in (w["last_error"] or "") for w in status()):
+        # the worker's status shows its error first; the deployment's 503 names it from its next rebuild
+        while not any(why in (w["last_error"] or "") for w in status()) or why not in refusal().message:
             assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
             time.sleep(0.5)
-        with pytest.raises(openai.InternalServerError) as refused:
-            _client(base).chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}])
-        assert refused.value.status_code == 503 and why in refused.value.message
+        assert refusal().status_code == 503
         ready = httpx.get(base + "/ready")
         assert ready.status_code == 503 and why in ready.json()["problems"]["tiny"][0]
         assert (

@@ -292,5 +292,5 @@ def dataset_from_traces(
 
 
 def _describe(query: TraceQuery) -> str:
-    given = {k: v for k, v in query.as_dict().items() if v is not None}
+    given = {k: v for k, v in query.as_dict().items() if v is not None and v is not False}
     return "the query " + ", ".join(f"{k}={v}" for k, v in given.items()) if given else "any query"

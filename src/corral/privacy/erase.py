@@ -39,6 +39,8 @@ from corral.store.models import (
 
 DELETED_TAG = "trained_on_deleted_data"
 EXEMPT_TABLES = {
+    "pipeline_runs": "refresh runs: a pipeline file, its trigger and status, written by operators",
+    "pipeline_stages": "a run's stages: counts and references to dataset and model versions, no user rows",
     "models": "model names and descriptions, written by operators",
     "model_versions": "weights and lineage; versions trained on deleted rows are tagged instead",
     "aliases": "names of versions",
