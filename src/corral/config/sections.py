@@ -433,8 +433,10 @@ class GuardSettings(Section):
 
 
 AlertMetric = Literal[
-    "p95_latency_ms", "error_rate", "cost_per_day", "feedback_mean_drop", "drift_p_value", "new_topic_share"
+    "p95_latency_ms", "error_rate", "cost_per_day", "feedback_mean", "feedback_mean_drop", "drift_p_value",
+    "new_topic_share",
 ]
+FALLING_METRICS = ("drift_p_value", "feedback_mean")  # these fire when they fall below the threshold
 
 
 AlertSink = Literal["log", "webhook", "subscribers"]
@@ -442,7 +444,7 @@ ALERT_SINKS: tuple[AlertSink, ...] = ("log", "webhook", "subscribers")
 
 
 class AlertRuleSettings(Section):
-    """One alert rule: fires when `metric` passes `threshold` (drift_p_value: falls below it)."""
+    """One alert rule: fires when `metric` passes `threshold` (drift_p_value, feedback_mean: fall below it)."""
 
     name: str = Field(min_length=1, max_length=128)
     metric: AlertMetric

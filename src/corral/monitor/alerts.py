@@ -14,6 +14,7 @@ import httpx
 from sqlalchemy import desc, select
 
 from corral.config import AlertRuleSettings, MonitorSettings
+from corral.config.sections import FALLING_METRICS
 from corral.monitor.report import last, report, today
 from corral.monitor.rollup import utc
 from corral.monitor.sketch import LogHistogram
@@ -51,7 +52,7 @@ class OpenAlert:
 def breaches(metric: str, value: float | None, threshold: float) -> bool:
     if value is None:
         return False
-    return value < threshold if metric == "drift_p_value" else value > threshold
+    return value < threshold if metric in FALLING_METRICS else value > threshold
 
 
 def transition(
@@ -117,6 +118,9 @@ def measure(store: Store, rule: AlertRuleSettings, deployment: str, now: datetim
         return None
     if rule.metric == "error_rate":
         return float(rows[0]["error_rate"])
+    if rule.metric == "feedback_mean":  # users' mean score over the window (None without feedback)
+        mean = rows[0]["feedback_mean"]
+        return None if mean is None else float(mean)
     # feedback_mean_drop: the week before the window against the window
     before = report(store, window[0] - timedelta(days=7), window[0], deployment=deployment)
     if rows[0]["feedback_mean"] is None or not before or before[0]["feedback_mean"] is None:
