@@ -166,7 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--key", required=True, help="an API key allowed on the deployment")
     p.add_argument("--deployment", default="support", help="the model name sent (default %(default)s)")
     p.add_argument("--corrections", action="store_true", help="send the right answer with each bad rating")
-    p.add_argument("--users", type=int, default=20, help="distinct simulated users (default %(default)s)")
+    p.add_argument("--users", type=int, default=100, help="distinct simulated users (default %(default)s)")
     p.add_argument("--threads", type=int, default=2, help="requests in flight at once (default %(default)s)")
     p.add_argument("--new-share", type=float, default=0.5, help="share of held-back questions (default 0.5)")
     p.add_argument("--requests", type=int, help="stop after this many requests")
