@@ -20,7 +20,8 @@ from corral.cli.main import _register_commands, app
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL_FENCES = {"", "bash", "sh", "shell", "console"}
-SEPARATORS = {"&&", "||", "|", ";"}
+SEPARATORS = {"&&", "||", "|", ";", "&"}
+REDIRECT = re.compile(r"\d?(>>?|<)(&\d)?")  # > file, 2>&1, < file: the shell's, not the command's
 INLINE = re.compile(r"`(corral [^`]+)`")
 
 
@@ -44,6 +45,12 @@ def corral_commands(line: str) -> list[list[str]]:
     """The argument lists of the corral commands in one shell line (`a && corral x`, `torchrun -m ...`)."""
     words = shlex.split(line, comments=True)
     commands, current = [], []
+    redirected = [bool(REDIRECT.fullmatch(w)) for w in words]  # the word and, after `>` or `<`, its file
+    words = [
+        w
+        for i, w in enumerate(words)
+        if not (redirected[i] or i and redirected[i - 1] and "&" not in words[i - 1])
+    ]
     for word in [*words, ";"]:
         if word not in SEPARATORS:
             current.append(word)

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+
+from corral.testing.users import Users, corpus
 
 pytestmark = [
     pytest.mark.slow,
@@ -33,70 +33,6 @@ pytestmark = [
         reason="needs the engine and train extras",
     ),
 ]
-
-
-def _corpus() -> tuple[dict[str, str], list[str], list[str]]:
-    """Every question's right answer; some held-back (new) and known questions users ask."""
-    from corral.train.starter import KNOWN_FILE, NEW_FILE, rows
-
-    answers: dict[str, str] = {}
-    for path in (KNOWN_FILE, NEW_FILE):
-        for row in rows(path):
-            answers.setdefault(row["messages"][0]["content"], row["messages"][-1]["content"])
-    new = list(dict.fromkeys(r["messages"][0]["content"] for r in rows(NEW_FILE, split="train")))
-    known = list(dict.fromkeys(r["messages"][0]["content"] for r in rows(KNOWN_FILE, split="train")))
-    return answers, new, known
-
-
-class Users:
-    """Simulated users: each asks, rates the answer (1 right, 0 wrong) and sends the right answer when wrong."""
-
-    def __init__(self, base: str, key: str, answers: dict[str, str], questions: list[str]) -> None:
-        self.client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60)
-        self.answers, self.questions = answers, questions
-        self.statuses: list[int] = []
-        self.traces: list[tuple[str, str]] = []  # (trace id, user)
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-
-    def ask(self, user: str, question: str) -> None:
-        reply = self.client.post(
-            "/v1/chat/completions",
-            json={
-                "model": "support", "messages": [{"role": "user", "content": question}], "user": user,
-                "max_tokens": 48, "temperature": 0,
-            },
-        )  # fmt: skip
-        with self._lock:
-            self.statuses.append(reply.status_code)
-        if reply.status_code != 200:
-            return
-        trace = reply.headers["x-corral-trace-id"]
-        with self._lock:
-            self.traces.append((trace, user))
-        right = self.answers[question]
-        said = (reply.json()["choices"][0]["message"]["content"] or "").strip()
-        feedback: dict[str, Any] = {"trace_id": trace, "score": 1.0 if said == right else 0.0}
-        if said != right:
-            feedback["correction"] = right
-        self.client.post("/v1/feedback", json=feedback)
-
-    def _loop(self, seed: int) -> None:
-        rng = random.Random(seed)
-        while not self._stop.is_set():
-            self.ask(f"user-{rng.randrange(400)}", rng.choice(self.questions))
-
-    def start(self, threads: int = 4) -> None:
-        self._stop.clear()
-        self._threads = [threading.Thread(target=self._loop, args=(i,), daemon=True) for i in range(threads)]
-        for thread in self._threads:
-            thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(60)
 
 
 def _pipeline(
@@ -182,7 +118,7 @@ def test_feedback_with_corrections_refreshes_the_model_promotes_it_and_rolls_a_b
         )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     admin = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {e2e.ADMIN}"}, timeout=60)
-    answers, new, known = _corpus()
+    answers, new, known = corpus()
     try:
         e2e.until(lambda: httpx.get(base + "/ready").status_code == 200, "the gateway getting ready", log)
         key = user.json("keys", "create", "--name", "app", "--models", "support")["key"]

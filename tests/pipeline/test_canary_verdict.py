@@ -127,6 +127,19 @@ def test_enough_candidate_requests_at_a_step_without_proof_yet_advance_the_share
     assert verdict(prod, replace(cand, step_requests=50), spec, 60, 0).action == "hold"
 
 
+def test_the_share_does_not_go_to_100_percent_before_production_has_its_samples():
+    # at 100% production gets nothing more: it would never reach min_samples, and the canary would time out
+    spec = replace(ERRORS_ONLY, steps=(50, 100), min_samples=40)
+    prod, cand = _arms(34, 42, p=0.0, c=0.0)
+    v = verdict(prod, cand, spec, 60, 0)
+    assert v.action == "hold" and "production needs 40 samples" in v.reasons[0]
+    prod, cand = _arms(40, 42, p=0.0, c=0.0)
+    assert verdict(prod, cand, spec, 60, 0).action in ("advance", "promote")
+    assert (
+        verdict(*_arms(34, 42, p=0.0, c=0.0), replace(spec, steps=(25, 50, 100)), 60, 0).action == "advance"
+    )
+
+
 def test_harm_rolls_back_at_once_even_before_min_samples():
     prod, cand = _arms(4000, 60, p=0.01, c=0.9, seed=6)
     v = verdict(prod, cand, ERRORS_ONLY, 60, 0)

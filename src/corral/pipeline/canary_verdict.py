@@ -10,7 +10,8 @@ It is a non-inferiority decision on every configured metric, with always-valid b
   may happen at any step: an always-valid bound is as good at 5% as at 50%, and the steps only exist
   to collect evidence faster while any harm stays bounded. `promote_early: false` waits for the last step;
 - **advance** to the next step once the current one has `min_samples` candidate requests and no
-  metric's estimate of harm exceeds its margin; otherwise **hold**.
+  metric's estimate of harm exceeds its margin, but not to 100% before production has `min_samples`
+  (from there on it gets no requests, so it never would); otherwise **hold**.
 
 Metrics, all in [0, 1], harm positive when the candidate is worse:
 
@@ -220,6 +221,11 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
+def production_short(production: ArmStats, active: dict[str, float], spec: CanarySpec) -> bool:
+    """Whether production has fewer than `min_samples` on any active metric."""
+    return any(production.summary(name).n < spec.min_samples for name in active)
+
+
 def verdict(
     production: ArmStats, candidate: ArmStats, spec: CanarySpec, elapsed_s: float, step_index: int
 ) -> Verdict:
@@ -279,10 +285,17 @@ def verdict(
             "rollback",
             [f"max duration {spec.max_duration_s:g} s passed without a promotion", *short, *unproven],
         )
-    if not last and candidate.step_requests >= spec.min_samples and not drifting:
+    # at 100% production gets no more requests: going there before it has its samples would starve it
+    starving = not last and spec.share(step_index + 1) >= 100 and production_short(production, active, spec)
+    if not last and candidate.step_requests >= spec.min_samples and not drifting and not starving:
         return out("advance", [f"{candidate.step_requests} candidate requests at {spec.share(step_index):g}% and no harm seen",
                                f"next share {spec.share(step_index + 1):g}%"])  # fmt: skip
     waiting = drifting or short or unproven
+    if starving and candidate.step_requests >= spec.min_samples:
+        waiting = [
+            f"production needs {spec.min_samples} samples before the candidate takes every user",
+            *waiting,
+        ]
     if not last and candidate.step_requests < spec.min_samples:
         waiting = [
             f"{candidate.step_requests} of {spec.min_samples} candidate requests at this step",
