@@ -15,7 +15,7 @@ from corral.config import AlertRuleSettings, MonitorSettings
 from corral.monitor.alerts import OpenAlert, breaches, history, post_webhook, subscribe, transition
 from corral.monitor.service import MonitorService
 from corral.store.models import DeploymentRow
-from corral.testing.traffic import insert_traces, trace_row
+from corral.testing.traffic import insert_feedback, insert_traces, trace_row
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -115,3 +115,21 @@ def test_a_latency_spike_fires_posts_once_while_firing_and_resolves(store, webho
     assert event["value"] == pytest.approx(2500, rel=0.01) and event["resolved_value"] == pytest.approx(
         100, rel=0.01
     )
+
+
+def test_low_user_feedback_fires_a_feedback_mean_rule_and_judge_scores_do_not_count(store):
+    with store.session() as session:
+        session.add(DeploymentRow(name="chat", spec={"routes": []}, updated_by="test"))
+    rule = AlertRuleSettings(name="bad-answers", metric="feedback_mean", threshold=0.6, for_minutes=10)
+    monitor = MonitorService(store, MonitorSettings(drift_reports=False, alerts=[rule]), holder="a")
+    traces = _minutes(T0, 5, 100.0, "rated")
+    insert_traces(store, traces)
+    judged = [{"id": f"j{i}", "trace_id": t["id"], "score": 0.0, "at": t["at"], "source": "judge:exact"}
+              for i, t in enumerate(traces)]  # fmt: skip
+    insert_feedback(store, judged)  # online evaluation's scores are not users' feedback
+    assert monitor.run_once(T0 + timedelta(minutes=6))["alerts"] == []  # type: ignore[index]
+    insert_feedback(store, [{"id": f"u{i}", "trace_id": t["id"], "score": 0.2 if i % 3 else 1.0, "at": t["at"]}
+                            for i, t in enumerate(traces)])  # fmt: skip
+    (event,) = monitor.run_once(T0 + timedelta(minutes=7))["alerts"]  # type: ignore[index]
+    assert event["action"] == "fire" and event["value"] == pytest.approx((0.2 * 20 + 1.0 * 10) / 30)
+    assert breaches("feedback_mean", 0.7, 0.6) is False and breaches("feedback_mean", None, 0.6) is False

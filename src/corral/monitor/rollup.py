@@ -32,6 +32,8 @@ ROLLUP: Table = RollupRow.__table__  # type: ignore[assignment]
 Key = tuple[str, str, str]  # deployment, route, model version
 
 # What the monitor counts: live traffic only, not shadow copies nor the requests an evaluation sent.
+# people's feedback only: an online evaluation's judge scores (source judge:...) are not user feedback
+USER_FEEDBACK = FeedbackRow.source == "user"
 LIVE = (
     TraceRow.shadow_of.is_(None),
     func.coalesce(TraceRow.meta["source"].as_string(), "") != EVAL_SOURCE,
@@ -194,7 +196,7 @@ class RollupJob:
             feedback = session.execute(
                 select(minute_f, func.count())
                 .join(TraceRow, TraceRow.id == FeedbackRow.trace_id)
-                .where(FeedbackRow.at >= since, FeedbackRow.at < until, *LIVE)
+                .where(FeedbackRow.at >= since, FeedbackRow.at < until, *LIVE, USER_FEEDBACK)
                 .group_by(minute_f)
             ).all()
             rolled = session.execute(
@@ -238,7 +240,7 @@ class RollupJob:
             feedback = session.execute(
                 select(FeedbackRow.at, TraceRow.deployment, TraceRow.route, TraceRow.model_version, FeedbackRow.score)
                 .join(TraceRow, TraceRow.id == FeedbackRow.trace_id)
-                .where(FeedbackRow.at >= start, FeedbackRow.at < end, *LIVE)
+                .where(FeedbackRow.at >= start, FeedbackRow.at < end, *LIVE, USER_FEEDBACK)
             ).all()  # fmt: skip
         groups: dict[tuple[datetime, Key], Aggregate] = defaultdict(Aggregate)
         distinct: dict[tuple[datetime, Key], tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
