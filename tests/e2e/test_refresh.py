@@ -1,7 +1,8 @@
 """The closed loop on the starter model, through the CLI, the gateway and simulated users only.
 
 starter@1 serves the `support` deployment; users ask about the held-back intents, rate those answers
-bad and send the right answer as a correction. `corral pipeline run` builds a dataset from those traces
+bad and send the right answer as a correction; the feedback alert fires, and `corral pipeline run`
+started with that alert as its trigger builds a dataset from those traces
 (plus replayed old data), trains starter@2, gates it (better on the new intents, no worse on the old),
 canaries it while the users keep coming and promotes it; starter@1 drains and is retired. Then a
 deliberately broken starter@3 (a destructive learning rate, let through by a lax gate) is canaried and
@@ -58,20 +59,23 @@ def _pipeline(
             "margins": {"error_rate": 0.1, "feedback": 0.2, "latency_p95": None}, **canary,
         },
         "retire": {"drain_timeout_s": 30},
+        "triggers": {"alerts": ["bad-answers"]},
     }  # fmt: skip
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
 
-def _run_pipeline(user: Any, users: Users, file: Path, db: Path) -> subprocess.CompletedProcess[str]:
+def _run_pipeline(
+    user: Any, users: Users, file: Path, db: Path, trigger: str = "manual"
+) -> subprocess.CompletedProcess[str]:
     """`corral pipeline run FILE --json`, with the users coming once the canary starts (training and
     evaluation get the CPU to themselves before that), and still coming through promotion."""
     from corral.pipeline import RunStore
     from corral.store import Store
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "corral.cli.main", "pipeline", "run", str(file), "--json"],
+        [sys.executable, "-m", "corral.cli.main", "pipeline", "run", str(file), "--json", "--trigger", trigger],
         cwd=user.home, env=user.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     store = Store(f"sqlite:///{db}")
@@ -102,8 +106,12 @@ def test_feedback_with_corrections_refreshes_the_model_promotes_it_and_rolls_a_b
         tmp_path / "corral.yaml",
         {"support": {"routes": [{"target": "starter@production"}]}},
         tracing={"flush_interval_s": 0.2},
-        monitor={"enabled": False},  # drift reports embed every prompt: minutes of CPU on this machine
-    )
+        # no monitor loop (its drift reports embed every prompt: minutes of CPU here); `alerts check` instead
+        monitor={"enabled": False, "alerts": [{
+            "name": "bad-answers", "metric": "feedback_mean", "threshold": 0.6, "deployment": "support",
+            "for_minutes": 60, "sinks": ["log"],
+        }]},
+    )  # fmt: skip
     # the starter model in production (what `corral quickstart` registers), without the quickstart's demo
     subprocess.run(
         [sys.executable, "-c", "from corral.registry import open_registry; from corral.train.starter import "
@@ -130,6 +138,11 @@ def test_feedback_with_corrections_refreshes_the_model_promotes_it_and_rolls_a_b
         assert set(users.statuses) == {200}
         e2e.until(lambda: len(_served_by(admin, users.traces)) == 110, "the traces being stored", log)
 
+        # the feedback alert fires on those ratings; the refresh pipeline names it as its trigger
+        fired = e2e.until(lambda: user.json("alerts", "check", "--json"), "the feedback alert firing", log)
+        [alert] = [e for e in fired if e["rule"] == "bad-answers" and e["action"] == "fire"]
+        assert alert["value"] < 0.6
+
         # the refresh: dataset from the corrected traces, starter@2, gates, canary, promotion
         refresh = _pipeline(
             tmp_path, "refresh", {"max_steps": 60, "lr": 0.003, "eval_every": 60},
@@ -140,11 +153,15 @@ def test_feedback_with_corrections_refreshes_the_model_promotes_it_and_rolls_a_b
             {"steps": [50, 100], "min_samples": 40},
         )  # fmt: skip
         users.statuses.clear()
-        done = _run_pipeline(user, users, refresh, tmp_path / ".corral" / "corral.db")
+        from corral.pipeline import load_pipeline
+        from corral.pipeline.triggers import alert_starts
+
+        assert alert_starts(load_pipeline(refresh), alert)  # what `corral serve` runs on this alert
+        done = _run_pipeline(user, users, refresh, tmp_path / ".corral" / "corral.db", f"alert:{alert['id']}")
         assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         run = json.loads(done.stdout)
         stages = {s["name"]: s for s in run["stages"]}
-        assert run["status"] == "succeeded" and run["trigger"] == "manual"
+        assert run["status"] == "succeeded" and run["trigger"] == f"alert:{alert['id']}"
         assert all(s["status"] == "done" for s in stages.values()), stages
         assert stages["collect"]["output"]["corrected"] >= 80 and stages["dataset"]["output"]["replayed"] > 0
         assert stages["train"]["output"]["version"] == "starter@2"
