@@ -133,18 +133,22 @@ def series(
 def series_and_total(
     store: Store, deployment: str, since: datetime, until: datetime, *, grain: str = "h",
     by: Sequence[str] = ("model_version",),
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
-    """`series` per group without percentiles, and the total per bucket with them, from one read."""
-    groups, totals = _series_groups(store, deployment, since, until, grain, by, False, totals=True)
-    return _points(groups, by, percentiles=False), _points(totals, (), percentiles=True)
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
+    """From one read: `series` per group without percentiles, the total per bucket with them, and
+    each group's summary over all the buckets (with percentiles), as `report` gives it over the
+    charted span (from the first bucket's start)."""
+    overall: dict[tuple[Any, ...], Aggregate] = defaultdict(Aggregate)
+    groups, totals = _series_groups(store, deployment, since, until, grain, by, False, totals=True, overall=overall)
+    summaries = [{**dict(zip(by, key, strict=True)), **summarize(agg)} for key, agg in sorted(overall.items())]
+    return _points(groups, by, percentiles=False), _points(totals, (), percentiles=True), summaries
 
 
 def _series_groups(
     store: Store, deployment: str | None, since: datetime, until: datetime, grain: str, by: Sequence[str],
-    percentiles: bool, *, totals: bool,
+    percentiles: bool, *, totals: bool, overall: dict[tuple[Any, ...], Aggregate] | None = None,
 ) -> tuple[dict[tuple[Any, ...], Aggregate], dict[tuple[Any, ...], Aggregate]]:  # fmt: skip
     """Aggregates per (bucket, *group), with histograms when `percentiles`; and per bucket (with
-    histograms) when `totals`."""
+    histograms) when `totals`; `overall`, when given, gets each group over every bucket (with them)."""
     _check_groups(by)
     if grain not in GRAIN_SIZE:
         raise InvalidInputError(f"unknown grain '{grain}'", hint="use m, h or d")
@@ -153,8 +157,10 @@ def _series_groups(
     total: dict[tuple[Any, ...], Aggregate] = defaultdict(Aggregate)
     for row in _rows(store, [(grain, start, end)], deployment, histograms=percentiles or totals):
         bucket = utc(row.bucket)
-        for agg, histograms in ((groups[(bucket, *(getattr(row, b) for b in by))], percentiles),
-                                *(((total[(bucket,)], True),) if totals else ())):  # fmt: skip
+        key = tuple(getattr(row, b) for b in by)
+        for agg, histograms in ((groups[(bucket, *key)], percentiles),
+                                *(((total[(bucket,)], True),) if totals else ()),
+                                *(((overall[key], True),) if overall is not None else ())):  # fmt: skip
             agg.add_row(row, histograms=histograms)
             agg.users += row.users
             agg.sessions += row.sessions

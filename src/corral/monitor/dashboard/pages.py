@@ -62,8 +62,8 @@ def deployment(store: Store, name: str, now: datetime, hours: float, grain: str)
     if not 0 < hours <= 24 * 400:
         raise InvalidInputError("hours must be between 0 and 9600")
     since, until = now - timedelta(hours=hours), now + timedelta(minutes=1)
-    arms = report(store, since, until, deployment=name, by=("model_version",))
-    per_version, total = series_and_total(store, name, since, until, grain=grain)
+    # one read of the charted buckets: the lines, the totals, and the versions' table beside them
+    per_version, total, arms = series_and_total(store, name, since, until, grain=grain)
     x = [p["bucket"] for p in total]
     versions = sorted({p["model_version"] for p in per_version})
 
