@@ -105,3 +105,13 @@ def test_auto_dtype_is_bf16_only_where_fast_and_a_dtype_without_kernels_is_a_sta
         pick_dtype("cuda", "bfloat16", bf16_fast=False, fp16_fast=True)
     with pytest.raises(CorralError, match="no float16 kernels"):
         pick_dtype("cpu", "float16", bf16_fast=False, fp16_fast=False)
+
+
+def test_bf16_counts_as_fast_on_a_cpu_only_with_bf16_instructions() -> None:
+    from corral.engine.loader import cpu_has_native_bf16
+
+    skylake = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512vl avx512dq\n"
+    assert not cpu_has_native_bf16(skylake)  # oneDNN emulates bf16 there: not faster than fp32
+    assert cpu_has_native_bf16(skylake.replace("avx512dq", "avx512dq avx512_bf16"))
+    assert cpu_has_native_bf16(skylake.replace("avx512dq", "amx_tile amx_bf16"))
+    assert not cpu_has_native_bf16("")
