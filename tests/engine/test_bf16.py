@@ -56,7 +56,7 @@ def test_bf16_logits_match_hf_bf16_every_step(arch: str, tiny_model: Callable, h
         with torch.no_grad():
             for seq, row in zip(sampled, logits, strict=True):
                 ref = hf(torch.tensor([seq.token_ids])).logits[0, -1].float()
-                worst[0] = max(worst[0], float((row.float() - ref).abs().max()))
+                worst[0] = max(worst[0], float((row.float().cpu() - ref).abs().max()))
                 checked[0] += 1
         return sampled, logits
 
