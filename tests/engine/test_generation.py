@@ -20,7 +20,7 @@ from corral.engine.llm_engine import LLMEngine
 from corral.engine.sequence import SamplingParams
 
 
-def assert_same_greedy(hf: Any, prompt_ids: list[int], ours: list[int]) -> None:
+def assert_same_greedy(hf: Any, prompt_ids: list[int], ours: list[int], tol: float = TOL) -> None:
     with torch.no_grad():
         ref = hf.generate(
             torch.tensor([prompt_ids]),
@@ -35,7 +35,7 @@ def assert_same_greedy(hf: Any, prompt_ids: list[int], ours: list[int]) -> None:
             logits = hf(torch.tensor([prompt_ids + ref[:t]])).logits[0, -1]
             top2 = logits.topk(2).values
             gap = float(top2[0] - top2[1])
-            assert gap <= TOL, f"token {t}: ours {a}, HF {b}, top-2 gap {gap:.2e} > {TOL}"
+            assert gap <= tol, f"token {t}: ours {a}, HF {b}, top-2 gap {gap:.2e} > {tol}"
             return  # a genuine near-tie: both continuations are right
 
 

@@ -85,11 +85,19 @@ def prompt_logits(engine: LLMEngine, prompt: list[int]) -> torch.Tensor:
     return logits[0]
 
 
-def test_auto_dtype_is_bf16_only_where_fast_and_a_dtype_without_kernels_is_a_start_up_error() -> None:
+def test_auto_dtype_is_bf16_only_where_fast_and_a_dtype_without_kernels_is_a_start_up_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from corral.engine import loader
     from corral.engine.loader import pick_dtype
     from corral.errors import CorralError
 
+    # on CPUs `auto` takes bf16 only where CPU_AUTO_BF16 says the engine is faster in it there
+    monkeypatch.setattr(loader, "CPU_AUTO_BF16", False)
+    assert pick_dtype("cpu", "auto", bf16_fast=True, fp16_fast=True) == "float32"
+    monkeypatch.setattr(loader, "CPU_AUTO_BF16", True)
     assert pick_dtype("cpu", "auto", bf16_fast=True, fp16_fast=False) == "bfloat16"
+    assert pick_dtype("cuda", "auto", bf16_fast=True, fp16_fast=True) == "bfloat16"
     assert pick_dtype("cpu", "auto", bf16_fast=False, fp16_fast=False) == "float32"
     assert pick_dtype("cuda", "auto", bf16_fast=False, fp16_fast=True) == "float16"
     assert pick_dtype("cpu", "bfloat16", bf16_fast=False, fp16_fast=False) == "bfloat16"  # slow, but runs
@@ -97,3 +105,13 @@ def test_auto_dtype_is_bf16_only_where_fast_and_a_dtype_without_kernels_is_a_sta
         pick_dtype("cuda", "bfloat16", bf16_fast=False, fp16_fast=True)
     with pytest.raises(CorralError, match="no float16 kernels"):
         pick_dtype("cpu", "float16", bf16_fast=False, fp16_fast=False)
+
+
+def test_bf16_counts_as_fast_on_a_cpu_only_with_bf16_instructions() -> None:
+    from corral.engine.loader import cpu_has_native_bf16
+
+    skylake = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512vl avx512dq\n"
+    assert not cpu_has_native_bf16(skylake)  # oneDNN emulates bf16 there: not faster than fp32
+    assert cpu_has_native_bf16(skylake.replace("avx512dq", "avx512dq avx512_bf16"))
+    assert cpu_has_native_bf16(skylake.replace("avx512dq", "amx_tile amx_bf16"))
+    assert not cpu_has_native_bf16("")

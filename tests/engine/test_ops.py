@@ -31,3 +31,18 @@ def test_other_dtypes_use_f_linear() -> None:
     layer = Linear(weight)
     assert layer.packed is None and layer.weight is weight
     assert torch.equal(layer(x), F.linear(x, weight))
+
+
+@pytest.mark.parametrize("rows", [1, 32, 100])
+def test_bf16_linear_is_packed_where_onednn_has_bf16_and_matches_f_linear(rows: int) -> None:
+    g = torch.Generator().manual_seed(rows)
+    weight = (torch.randn(48, 40, generator=g) * 0.2).bfloat16()
+    bias = torch.randn(48, generator=g).bfloat16()
+    x = torch.randn(rows, 40, generator=g).bfloat16()
+    layer = Linear(weight, bias)
+    onednn_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert (layer.packed is not None) == bool(onednn_bf16)
+    got = layer(x)
+    assert got.dtype == torch.bfloat16 and got.shape == (rows, 48)
+    # both accumulate in fp32 and round the output once to bf16: at most one bf16 step apart
+    torch.testing.assert_close(got, F.linear(x, weight, bias), rtol=2**-7, atol=2**-7)

@@ -94,6 +94,22 @@ class KVCache:
         return kk.view(rows), vv.view(rows)
 
 
+def _decode_attention_half(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float) -> Tensor:
+    """Decode attention in bf16/fp16 on CPU: two batched matmuls in the half dtype (fp32
+    accumulation inside oneDNN), the softmax in fp32, as SDPA's math path computes it.
+
+    torch's fused CPU SDPA in bf16 spent about 8x its fp32 time on these one-row queries
+    (2.6 ms against 0.3 for 32 rows x 8 heads x 96 context, one thread); K and V made contiguous
+    and put through two bmm took 0.35 ms. q: [b, kv_heads, group, dim]; k, v: [b, kv_heads, ctx, dim].
+    """
+    scores = torch.matmul(q, k.contiguous().transpose(-1, -2)).float()
+    scores.mul_(scale)
+    if mask is not None:
+        scores.add_(mask)
+    probs = torch.softmax(scores, dim=-1).to(q.dtype)
+    return torch.matmul(probs, v.contiguous())
+
+
 def paged_attention(
     q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: int, meta: AttentionMetadata, scale: float
 ) -> Tensor:
@@ -111,7 +127,10 @@ def paged_attention(
         kk = kk.view(b, g.ctx, kv_heads, head_dim).transpose(1, 2)
         vv = vv.view(b, g.ctx, kv_heads, head_dim).transpose(1, 2)
         qq = q[g.start : g.end].reshape(b, kv_heads, num_heads // kv_heads, head_dim)
-        o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=g.mask, scale=scale)
+        if q.device.type == "cpu" and q.dtype != torch.float32:
+            o = _decode_attention_half(qq, kk, vv, g.mask, scale)
+        else:
+            o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=g.mask, scale=scale)
         out[g.start : g.end] = o.reshape(b, num_heads, head_dim)
     for seg in meta.prefills:
         rows = slice(seg.q_start, seg.q_start + seg.q_len)

@@ -4,8 +4,10 @@
 reaches a fraction of its peak, and on AMD CPUs runs its AVX2 kernels. oneDNN's matmul with the
 weight reordered once at load ("packed" for its kernels) was 1.5-2.6x faster for decode batches
 of 1-64 tokens on GPT-2's shapes (about 3x on the LM head at 32 rows) and 1.2x faster than MKL
-at 2048 rows. A packed weight is an opaque tensor usable only by oneDNN, so the plain one is dropped;
-other devices and dtypes, or a torch built without oneDNN, use `F.linear`.
+at 2048 rows. bf16 weights are packed too where oneDNN has bf16 kernels: at 32 rows on the
+decode-heavy Llama's shapes that was 1.2-1.3x faster than bf16 `F.linear` (one thread), with
+the same results. A packed weight is an opaque tensor usable only by oneDNN, so the plain one is
+dropped; other devices and dtypes, or a torch built without oneDNN, use `F.linear`.
 
 oneDNN compiles and caches a kernel per input shape (up to 1024 per cache), so a worker that saw
 every batch size from 1 to 4096 tokens would slowly grow by a hundred MB or more. Inputs are
@@ -35,9 +37,13 @@ def padded_rows(rows: int) -> int:
 
 
 def _can_pack(weight: Tensor) -> bool:
+    if weight.dtype == torch.bfloat16:  # only where oneDNN has real bf16 kernels (AVX-512 BF16, AMX)
+        dtype_ok = torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    else:
+        dtype_ok = weight.dtype == torch.float32
     return (
         weight.device.type == "cpu"
-        and weight.dtype == torch.float32
+        and dtype_ok
         and torch.backends.mkldnn.is_available()
         and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
         and hasattr(torch.ops.mkldnn, "_linear_pointwise")
