@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 import orjson
@@ -23,9 +24,22 @@ Send = Any
 Receive = Any
 
 
+_ids = bytearray()
+_ids_lock = threading.Lock()
+os.register_at_fork(after_in_child=_ids.clear)  # a forked process must not reuse its parent's bytes
+
+
 def new_trace_id() -> str:
-    """32 random hex characters: 128 bits, so nobody can guess another client's trace ids."""
-    return os.urandom(16).hex()
+    """32 random hex characters: 128 bits, so nobody can guess another client's trace ids.
+
+    The bytes come from the OS 4 KB at a time: one system call per 256 requests, not one each.
+    """
+    with _ids_lock:
+        if not _ids:
+            _ids.extend(os.urandom(4096))
+        chunk = _ids[-16:]
+        del _ids[-16:]
+    return chunk.hex()
 
 
 def header(scope: dict[str, Any], name: bytes) -> str | None:

@@ -15,6 +15,7 @@ import queue
 import threading
 import time
 from collections import deque
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -93,11 +94,38 @@ def _prepared(row: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     return copy
 
 
+@functools.lru_cache(maxsize=8)
+def _sqlite_statement(table: Table) -> tuple[str, tuple[str, ...]]:
+    """The same INSERT as plain SQL with positional parameters, and its columns in order."""
+    columns = tuple(c.name for c in table.columns)
+    quoted = ", ".join(f'"{name}"' for name in columns)
+    marks = ", ".join("?" for _ in columns)
+    return f'INSERT INTO "{table.name}" ({quoted}) VALUES ({marks}) ON CONFLICT (id) DO NOTHING', columns
+
+
+def _sqlite_value(value: Any) -> Any:
+    # SQLAlchemy's own text form of a DateTime on SQLite (what it reads back); the rest binds as is
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(value, datetime) else value
+
+
 def _insert(store: Store, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert rows, skipping any whose id is already stored (a replay of a batch that did commit)."""
+    """Insert rows, skipping any whose id is already stored (a replay of a batch that did commit).
+
+    On SQLite the rows go to the driver as tuples: SQLAlchemy's per-parameter processing was most of
+    the writer's time, which it spends holding the GIL that the event loop needs.
+    """
     names = JSON_COLUMNS[table.name]
     prepared = [_prepared(row, names) for row in rows]
     with store.engine.begin() as conn:
+        if store.dialect == "sqlite":
+            sql, columns = _sqlite_statement(table)
+            try:
+                params = [tuple(_sqlite_value(r[c]) for c in columns) for r in prepared]
+            except KeyError:  # a row leaving a column to its default: SQLAlchemy's statement fills it
+                conn.execute(_statement(store.dialect, table), prepared)
+                return
+            conn.exec_driver_sql(sql, params)
+            return
         conn.execute(_statement(store.dialect, table), prepared)
 
 
@@ -177,6 +205,10 @@ class TraceWriter:
         if leftovers:
             self._export(leftovers)
             self._deliver(leftovers)
+        # what went to the spool under load reaches the store now, while the drain's time lasts (the
+        # rest waits on disk for the next start)
+        while self._store_up and self.spool.pending() and time.monotonic() < deadline:
+            self._replay_one()
         if self.exporter is not None:
             self.exporter.close()
 
