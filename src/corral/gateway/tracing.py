@@ -95,31 +95,24 @@ def _prepared(row: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=8)
-def _sqlite_statement(table: Table) -> tuple[str, tuple[str, ...]]:
-    """The same INSERT as plain SQL with positional parameters, and its columns in order."""
-    columns = tuple(c.name for c in table.columns)
-    quoted = ", ".join(f'"{name}"' for name in columns)
-    marks = ", ".join("?" for _ in columns)
-    return f'INSERT INTO "{table.name}" ({quoted}) VALUES ({marks}) ON CONFLICT (id) DO NOTHING', columns
-
-
-def _sqlite_value(value: Any) -> Any:
-    # SQLAlchemy's own text form of a DateTime on SQLite (what it reads back); the rest binds as is
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(value, datetime) else value
-
-
-@functools.lru_cache(maxsize=8)
 def _sqlite_plan(table: Table) -> tuple[str, tuple[str, ...], tuple[int, ...], tuple[int, ...]]:
-    """The INSERT, its columns, and which of them hold JSON and which datetimes."""
-    sql, columns = _sqlite_statement(table)
+    """`_statement` as plain SQL with positional parameters, its columns in order, and which of them
+    hold JSON and which datetimes."""
+    columns = tuple(c.name for c in table.columns)
+    quoted, marks = ", ".join(f'"{name}"' for name in columns), ", ".join("?" for _ in columns)
+    sql = f'INSERT INTO "{table.name}" ({quoted}) VALUES ({marks}) ON CONFLICT (id) DO NOTHING'
     json_at = tuple(i for i, c in enumerate(table.columns) if isinstance(c.type, JSON))
     time_at = tuple(i for i, c in enumerate(table.columns) if isinstance(c.type, DateTime))
     return sql, columns, json_at, time_at
 
 
 def _sqlite_fast(store: Store, table: Table, records: list[Any]) -> bool:
-    """Insert records straight from their attributes (no row dicts); False, having written nothing,
-    when one needs the careful path (a value orjson refuses, a column a record lacks, bad data)."""
+    """Insert records on SQLite straight from their attributes, as tuples for the driver: SQLAlchemy's
+    per-parameter processing was most of the writer's time, spent holding the GIL the event loop needs.
+
+    False, having written nothing, when a batch needs `_insert`'s careful path (a value orjson
+    refuses, a column a record lacks, data the store rejects).
+    """
     sql, columns, json_at, time_at = _sqlite_plan(table)
     dumps = orjson.dumps
     params = []
@@ -129,8 +122,9 @@ def _sqlite_fast(store: Store, table: Table, records: list[Any]) -> bool:
             for i in json_at:
                 if values[i] is not None:
                     values[i] = dumps(values[i], default=str).decode()
-            for i in time_at:
-                values[i] = _sqlite_value(values[i])
+            for i in time_at:  # SQLAlchemy's own text form of a DateTime on SQLite (what it reads back)
+                if isinstance(values[i], datetime):
+                    values[i] = values[i].strftime("%Y-%m-%d %H:%M:%S.%f")
             params.append(tuple(values))
     except (AttributeError, TypeError):
         return False
@@ -145,23 +139,10 @@ def _sqlite_fast(store: Store, table: Table, records: list[Any]) -> bool:
 
 
 def _insert(store: Store, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert rows, skipping any whose id is already stored (a replay of a batch that did commit).
-
-    On SQLite the rows go to the driver as tuples: SQLAlchemy's per-parameter processing was most of
-    the writer's time, which it spends holding the GIL that the event loop needs.
-    """
+    """Insert rows, skipping any whose id is already stored (a replay of a batch that did commit)."""
     names = JSON_COLUMNS[table.name]
     prepared = [_prepared(row, names) for row in rows]
     with store.engine.begin() as conn:
-        if store.dialect == "sqlite":
-            sql, columns = _sqlite_statement(table)
-            try:
-                params = [tuple(_sqlite_value(r[c]) for c in columns) for r in prepared]
-            except KeyError:  # a row leaving a column to its default: SQLAlchemy's statement fills it
-                conn.execute(_statement(store.dialect, table), prepared)
-                return
-            conn.exec_driver_sql(sql, params)
-            return
         conn.execute(_statement(store.dialect, table), prepared)
 
 
