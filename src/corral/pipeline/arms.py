@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
 
 from corral.data.traces import USER_SOURCE
+from corral.monitor.sketch import nearest_rank
 from corral.store import Store
 from corral.store.models import FeedbackRow, TraceRow
-
-
-def _p95(values: list[float]) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
 
 
 def arm_stats(
@@ -51,7 +44,7 @@ def arm_stats(
                 "version": version,
                 "requests": len(mine),
                 "error_rate": sum(1 for r in mine if r.status >= 500) / len(mine) if mine else None,
-                "latency_p95_ms": _p95([float(r.latency_ms) for r in mine if r.status < 400]),
+                "latency_p95_ms": nearest_rank([float(r.latency_ms) for r in mine if r.status < 400], 0.95),
                 "feedback_mean": sum(scores) / len(scores) if scores else None,
                 "feedback_count": len(scores),
             }
