@@ -11,9 +11,8 @@ import typer
 from corral.cli.common import console, parse_tags, print_json, registry
 from corral.data.build import BuildOptions, build_rows
 from corral.data.loaders import load_file
+from corral.data.traces import span_ago
 from corral.errors import InvalidInputError, NotFoundError
-
-AGO = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def parse_when(text: str | None, option: str, now: datetime | None = None) -> datetime | None:
@@ -25,8 +24,9 @@ def parse_when(text: str | None, option: str, now: datetime | None = None) -> da
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     if word in ("today", "yesterday"):
         return midnight - timedelta(days=1 if word == "yesterday" else 0)
-    if len(word) > 1 and word[-1] in AGO and word[:-1].isdigit():
-        return now - timedelta(**{AGO[word[-1]]: int(word[:-1])})
+    ago = span_ago(word, now)
+    if ago is not None:
+        return ago
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:

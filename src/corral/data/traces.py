@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -21,6 +21,15 @@ from corral.store.traces import EVAL_SOURCE, TraceRecord
 
 SOURCE_TRACE = "source_trace"  # the key under which a dataset row built from a trace keeps its id
 USER_SOURCE = "user"  # feedback.source of people's feedback (a judge's is judge:<rubric>)
+SPAN_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def span_ago(text: str, now: datetime) -> datetime | None:
+    """`now` minus a span such as 30m, 24h, 7d or 2w; None when `text` is not one."""
+    word = text.strip().lower()
+    if len(word) > 1 and word[-1] in SPAN_UNITS and word[:-1].isdigit():
+        return now - timedelta(**{SPAN_UNITS[word[-1]]: int(word[:-1])})
+    return None
 LOW_SCORE = 0.5  # a trace whose mean user score is below this was answered badly
 
 

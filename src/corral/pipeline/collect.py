@@ -4,19 +4,19 @@ then build, redact and register them as a dataset version with a replay share of
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from corral.data.build import BuildOptions, build_rows
-from corral.data.traces import SOURCE_TRACE, TraceQuery, select_trace_rows
+from corral.data.traces import SOURCE_TRACE, TraceQuery, select_trace_rows, span_ago
 from corral.errors import InvalidInputError
 from corral.pipeline.context import StageContext
 
-SPANS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
 
 def window_start(window: str, now: datetime) -> datetime:
-    return now - timedelta(**{SPANS[window[-1]]: int(window[:-1])})
+    start = span_ago(window, now)
+    assert start is not None, window  # the spec checked it
+    return start
 
 
 def collect(ctx: StageContext) -> dict[str, Any]:
