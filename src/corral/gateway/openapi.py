@@ -269,7 +269,11 @@ def openapi_spec() -> dict[str, Any]:
             "/admin/traces": {
                 "get": _op(
                     "Recent traces",
-                    params=[_query("limit", {"type": "integer"}), _query("deployment", {"type": "string"})],
+                    params=[
+                        _query("limit", {"type": "integer"}),
+                        # no NUL: PostgreSQL text cannot hold one, so such a filter is a 400 there
+                        _query("deployment", {"type": "string", "pattern": "^[^\\x00]*$"}),
+                    ],
                 )
             },
             "/admin/status": {"get": _op("Routes, breakers, workers, Redis and spool")},
