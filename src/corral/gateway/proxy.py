@@ -8,12 +8,12 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 
 from corral.errors import CorralError, OverloadedError, UpstreamError, UpstreamTimeoutError
 from corral.gateway import checks
 from corral.gateway.accounting import trace_record
+from corral.gateway.h1client import Response
 from corral.gateway.http import TRACE_HEADER, Receive, Send, new_trace_id, send_bytes
 from corral.gateway.routing import Attempt, attempt_plan, choose_route
 from corral.gateway.sse import EventSplitter, StreamSummary, event_data, is_usage_only
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("corral.gateway.proxy")
 PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
-STREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+STREAM_ERRORS = (TimeoutError, OSError)
 
 
 class StageRetry(UpstreamFailure):
@@ -213,7 +213,7 @@ class Proxy:
                     await self._stream(call, response, send)
                     return
                 try:
-                    raw, whole = await _read_capped(response, self.max_body_bytes)
+                    raw, whole = await response.read_capped(self.max_body_bytes)
                 except STREAM_ERRORS as exc:
                     raise UpstreamFailure(f"{type(exc).__name__}: reading the answer: {exc}") from None
                 if not whole:
@@ -261,9 +261,7 @@ class Proxy:
         call.finished = True  # from here a disconnect is the normal end of the exchange
         await send_bytes(send, status, raw, call.trace_id)
 
-    async def _relay_large(
-        self, call: Call, response: aiohttp.ClientResponse, head: bytes, send: Send
-    ) -> None:
+    async def _relay_large(self, call: Call, response: Response, head: bytes, send: Send) -> None:
         """An answer past tracing.max_body_kb: passed through as it comes, neither buffered nor stored."""
         call.status, call.finished = response.status, True
         headers = [
@@ -274,7 +272,7 @@ class Proxy:
         await send({"type": "http.response.body", "body": head, "more_body": True})
         size = len(head)
         try:
-            async for chunk in response.content.iter_chunked(1 << 16):
+            async for chunk in response.chunks():
                 size += len(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except STREAM_ERRORS as exc:
@@ -282,7 +280,7 @@ class Proxy:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         call.response = {"truncated": True, "bytes": size, "note": "over tracing.max_body_kb: not stored"}
 
-    async def _stream(self, call: Call, response: aiohttp.ClientResponse, send: Send) -> None:
+    async def _stream(self, call: Call, response: Response, send: Send) -> None:
         options = call.body.get("stream_options")
         wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         headers = [*SSE_HEADERS, (TRACE_HEADER, call.trace_id.encode())]
@@ -291,7 +289,7 @@ class Proxy:
         splitter, summary = EventSplitter(), StreamSummary()
         call.status = 200
         try:
-            async for chunk in response.content.iter_any():
+            async for chunk in response.chunks():
                 out = []
                 for event in splitter.feed(chunk):
                     payload = event_data(event)
@@ -351,7 +349,7 @@ class Proxy:
         try:
             response = await self.pool.open(endpoint, instance, PATHS[call.kind], payload)
             async with response:
-                raw, whole = await _read_capped(response, self.max_body_bytes)
+                raw, whole = await response.read_capped(self.max_body_bytes)
             parsed = orjson.loads(raw) if raw and whole else None  # a huge answer is not kept
             copy.status = response.status
             if isinstance(parsed, dict):
@@ -390,18 +388,6 @@ class Proxy:
     async def drain(self) -> None:
         if self._shadows:
             await asyncio.gather(*self._shadows, return_exceptions=True)
-
-
-async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
-    """(the answer, True), or (its first bytes past `cap`, False) when it is larger."""
-    if response.content_length is not None and response.content_length > cap:
-        return b"", False
-    buffer = bytearray()
-    async for chunk in response.content.iter_chunked(1 << 16):
-        buffer += chunk
-        if len(buffer) > cap:
-            return bytes(buffer), False
-    return bytes(buffer), True
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:

@@ -1,16 +1,14 @@
-"""Upstream endpoints and the one pooled aiohttp client every call goes through."""
+"""Upstream endpoints and the one pooled HTTP client (corral.gateway.h1client) every call goes through."""
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from corral.config import Price
 from corral.errors import ConfigError, PermissionDeniedError
+from corral.gateway.h1client import Pool, Response
 from corral.gateway.routing import Breaker, least_loaded
 
 # What counts as the upstream failing (worth a retry or a fallback) rather than the request being wrong.
@@ -49,6 +47,7 @@ class Endpoint:
         self.headers = {"Content-Type": "application/json"}
         if self.api_key:
             self.headers["Authorization"] = f"Bearer {self.api_key}"
+        self.header_lines = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items()).encode("latin-1")
 
     def pick(self) -> int:
         """Least in-flight instance, round-robin on ties."""
@@ -125,63 +124,36 @@ class KeyEnvPolicy:
         return os.environ.get(name) if name else None
 
 
-@functools.lru_cache(maxsize=256)
-def _timeout(timeout_s: float) -> aiohttp.ClientTimeout:
-    # connect is bounded separately so that a dead host fails fast and the fallback gets its chance
-    return aiohttp.ClientTimeout(total=None, sock_connect=min(5.0, timeout_s), sock_read=timeout_s)
-
-
-def timeout_for(endpoint: Endpoint) -> aiohttp.ClientTimeout:
-    return _timeout(endpoint.timeout_s)
-
-
 class UpstreamPool:
-    """The shared aiohttp session: keep-alive connections to every upstream, opened lazily."""
+    """The shared client: keep-alive connections to every upstream, opened lazily."""
 
     def __init__(self, max_connections: int = 1000) -> None:
         self.max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self.max_connections, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60
-            )
-            # no cookie jar: one session serves every user, so a cookie one upstream answer sets must
-            # never ride along on another user's request (and skipping the jar saves work per request)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                skip_auto_headers=("User-Agent",),
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-        return self._session
+    def pool(self) -> Pool:
+        if self._pool is None:
+            self._pool = Pool(self.max_connections, keepalive_s=60.0)
+        return self._pool
 
-    async def open(self, endpoint: Endpoint, instance: int, path: str, body: bytes) -> aiohttp.ClientResponse:
-        """POST and return the response with its headers read; failures come back as UpstreamFailure."""
+    async def open(self, endpoint: Endpoint, instance: int, path: str, body: bytes) -> Response:
+        """POST and return the response with its head read; failures come back as UpstreamFailure."""
         url = endpoint.base_urls[instance] + path
         try:
-            response = await self.session.post(
-                url, data=body, headers=endpoint.headers, timeout=timeout_for(endpoint)
-            )
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            response = await self.pool.request(b"POST", url, endpoint.header_lines, body, endpoint.timeout_s)
+        except (TimeoutError, OSError, ValueError) as exc:
             raise UpstreamFailure(f"{type(exc).__name__}: {exc}".strip(": ")) from None
         if response.status in RETRYABLE_STATUS:
             try:
                 data = await response.read()
-            except (TimeoutError, aiohttp.ClientError, OSError):
+            except (TimeoutError, OSError):
                 data = b""
             response.release()
             raise UpstreamFailure(f"upstream answered {response.status}", response.status, data)
         return response
 
-    async def get_json(self, url: str, timeout_s: float = 2.0) -> Any:
-        timeout = aiohttp.ClientTimeout(total=timeout_s)
-        async with self.session.get(url, timeout=timeout) as response:
-            response.raise_for_status()
-            return await response.json()
-
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
