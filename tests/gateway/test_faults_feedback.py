@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
 
 import httpx
 import pytest
 
 from corral.errors import InvalidInputError
 from corral.gateway.feedback import parse_feedback
+from corral.gateway.http import new_trace_id
 
 TRACE = "0123456789abcdef0123456789abcdef"
 
@@ -78,3 +80,13 @@ def test_feedback_only_from_the_key_that_made_the_trace_on_traces_that_exist(gat
             post(alice, "/v1/feedback", {"trace_id": trace, "score": 1}).status_code for _ in range(5)
         ]
         assert 429 in statuses  # feedback counts against the key's RPM
+
+
+def test_trace_ids_sort_by_time_and_cannot_be_guessed_from_a_neighbour() -> None:
+    ids = [new_trace_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids) and all(re.fullmatch("[0-9a-f]{32}", i) for i in ids)
+    stamps = [int(i[:12], 16) for i in ids]
+    assert stamps == sorted(stamps) and abs(stamps[-1] - time.time() * 1000) < 60_000
+    tails = [int(i[12:], 16) for i in ids]  # 80 random bits: neighbours share nothing
+    assert len(set(tails)) == len(tails)
+    assert sum(bin(a ^ b).count("1") for a, b in zip(tails, tails[1:], strict=False)) / len(tails) > 30

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 import orjson
@@ -30,16 +31,19 @@ os.register_at_fork(after_in_child=_ids.clear)  # a forked process must not reus
 
 
 def new_trace_id() -> str:
-    """32 random hex characters: 128 bits, so nobody can guess another client's trace ids.
+    """32 hex characters: the time in milliseconds (48 bits), then 80 random bits (as UUIDv7 does).
 
-    The bytes come from the OS 4 KB at a time: one system call per 256 requests, not one each.
+    Nobody can guess another client's trace ids (2^80 per millisecond), and ids sort by time, so the
+    traces table's primary key grows at its end: random keys scatter every batch's inserts over
+    the whole index, which took twice the writer's time per trace on SQLite at 200k traces and
+    grows with the table. The random bytes come from the OS 4 KB at a time, not one call each.
     """
     with _ids_lock:
-        if not _ids:
-            _ids.extend(os.urandom(4096))
-        chunk = _ids[-16:]
-        del _ids[-16:]
-    return chunk.hex()
+        if len(_ids) < 10:
+            _ids[:] = os.urandom(4090)
+        chunk = _ids[-10:]
+        del _ids[-10:]
+    return f"{time.time_ns() // 1_000_000:012x}{chunk.hex()}"
 
 
 def header(scope: dict[str, Any], name: bytes) -> str | None:
