@@ -236,3 +236,18 @@ async def test_connect_failures_are_os_errors() -> None:
         url = server.url
     with pytest.raises(OSError):
         await _post(Pool(), url)
+
+
+async def test_an_interim_answer_is_skipped_for_the_final_one() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            await _read_request(reader)
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+            writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
+
+    async with Server(handler) as server:
+        pool = Pool()
+        assert await _post(pool, server.url) == (201, b"ok")
+        assert await _post(pool, server.url) == (201, b"ok")
+        assert server.connections == 1
+        pool.close()

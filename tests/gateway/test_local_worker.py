@@ -169,7 +169,9 @@ def test_a_crash_looping_worker_shows_its_error_in_the_503_ready_status_and_metr
 
         def refusal() -> openai.InternalServerError:
             with pytest.raises(openai.InternalServerError) as refused:
-                _client(base).chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}])
+                _client(base).chat.completions.create(
+                    model="tiny", messages=[{"role": "user", "content": "x"}]
+                )
             return refused.value
 
         deadline = time.monotonic() + 120

@@ -79,7 +79,9 @@ def _start_monitor(store: Any, settings: Settings) -> Any:
             try:
                 registry = Registry(store, ArtifactStore.from_settings(settings), actor="monitor")
             except Exception:  # noqa: BLE001 - the monitor still runs; those drift reports log why they fail
-                logging.getLogger("corral.monitor").exception("cannot open the artifacts for drift references")
+                logging.getLogger("corral.monitor").exception(
+                    "cannot open the artifacts for drift references"
+                )
         MonitorService(store, settings.monitor, registry=registry).run_until(stop)
 
     threading.Thread(target=run, name="corral-monitor", daemon=True).start()
