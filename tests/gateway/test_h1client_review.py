@@ -1,0 +1,297 @@
+"""The upstream HTTP/1.1 client's edge cases: a review's findings, each as the behaviour it should have."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from corral.gateway import h1conn
+from corral.gateway.h1client import Disconnected, Pool, ProtocolError
+from corral.gateway.upstream import Endpoint, UpstreamFailure, UpstreamPool
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+JSON = b"Content-Type: application/json\r\n"
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return head + await reader.readexactly(length)
+
+
+class Server:
+    """Serves `handler(reader, writer, n)` on each connection; n counts the connections so far."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.closed = 0
+
+    async def __aenter__(self) -> Server:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.handler(reader, writer, self.connections)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.closed += 1
+            writer.close()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+
+def serve_ok() -> Handler:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            await _read_request(reader)
+            writer.write(OK)
+            await writer.drain()
+
+    return handler
+
+
+async def _post(pool: Pool, url: str, timeout_s: float = 5.0) -> tuple[int, bytes]:
+    async with await pool.request(b"POST", url + "/v1/x", JSON, b"{}", timeout_s) as response:
+        return response.status, await response.read()
+
+
+async def _until(condition: Callable[[], bool], tries: int = 200) -> bool:
+    for _ in range(tries):
+        if condition():
+            return True
+        await asyncio.sleep(0.01)
+    return condition()
+
+
+def _watch_lost(monkeypatch: pytest.MonkeyPatch) -> list[h1conn.Connection]:
+    """Connections whose transport really closed (connection_lost ran), in order."""
+    lost: list[h1conn.Connection] = []
+    original = h1conn.Connection.connection_lost
+
+    def connection_lost(self: h1conn.Connection, exc: Exception | None) -> None:
+        lost.append(self)
+        original(self, exc)
+
+    monkeypatch.setattr(h1conn.Connection, "connection_lost", connection_lost)
+    return lost
+
+
+async def test_a_post_the_upstream_received_and_handled_is_not_sent_again() -> None:
+    """A reused connection that closes after the upstream read the request: the POST may have been run."""
+    handled: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            await _read_request(reader)
+            handled.append(n)
+            if len(handled) == 2:  # handles the request (a generation, a tool call), then the worker dies
+                await asyncio.sleep(0.05)
+                return
+            writer.write(OK)
+            await writer.drain()
+
+    async with Server(handler) as server:
+        pool = Pool()
+        assert await _post(pool, server.url) == (200, b"ok")
+        with pytest.raises(Disconnected):
+            await _post(pool, server.url)
+        assert handled == [1, 1]  # not [1, 1, 2]: sent once; the proxy's own retries decide the rest
+        pool.close()
+
+
+async def test_an_idempotent_request_on_a_stale_connection_is_replayed_once() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await _read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+        await _read_request(reader)  # the second request on each connection: closed unanswered
+
+    async with Server(handler) as server:
+        pool = Pool()
+        for _ in range(3):
+            response = await pool.request(b"GET", server.url + "/v1/models", b"", b"", 5.0)
+            assert (response.status, await response.read()) == (200, b"ok")
+            response.release()
+        assert server.connections == 3
+        pool.close()
+
+
+async def test_a_cancelled_waiter_passes_its_slot_to_the_next() -> None:
+    """At the cap, a slot given to a caller that is cancelled before it runs must go to the next one."""
+    async with Server(serve_ok()) as server:
+        pool = Pool(max_connections=1)
+        held = await pool.request(b"POST", server.url + "/", JSON, b"{}", 5.0)
+        assert await held.read() == b"ok"
+        first = asyncio.ensure_future(_post(pool, server.url))
+        second = asyncio.ensure_future(_post(pool, server.url, timeout_s=2.0))
+        await asyncio.sleep(0.05)  # both wait for a slot
+        held.release()  # wakes `first`...
+        first.cancel()  # ...whose client went away before it ran
+        assert await second == (200, b"ok")  # not TimeoutError("no upstream connection came free")
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        pool.close()
+
+
+async def test_a_cancelled_read_of_a_retryable_answer_closes_its_connection() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 20\r\n\r\n{")
+        await writer.drain()
+        await asyncio.sleep(30)  # the rest of the error body is slow
+
+    async with Server(handler) as server:
+        upstream = UpstreamPool()
+        endpoint = Endpoint("e", [server.url], "m", timeout_s=5.0)
+        task = asyncio.ensure_future(upstream.open(endpoint, 0, "/v1/x", b"{}"))
+        await asyncio.sleep(0.1)
+        task.cancel()  # the gateway's client disconnected while the 503's body was being read
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert upstream.pool.open_connections == 0  # not held forever, a slot and a descriptor gone
+        await upstream.close()
+
+
+async def test_giving_up_on_an_upstream_that_does_not_read_closes_the_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """transport.close() waits to flush the unsent request: the socket stayed open, uncounted, forever."""
+    lost = _watch_lost(monkeypatch)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await asyncio.sleep(30)  # accepts, never reads
+
+    async with Server(handler) as server:
+        pool = Pool()
+        body = b"x" * (32 << 20)  # more than the socket buffers hold
+        with pytest.raises(TimeoutError):
+            await pool.request(b"POST", server.url + "/", JSON, body, 0.3)
+        assert pool.open_connections == 0
+        assert await _until(lambda: len(lost) == 1)
+        pool.close()
+
+
+async def test_an_endless_header_line_is_refused_at_the_head_limit() -> None:
+    """httptools holds a header until its line ends: the 64 KiB limit must count bytes, not headers."""
+    sent: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Pad: ")
+        for _ in range(64):  # 16 MiB of one header value, then silence
+            writer.write(b"a" * (256 << 10))
+            await writer.drain()
+            sent.append(1)
+        await asyncio.sleep(30)
+
+    async with Server(handler) as server:
+        pool = Pool()
+        with pytest.raises(ProtocolError, match="KiB of headers"):
+            await _post(pool, server.url, timeout_s=3.0)
+        assert len(sent) < 64  # refused early, not after buffering it all
+        pool.close()
+
+
+async def test_a_reset_ends_an_until_close_body_with_an_error() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await _read_request(reader)
+        writer.write(b'HTTP/1.0 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: {"a"')
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST: the upstream crashed mid-answer
+
+    async with Server(handler) as server:
+        pool = Pool()
+        response = await pool.request(b"POST", server.url + "/", JSON, b"{}", 5.0)
+        with pytest.raises(ConnectionError):
+            await response.read()  # a reset is not the end of the body
+        response.release()
+        pool.close()
+
+
+async def test_idle_connections_are_closed_after_the_keepalive() -> None:
+    async with Server(serve_ok()) as server:
+        pool = Pool(keepalive_s=0.1)
+        assert await asyncio.gather(_post(pool, server.url), _post(pool, server.url)) == [(200, b"ok")] * 2
+        assert pool.open_connections == 2
+        assert await _until(lambda: pool.open_connections == 0)  # no further call to this origin needed
+        assert await _until(lambda: server.closed == 2)
+        pool.close()
+
+
+async def test_an_answer_nobody_asked_for_makes_the_connection_unusable() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await _read_request(reader)
+        writer.write(OK + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nst")  # and half of a second answer
+        await writer.drain()
+        while True:
+            await _read_request(reader)
+            writer.write(OK)
+            await writer.drain()
+
+    async with Server(handler) as server:
+        pool = Pool()
+        response = await pool.request(b"POST", server.url + "/", JSON, b"{}", 5.0)
+        await asyncio.sleep(0.05)  # the extra bytes arrive before the caller is done with its answer
+        assert await response.read() == b"ok"
+        response.release()
+        assert await _post(pool, server.url) == (200, b"ok")  # on a new connection, not a ProtocolError
+        assert server.connections == 2
+        pool.close()
+
+
+async def test_the_answer_to_head_has_no_body() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            await _read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            await writer.drain()
+
+    async with Server(handler) as server:
+        pool = Pool()
+        response = await pool.request(b"HEAD", server.url + "/", b"", b"", 2.0)
+        assert (response.status, await response.read()) == (200, b"")  # not TimeoutError
+        response.release()
+        pool.close()
+
+
+async def test_an_api_key_with_a_line_break_is_not_sent_as_a_broken_head() -> None:
+    """A key from a file-backed secret often ends in a newline; a CR/LF in a header splits the request."""
+    heads: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            heads.append(await _read_request(reader))
+            writer.write(OK)
+            await writer.drain()
+
+    async with Server(handler) as server:
+        upstream = UpstreamPool()
+        for key in ("sk-abc\n", "sk-abc\r\nX-Injected: 1"):
+            try:
+                endpoint = Endpoint("e", [server.url], "m", api_key=key)
+                response = await upstream.open(endpoint, 0, "/v1/x", b"{}")
+                response.release()
+            except (ValueError, UpstreamFailure):
+                continue  # refused with a clear error: fine
+        for head in heads:
+            lines = head.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+            assert all(b"\n" not in line and b"\r" not in line for line in lines)
+            assert not any(line.lower().startswith(b"x-injected") for line in lines)
+        await upstream.close()
