@@ -9,9 +9,10 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from corral.errors import PermissionDeniedError
 from corral.gateway import h1conn
 from corral.gateway.h1client import Disconnected, Pool, ProtocolError
-from corral.gateway.upstream import Endpoint, UpstreamFailure, UpstreamPool
+from corral.gateway.upstream import Endpoint, KeyEnvPolicy, UpstreamFailure, UpstreamPool
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 JSON = b"Content-Type: application/json\r\n"
@@ -295,3 +296,12 @@ async def test_an_api_key_with_a_line_break_is_not_sent_as_a_broken_head() -> No
             assert all(b"\n" not in line and b"\r" not in line for line in lines)
             assert not any(line.lower().startswith(b"x-injected") for line in lines)
         await upstream.close()
+
+
+def test_a_key_variable_holding_a_line_break_cannot_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = KeyEnvPolicy()
+    monkeypatch.setenv("CORRAL_UPSTREAM_A", "sk-abc\n")
+    assert policy.read("CORRAL_UPSTREAM_A") == "sk-abc"
+    monkeypatch.setenv("CORRAL_UPSTREAM_A", "sk-abc\r\nX-Injected: 1")
+    with pytest.raises(PermissionDeniedError, match="line break"):
+        policy.read("CORRAL_UPSTREAM_A")
