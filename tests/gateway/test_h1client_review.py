@@ -11,7 +11,7 @@ import pytest
 
 from corral.errors import PermissionDeniedError
 from corral.gateway import h1conn
-from corral.gateway.h1client import Disconnected, Pool, ProtocolError
+from corral.gateway.h1client import Disconnected, Pool, ProtocolError, split_url
 from corral.gateway.upstream import Endpoint, KeyEnvPolicy, UpstreamFailure, UpstreamPool
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
@@ -305,3 +305,9 @@ def test_a_key_variable_holding_a_line_break_cannot_serve(monkeypatch: pytest.Mo
     monkeypatch.setenv("CORRAL_UPSTREAM_A", "sk-abc\r\nX-Injected: 1")
     with pytest.raises(PermissionDeniedError, match="line break"):
         policy.read("CORRAL_UPSTREAM_A")
+
+
+def test_a_request_target_is_escaped_where_raw_bytes_would_break_the_request_line() -> None:
+    assert split_url("http://h/v1 beta/é?q=a b#frag")[1] == b"/v1%20beta/%C3%A9?q=a%20b"
+    assert split_url("http://h/v1\r\nX-Injected: 1")[1] == b"/v1%0D%0AX-Injected:%201"
+    assert split_url("http://h/v1/a%2Fb?x=1&y=[2]")[1] == b"/v1/a%2Fb?x=1&y=[2]"  # escapes kept as they are

@@ -18,6 +18,7 @@ import collections
 import functools
 import ssl
 import time
+import urllib.parse
 from typing import Any
 
 from corral.gateway.h1conn import Connection, Disconnected, Origin, ProtocolError, Response, wait
@@ -48,7 +49,9 @@ def split_url(url: str) -> tuple[Origin, bytes]:
         port = _port(text, url)
     if not host:
         raise ValueError(f"no host in URL {url!r}")
-    return Origin(scheme, host, port), (slash + path or "/").encode()
+    target = (slash + path).partition("#")[0] or "/"  # a fragment is never sent
+    # spaces, line breaks and non-ASCII are %-escaped (as aiohttp's yarl did): raw, they break the request line
+    return Origin(scheme, host, port), urllib.parse.quote(target, safe="!$%&'()*+,/:;=?@[]~").encode()
 
 
 def _port(text: str, url: str) -> int:
