@@ -311,3 +311,65 @@ def test_a_request_target_is_escaped_where_raw_bytes_would_break_the_request_lin
     assert split_url("http://h/v1 beta/é?q=a b#frag")[1] == b"/v1%20beta/%C3%A9?q=a%20b"
     assert split_url("http://h/v1\r\nX-Injected: 1")[1] == b"/v1%0D%0AX-Injected:%201"
     assert split_url("http://h/v1/a%2Fb?x=1&y=[2]")[1] == b"/v1/a%2Fb?x=1&y=[2]"  # escapes kept as they are
+
+
+async def test_bodiless_and_closing_answers_leave_the_pool_in_a_good_state() -> None:
+    answers = [
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n",  # the length of what is not sent
+        b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    ]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while answers:
+            await _read_request(reader)
+            answer = answers.pop(0)
+            writer.write(answer)
+            await writer.drain()
+            if b"close" in answer:
+                return
+
+    async with Server(handler) as server:
+        pool = Pool()
+        got = [await _post(pool, server.url) for _ in range(5)]
+        assert got == [(204, b""), (304, b""), (200, b"ok"), (200, b"ok"), (200, b"ok")]
+        assert server.connections == 2  # kept alive through 204, 304 and HTTP/1.0 keep-alive; not after close
+        pool.close()
+
+
+async def test_bytes_on_an_idle_connection_retire_it() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            await _read_request(reader)
+            writer.write(OK)
+            await writer.drain()
+            if n == 1:
+                await asyncio.sleep(0.02)
+                writer.write(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n")  # then idle
+
+    async with Server(handler) as server:
+        pool = Pool()
+        assert await _post(pool, server.url) == (200, b"ok")
+        assert await _until(lambda: pool.open_connections == 0)
+        assert await _post(pool, server.url) == (200, b"ok")
+        assert server.connections == 2
+        pool.close()
+
+
+async def test_an_ipv6_literal_origin_is_reached() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await _read_request(reader)
+        writer.write(OK if b"\r\nHost: [::1]:" in head else b"HTTP/1.1 400 Bad\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    try:
+        server = await asyncio.start_server(handler, "::1", 0)
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    async with server:
+        pool = Pool()
+        assert await _post(pool, f"http://[::1]:{server.sockets[0].getsockname()[1]}") == (200, b"ok")
+        pool.close()
