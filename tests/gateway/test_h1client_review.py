@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
+import pathlib
 import socket
+import ssl
 import struct
 from collections.abc import Awaitable, Callable
 
@@ -373,3 +377,68 @@ async def test_an_ipv6_literal_origin_is_reached() -> None:
         pool = Pool()
         assert await _post(pool, f"http://[::1]:{server.sockets[0].getsockname()[1]}") == (200, b"ok")
         pool.close()
+
+
+def _tls_contexts(tmp_path: pathlib.Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(server, client) contexts around a throwaway self-signed certificate for localhost and 127.0.0.1."""
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    alt = x509.SubjectAlternativeName(
+        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(alt, critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    (tmp_path / "cert.pem").write_bytes(cert_pem)
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    return server, ssl.create_default_context(cadata=cert_pem.decode())
+
+
+async def test_an_https_origin_is_verified_by_name_or_address_and_kept_alive(tmp_path: pathlib.Path) -> None:
+    server_tls, client_tls = _tls_contexts(tmp_path)
+    served: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await _read_request(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            served.append(1)
+            writer.write(OK)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_tls)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        pool = Pool()
+        pool._ssl = client_tls  # the pool's own context trusts only the system's authorities
+        for host in ("localhost", "127.0.0.1", "localhost"):
+            assert await _post(pool, f"https://{host}:{port}") == (200, b"ok")
+        assert pool.open_connections == 2  # one per origin, the second call to localhost reused its own
+        pool.close()
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await _post(Pool(), f"https://localhost:{port}")  # an unknown authority is refused
+    assert len(served) == 3
