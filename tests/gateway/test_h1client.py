@@ -123,11 +123,21 @@ async def test_chunked_and_until_close_bodies_are_read_whole() -> None:
         assert await response.read() == b"until close"
 
 
-async def test_a_stale_kept_alive_connection_is_replaced_once() -> None:
-    async with Server(keep_alive(close_on=2)) as server:  # closes each connection at its 2nd request
+async def test_a_kept_alive_connection_the_upstream_timed_out_is_not_reused() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:  # closes a connection idle for 50 ms, as uvicorn does after 5 s
+            try:
+                await asyncio.wait_for(_read_request(reader), 0.05)
+            except TimeoutError:
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\n" + JSON + b"Content-Length: 2\r\n\r\n{}")
+            await writer.drain()
+
+    async with Server(handler) as server:
         pool = Pool()
-        for _ in range(3):  # 1st on A; 2nd: A is closed, so on B; 3rd: B is closed, so on C
+        for _ in range(3):  # each on a new connection: the loop saw the old one close
             assert (await _post(pool, server.url))[0] == 200
+            await asyncio.sleep(0.2)
         assert server.connections == 3
         pool.close()
 

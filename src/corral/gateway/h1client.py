@@ -18,11 +18,16 @@ import collections
 import functools
 import ssl
 import time
+import urllib.parse
 from typing import Any
 
 from corral.gateway.h1conn import Connection, Disconnected, Origin, ProtocolError, Response, wait
 
 __all__ = ["Disconnected", "Pool", "ProtocolError", "Response", "split_url"]
+
+# Requests sent again on a fresh connection when a reused one closes unanswered (as aiohttp, Go, urllib3):
+# the upstream may have read and run the request before closing, so a POST is never resent here.
+REPLAYABLE = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
 
 @functools.lru_cache(maxsize=1024)
@@ -44,7 +49,9 @@ def split_url(url: str) -> tuple[Origin, bytes]:
         port = _port(text, url)
     if not host:
         raise ValueError(f"no host in URL {url!r}")
-    return Origin(scheme, host, port), (slash + path or "/").encode()
+    target = (slash + path).partition("#")[0] or "/"  # a fragment is never sent
+    # spaces, line breaks and non-ASCII are %-escaped (as aiohttp's yarl did): raw, they break the request line
+    return Origin(scheme, host, port), urllib.parse.quote(target, safe="!$%&'()*+,/:;=?@[]~").encode()
 
 
 def _port(text: str, url: str) -> int:
@@ -69,6 +76,7 @@ class Pool:
         self._open: set[Connection] = set()
         self._slots: collections.deque[asyncio.Future[None]] = collections.deque()
         self._ssl: ssl.SSLContext | None = None
+        self._reaper: asyncio.TimerHandle | None = None
 
     @property
     def open_connections(self) -> int:
@@ -81,8 +89,8 @@ class Pool:
 
         Raises OSError (ConnectionError, ProtocolError) when connecting or reading fails and
         TimeoutError when the upstream is silent past `timeout_s`. A kept-alive connection that turns
-        out closed before any answer byte (the upstream timed it out) is replaced once: the request
-        never reached a handler.
+        out closed before any answer byte (the upstream timed it out) is replaced once for an idempotent
+        method only: the upstream may have handled the request before closing.
         """
         origin, target = split_url(url)
         request = b"".join(
@@ -93,12 +101,12 @@ class Pool:
         )  # fmt: skip
         for fresh_only in (False, True):
             conn = await self._acquire(origin, timeout_s, reuse=not fresh_only)
-            reused = conn.served > 0
+            replay = conn.served > 0 and method in REPLAYABLE
             try:
                 return await wait(conn.send(request, timeout_s), timeout_s)
             except Disconnected:
                 conn.close()
-                if not reused or conn.received:
+                if not replay or conn.received:
                     raise
             except BaseException:
                 conn.close()
@@ -127,6 +135,10 @@ class Pool:
             self._slots.append(slot)
             try:
                 await wait(slot, timeout_s, f"no upstream connection came free in {timeout_s:g} s")
+            except BaseException:
+                if slot.done() and not slot.cancelled() and slot.exception() is None:
+                    self._free_slot()  # woken, then cancelled before it ran: the next caller's turn
+                raise
             finally:
                 if slot in self._slots:
                     self._slots.remove(slot)
@@ -167,6 +179,23 @@ class Pool:
         conn.idle_since = time.monotonic()
         self._idle.setdefault(conn.origin, []).append(conn)
         self._free_slot()
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().call_later(self.keepalive_s, self._reap)
+
+    def _reap(self) -> None:
+        """Close connections idle past the keep-alive, also for origins no call asks for any more."""
+        self._reaper = None
+        now, oldest = time.monotonic(), None
+        for origin, idle in list(self._idle.items()):
+            while idle and now - idle[0].idle_since >= self.keepalive_s:  # oldest first
+                idle.pop(0).close()
+            if idle:
+                oldest = idle[0].idle_since if oldest is None else min(oldest, idle[0].idle_since)
+            else:
+                del self._idle[origin]
+        if oldest is not None:
+            delay = max(0.0, oldest + self.keepalive_s - now)
+            self._reaper = asyncio.get_running_loop().call_later(delay, self._reap)
 
     def forget(self, conn: Connection) -> None:
         """A closed connection leaves the pool (and frees a slot for a caller waiting on the cap)."""
@@ -185,6 +214,9 @@ class Pool:
                 return
 
     def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         for conn in list(self._open):
             conn.close()
         self._idle.clear()

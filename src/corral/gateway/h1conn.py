@@ -147,6 +147,10 @@ class Response:
         self.release()
 
 
+def _too_large() -> ProtocolError:
+    return ProtocolError(f"the upstream's answer has over {MAX_HEAD_BYTES // 1024} KiB of headers")
+
+
 def _expire(waiter: asyncio.Future[Any], message: str = SILENT) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError(message))
@@ -175,6 +179,8 @@ class Connection(asyncio.Protocol):
         self._keep_alive = False
         self._interim = False
         self._received = False
+        self._head_seen = 0  # bytes received while the head is awaited (httptools holds a header whole)
+        self._bodiless = False  # the request was HEAD: its answer's head is all of it
 
     # -- asyncio.Protocol ----------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -189,13 +195,18 @@ class Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:  # a callback's own error comes wrapped in one
             self._fail(self._refused or ProtocolError(f"the upstream's answer is not valid HTTP/1.1: {exc}"))
+            return
+        if self._head is not None:
+            self._head_seen += len(data)
+            if self._head_seen > MAX_HEAD_BYTES:  # one endless header line never reaches on_header
+                self._fail(_too_large())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.forget(self)
         response = self._response
         if response is not None and not self._complete:
-            if not self._chunked and self._content_length is None:
+            if not self._chunked and self._content_length is None and exc is None:
                 self._complete = True  # a body that ends with the connection (HTTP/1.0 style)
                 response._finish()
             else:
@@ -205,6 +216,9 @@ class Connection(asyncio.Protocol):
 
     # -- llhttp callbacks ----------------------------------------------------------------------------
     def on_message_begin(self) -> None:
+        if self._complete:  # a second answer to one request: the connection's framing is lost
+            self._refused = ProtocolError("the upstream sent an answer nobody asked for")
+            raise self._refused
         self._content_type, self._content_length, self._chunked, self._head_bytes = b"", None, False, 0
 
     def on_status(self, reason: bytes) -> None:
@@ -223,9 +237,7 @@ class Connection(asyncio.Protocol):
     def _count_head(self, size: int) -> None:
         self._head_bytes += size
         if self._head_bytes > MAX_HEAD_BYTES:
-            self._refused = ProtocolError(
-                f"the upstream's answer has over {MAX_HEAD_BYTES // 1024} KiB of headers"
-            )
+            self._refused = _too_large()
             raise self._refused
 
     def on_headers_complete(self) -> None:
@@ -239,6 +251,9 @@ class Connection(asyncio.Protocol):
         head, self._head = self._head, None
         if head is not None and not head.done():
             head.set_result(response)
+        if self._bodiless:  # llhttp cannot be told to skip the body Content-Length announces
+            self._complete, self._keep_alive = True, False
+            response._finish()
 
     def on_body(self, body: bytes) -> None:
         if self._response is not None:
@@ -258,6 +273,7 @@ class Connection(asyncio.Protocol):
         assert self.transport is not None
         self.timeout_s = timeout_s
         self._response, self._complete, self._keep_alive, self._received = None, False, False, False
+        self._head_seen, self._bodiless = 0, request.startswith(b"HEAD ")
         self._head = asyncio.get_running_loop().create_future()
         self.transport.write(request)
         return self._head
@@ -294,7 +310,7 @@ class Connection(asyncio.Protocol):
             self.closed = True
             self.pool.forget(self)
             if self.transport is not None:
-                self.transport.close()
+                self.transport.abort()  # close() would wait to flush a request nobody will read
 
 
 async def wait(future: asyncio.Future[Any], timeout_s: float, message: str = SILENT) -> Any:

@@ -46,6 +46,7 @@ class Endpoint:
         self.in_flight = [0] * len(self.base_urls)
         self.headers = {"Content-Type": "application/json"}
         if self.api_key:
+            self.api_key = _header_value(self.api_key)
             self.headers["Authorization"] = f"Bearer {self.api_key}"
         self.header_lines = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items()).encode("latin-1")
 
@@ -55,6 +56,16 @@ class Endpoint:
             return 0
         self._turn += 1
         return least_loaded(self.in_flight, self._turn)
+
+
+def _header_value(value: str) -> str:
+    """`value` without surrounding whitespace (a file-backed secret's newline); ValueError on a line break."""
+    value = value.strip()
+    if any(c in value for c in "\r\n\0"):
+        raise ValueError(
+            "an upstream API key holds a line break; sent as a header it would split the request"
+        )
+    return value
 
 
 def redact_url(url: str) -> str:
@@ -121,7 +132,15 @@ class KeyEnvPolicy:
 
     def read(self, name: str | None, *, registered: bool = False) -> str | None:
         self.check(name, registered=registered)
-        return os.environ.get(name) if name else None
+        value = os.environ.get(name) if name else None
+        if value is None:
+            return None
+        try:
+            return _header_value(value)
+        except ValueError as exc:
+            raise PermissionDeniedError(
+                f"api_key_env '{name}': {exc}", hint="set the key alone in it"
+            ) from None
 
 
 class UpstreamPool:
@@ -149,7 +168,8 @@ class UpstreamPool:
                 data = await response.read()
             except (TimeoutError, OSError):
                 data = b""
-            response.release()
+            finally:  # also when cancelled mid-read: an unreleased answer holds its connection forever
+                response.release()
             raise UpstreamFailure(f"upstream answered {response.status}", response.status, data)
         return response
 
