@@ -44,7 +44,8 @@ class Endpoint:
     def __post_init__(self) -> None:
         self.base_urls = [u.rstrip("/") for u in self.base_urls]
         self.in_flight = [0] * len(self.base_urls)
-        self.headers = {"Content-Type": "application/json"}
+        # identity: the client does not decompress, and an upstream may compress unasked otherwise
+        self.headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
         if self.api_key:
             self.api_key = _header_value(self.api_key)
             self.headers["Authorization"] = f"Bearer {self.api_key}"
