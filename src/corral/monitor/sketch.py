@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Iterable
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
+from itertools import accumulate, chain
 from typing import Any
+
+import numpy as np
+import orjson
 
 GAMMA = 1.02  # bucket i holds (GAMMA**(i-1), GAMMA**i]
 RELATIVE_ERROR = (GAMMA - 1) / (GAMMA + 1)  # ≈ 0.0099: the stated error of every quantile
@@ -16,10 +22,6 @@ def bucket_of(value: float) -> str:
     if value <= 0:
         return ZERO
     return str(math.ceil(math.log(value) / _LOG_GAMMA - 1e-12))
-
-
-def _order(bucket: str) -> float:
-    return -math.inf if bucket == ZERO else int(bucket)
 
 
 def representative(bucket: str) -> float:
@@ -51,8 +53,13 @@ class LogHistogram:
 
     def merge(self, other: LogHistogram | dict[str, Any] | None) -> LogHistogram:
         counts = other.counts if isinstance(other, LogHistogram) else (other or {})
-        for key, count in counts.items():
-            self.counts[key] = self.counts.get(key, 0) + int(count)
+        mine = self.counts
+        if not mine:  # the first merge is a copy (a dashboard merges hundreds of sketches a page)
+            mine.update(counts)
+            return self
+        get = mine.get
+        for key, count in counts.items():  # counts are ints as stored: int() on each would cost as much again
+            mine[key] = get(key, 0) + count
         return self
 
     @property
@@ -64,19 +71,20 @@ class LogHistogram:
         return self.quantiles((q,))[0]
 
     def quantiles(self, qs: tuple[float, ...]) -> list[float | None]:
-        """Several quantiles in one pass over the buckets (qs ascending)."""
+        """Several quantiles from one sort of the buckets."""
         n = self.total
         if n == 0:
             return [None] * len(qs)
-        ranks = [max(1, math.ceil(q * n)) for q in qs]
+        counts = self.counts
+        zero = counts.get(ZERO, 0)
+        ordered = sorted([(int(k), c) for k, c in counts.items() if k != ZERO])
+        running = list(accumulate([c for _, c in ordered], initial=zero))  # running[i]: below ordered[i]
         out: list[float | None] = []
-        seen = 0
-        for key in sorted(self.counts, key=_order):
-            seen += self.counts[key]
-            while len(out) < len(ranks) and seen >= ranks[len(out)]:
-                out.append(representative(key))
-            if len(out) == len(ranks):
-                break
+        for q in qs:
+            rank = max(1, math.ceil(q * n))
+            # the first bucket whose running count reaches the rank (ZERO's when running[0] does)
+            i = bisect_left(running, rank)
+            out.append(0.0 if i == 0 else 2 * GAMMA ** ordered[i - 1][0] / (GAMMA + 1))
         return out
 
     def to_json(self) -> dict[str, int]:
@@ -89,3 +97,68 @@ def nearest_rank(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[max(1, math.ceil(q * len(ordered))) - 1]
+
+
+# -- many histograms at once ----------------------------------------------------------------------------------
+_ZERO_KEY = -(2**40)  # ZERO in the flat form: below every real bucket (even 1e-300 ms is bucket -34,880)
+_FLAT = str.maketrans({'"': None, ":": ",", "{": "[", "}": "]"})  # {"240": 6, "z": 1} -> [240, 6, -2**40, 1]
+
+
+def _flat_lists(texts: Sequence[str | dict[str, Any] | None]) -> list[list[int]]:
+    """Each histogram as [bucket, count, bucket, count, ...] with integer buckets, parsed in one call."""
+    strings = [t if isinstance(t, str) else orjson.dumps(t or {}).decode() for t in texts]
+    joined = "[" + ",".join(strings) + "]"
+    try:
+        lists: list[list[int]] = orjson.loads(joined.replace(f'"{ZERO}"', str(_ZERO_KEY)).translate(_FLAT))
+        return lists
+    except orjson.JSONDecodeError:  # not the form to_json writes: one histogram at a time
+        return [
+            [x for k, c in json.loads(t).items() for x in (_ZERO_KEY if k == ZERO else int(k), int(c))]
+            for t in strings
+        ]
+
+
+class Sketches:
+    """The histograms of many rollup rows, from their stored JSON, as flat arrays: the quantiles of any
+    grouping of the rows come out of a few numpy calls, with no merged dict per group. The numbers are
+    those of merging each group's LogHistograms and asking for `quantiles` (a dashboard page merges
+    hundreds of histograms; this is several times faster than merging them in Python)."""
+
+    def __init__(self, texts: Sequence[str | dict[str, Any] | None]) -> None:
+        lists = _flat_lists(texts)
+        lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+        flat = np.fromiter(chain.from_iterable(lists), dtype=np.int64, count=int(lengths.sum()))
+        self.rows = np.repeat(np.arange(len(lists)), lengths // 2)
+        self.keys, self.counts = flat[0::2], flat[1::2].astype(np.float64)
+
+    def quantiles(
+        self, group_of_row: Sequence[int], n_groups: int, qs: tuple[float, ...]
+    ) -> list[list[float | None]]:
+        """For each group 0..n_groups-1 (row i belongs to group_of_row[i]), the quantiles of its rows merged."""
+        groups = np.asarray(group_of_row, dtype=np.int64)[self.rows]
+        zero = self.keys == _ZERO_KEY
+        zeros = np.bincount(groups[zero], weights=self.counts[zero], minlength=n_groups)
+        keys, counts, groups = self.keys[~zero], self.counts[~zero], groups[~zero]
+        lo = int(keys.min()) if keys.size else 0
+        span = int(keys.max()) - lo + 1 if keys.size else 1
+        # one cell per (group, bucket) present, in order; running counts over all the cells
+        cells, where = np.unique(groups * span + (keys - lo), return_inverse=True)
+        running = np.concatenate(([0.0], np.cumsum(np.bincount(where, weights=counts))))
+        first = np.searchsorted(cells // span, np.arange(n_groups), side="left")
+        past = np.searchsorted(cells // span, np.arange(n_groups), side="right")
+        base = running[first]
+        n = running[past] - base + zeros
+        ranks = np.maximum(1, np.ceil(np.outer(n, np.asarray(qs, dtype=np.float64))))
+        above = ranks - zeros[:, None]  # the rank among the group's non-zero values
+        # the first cell whose running count reaches it (running[i + 1] counts cells up to i)
+        found = np.searchsorted(running, base[:, None] + above, side="left") - 1
+        out: list[list[float | None]] = []
+        for g in range(n_groups):
+            if n[g] == 0:
+                out.append([None] * len(qs))
+                continue
+            out.append([
+                0.0 if above[g, j] <= 0 else 2 * GAMMA ** (int(cells[found[g, j]]) % span + lo) / (GAMMA + 1)
+                for j in range(len(qs))
+            ])  # fmt: skip
+        return out
