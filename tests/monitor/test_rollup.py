@@ -41,7 +41,7 @@ def test_quantiles_at_the_zero_bucket_and_below_one_millisecond():
                                                        pytest.approx(5.0, rel=RELATIVE_ERROR)]  # fmt: skip
 
 
-def test_sketches_give_each_groups_merged_quantiles_from_the_stored_json():
+def test_sketches_give_each_groups_merged_quantiles_from_the_stored_json(monkeypatch):
     rng = random.Random(7)
     hists = [
         LogHistogram.of([rng.lognormvariate(rng.uniform(-1, 6), 1.3) for _ in range(rng.randint(0, 300))]
@@ -64,6 +64,8 @@ def test_sketches_give_each_groups_merged_quantiles_from_the_stored_json():
     # JSON in another form than to_json writes (here: counts as floats) is read the slow way, same answer
     odd = [json.dumps({k: float(v) for k, v in h.to_json().items()}) for h in hists]
     assert Sketches(odd).quantiles(groups, 10, qs) == got
+    monkeypatch.setattr("corral.monitor.sketch._DENSE_CELLS", 0)  # many groups: only the cells present
+    assert Sketches(texts).quantiles(groups, 10, qs) == got
 
 
 def test_cover_tiles_a_range_with_days_in_the_middle_and_minutes_at_the_edges():
