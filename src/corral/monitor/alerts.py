@@ -233,9 +233,10 @@ def history(
     store: Store, *, firing_only: bool = False, limit: int = 100, session: Session | None = None
 ) -> list[dict[str, Any]]:
     """Alert events, newest first."""
-    query = select(AlertEventRow).order_by(desc(AlertEventRow.id)).limit(limit)
+    events = AlertEventRow.__table__.c  # Core columns: plain rows, no ORM objects to build
+    query = select(*events).order_by(desc(events.id)).limit(limit)
     if firing_only:
-        query = query.where(AlertEventRow.state == "firing")
+        query = query.where(events.state == "firing")
     with reading(store, session) as session:
         return [
             {
@@ -245,5 +246,5 @@ def history(
                 "resolved_at": utc(r.resolved_at).isoformat() if r.resolved_at else None,
                 "metric": (r.detail or {}).get("metric"),
             }
-            for r in session.scalars(query).all()
+            for r in session.connection().execute(query).all()
         ]  # fmt: skip

@@ -172,11 +172,16 @@ def latest_decisions(
 ) -> list[dict[str, Any]]:
     """The canary's latest decisions on a deployment, newest first (the dashboard's deployment page,
     which passes the `session` its other reads use)."""
+    audit = AuditRow.__table__.c  # Core columns: plain rows, no ORM objects to build
     with nullcontext(session) if session is not None else store.session() as s:
-        rows = s.scalars(
-            select(AuditRow)
-            .where(AuditRow.subject == audit_subject(deployment), AuditRow.action.in_(DECISION_ACTIONS))
-            .order_by(AuditRow.id.desc())
-            .limit(limit)
-        ).all()
+        rows = (
+            s.connection()
+            .execute(
+                select(audit.at, audit.actor, audit.action, audit.after)
+                .where(audit.subject == audit_subject(deployment), audit.action.in_(DECISION_ACTIONS))
+                .order_by(audit.id.desc())
+                .limit(limit)
+            )
+            .all()
+        )
         return [{"at": r.at, "actor": r.actor, "action": r.action, **(r.after or {})} for r in rows]
