@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
-from corral.monitor.report import cover, report, series
+from corral.monitor.report import cover, report, requests_per_bucket, series, series_and_total
 from corral.monitor.rollup import RollupJob, count_regenerations
-from corral.monitor.sketch import RELATIVE_ERROR, LogHistogram, nearest_rank
+from corral.monitor.sketch import RELATIVE_ERROR, LogHistogram, Sketches, nearest_rank
 from corral.monitor.windows import sample_window
 from corral.store.models import TraceRow
 from corral.testing.traffic import insert_feedback, insert_traces, synthetic_traces, trace_row
@@ -31,6 +33,39 @@ def test_histogram_quantiles_are_within_the_stated_error_and_merge_exactly():
         assert exact is not None
         assert abs(whole.quantile(q) - exact) <= RELATIVE_ERROR * exact + 1e-9  # type: ignore[operator]
     assert LogHistogram().quantile(0.5) is None
+
+
+def test_quantiles_at_the_zero_bucket_and_below_one_millisecond():
+    hist = LogHistogram.of([0.0, 0.0, 0.4, 5.0])
+    assert hist.quantiles((0.25, 0.5, 0.75, 1.0)) == [0.0, 0.0, pytest.approx(0.4, rel=RELATIVE_ERROR),
+                                                       pytest.approx(5.0, rel=RELATIVE_ERROR)]  # fmt: skip
+
+
+def test_sketches_give_each_groups_merged_quantiles_from_the_stored_json(monkeypatch):
+    rng = random.Random(7)
+    hists = [
+        LogHistogram.of([rng.lognormvariate(rng.uniform(-1, 6), 1.3) for _ in range(rng.randint(0, 300))]
+                        + [0.0] * rng.randint(0, 3))
+        for _ in range(60)
+    ] + [LogHistogram.of([0.0, 0.0]), LogHistogram()]  # fmt: skip
+    groups = [rng.randrange(8) for _ in hists[:-2]] + [8, 8]
+    texts: list[Any] = [json.dumps(h.to_json()) for h in hists]
+    texts[0] = hists[0].to_json()  # a parsed dict is taken too
+    qs = (0.01, 0.5, 0.95, 0.99, 1.0)
+    got = Sketches(texts).quantiles(groups, 10, qs)
+    for g in range(10):
+        merged = LogHistogram()
+        for hist, group in zip(hists, groups, strict=True):
+            if group == g:
+                merged.merge(hist)
+        want = merged.quantiles(qs)
+        assert got[g] == (pytest.approx(want, rel=1e-12) if merged.total else want)
+    assert got[8] == [0.0] * 5 and got[9] == [None] * 5
+    # JSON in another form than to_json writes (here: counts as floats) is read the slow way, same answer
+    odd = [json.dumps({k: float(v) for k, v in h.to_json().items()}) for h in hists]
+    assert Sketches(odd).quantiles(groups, 10, qs) == got
+    monkeypatch.setattr("corral.monitor.sketch._DENSE_CELLS", 0)  # many groups: only the cells present
+    assert Sketches(texts).quantiles(groups, 10, qs) == got
 
 
 def test_cover_tiles_a_range_with_days_in_the_middle_and_minutes_at_the_edges():
@@ -117,6 +152,27 @@ def test_series_per_version_sums_to_the_total(store, seeded):
     points = series(store, "support", START, NOW, grain="h")
     assert {p["model_version"] for p in points} == {"v1", "v2"}
     assert sum(p["requests"] for p in points) == sum(r["deployment"] == "support" for r in seeded)
+
+
+def test_the_deployment_pages_read_agrees_with_report_and_series(store, seeded):
+    per_version, totals, arms = series_and_total(store, "support", START, NOW, grain="h")
+    assert per_version == series(store, "support", START, NOW, grain="h", percentiles=False)
+    start = START.replace(minute=0)  # the charted span starts at the first bucket's start
+    by_version = report(store, start, NOW, deployment="support", by=("model_version",))
+    want = {r["model_version"]: r for r in by_version}
+    fields = ("requests", "errors", "statuses", "latency_ms", "ttft_ms", "prompt_tokens", "feedback_count")
+    for arm in arms:  # (users and sessions differ: distinct per hour here, per day in the report's day rows)
+        for field in fields:
+            assert arm[field] == want[arm["model_version"]][field], field
+        assert arm["cost_usd"] == pytest.approx(want[arm["model_version"]]["cost_usd"])
+    for point in totals[1:-1]:  # whole hours: the report over that hour is the chart's point
+        hour = datetime.fromisoformat(point["bucket"])
+        want = report(store, hour, hour + timedelta(hours=1), deployment="support")[0]
+        assert point["latency_ms"] == want["latency_ms"] and point["requests"] == want["requests"]
+        assert point["ttft_ms"] == {"p50": None, "p95": None, "p99": None}  # the chart draws latency only
+    volume = requests_per_bucket(store, START, NOW, grain="h")
+    plain = series(store, None, START, NOW, grain="h", by=("deployment",), percentiles=False)
+    assert volume == [{k: p[k] for k in ("bucket", "deployment", "requests")} for p in plain]
 
 
 def test_late_traces_are_picked_up_and_a_rerun_changes_nothing(store, seeded):

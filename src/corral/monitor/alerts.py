@@ -12,10 +12,11 @@ from typing import Any
 
 import httpx
 from sqlalchemy import desc, select
+from sqlalchemy.orm import Session
 
 from corral.config import AlertRuleSettings, MonitorSettings
 from corral.config.sections import FALLING_METRICS
-from corral.monitor.report import last, report, today
+from corral.monitor.report import last, reading, report, today
 from corral.monitor.rollup import utc
 from corral.monitor.sketch import LogHistogram
 from corral.store import Store
@@ -228,12 +229,15 @@ class AlertEngine:
             return _event(row, rule, action, value)
 
 
-def history(store: Store, *, firing_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+def history(
+    store: Store, *, firing_only: bool = False, limit: int = 100, session: Session | None = None
+) -> list[dict[str, Any]]:
     """Alert events, newest first."""
-    query = select(AlertEventRow).order_by(desc(AlertEventRow.id)).limit(limit)
+    events = AlertEventRow.__table__.c  # Core columns: plain rows, no ORM objects to build
+    query = select(*events).order_by(desc(events.id)).limit(limit)
     if firing_only:
-        query = query.where(AlertEventRow.state == "firing")
-    with store.session() as session:
+        query = query.where(events.state == "firing")
+    with reading(store, session) as session:
         return [
             {
                 "id": r.id, "rule": r.rule, "deployment": r.subject, "state": r.state, "value": r.value,
@@ -242,5 +246,5 @@ def history(store: Store, *, firing_only: bool = False, limit: int = 100) -> lis
                 "resolved_at": utc(r.resolved_at).isoformat() if r.resolved_at else None,
                 "metric": (r.detail or {}).get("metric"),
             }
-            for r in session.scalars(query).all()
+            for r in session.connection().execute(query).all()
         ]  # fmt: skip

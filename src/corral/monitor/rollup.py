@@ -86,15 +86,26 @@ class Aggregate:
         self.cost_usd += row.cost_usd or 0.0
         self.turns += row.session is not None
 
-    def add_row(self, row: Any, histograms: bool = True) -> None:
-        for name in ("requests", "errors", "prompt_tokens", "completion_tokens", "feedback_count", "turns"):
-            setattr(self, name, getattr(self, name) + getattr(row, name))
-        for name in ("latency_ms_sum", "cost_usd", "feedback_sum", "regenerations"):
-            setattr(self, name, getattr(self, name) + getattr(row, name))
-        self.statuses.update({k: int(v) for k, v in (row.statuses or {}).items()})
+    def add_row(self, row: Any, histograms: bool = True, ttft: bool = True) -> None:
+        """Add a stored rollup row; `histograms` False skips both sketches, `ttft` False the TTFT one."""
+        self.requests += row.requests
+        self.errors += row.errors
+        self.prompt_tokens += row.prompt_tokens
+        self.completion_tokens += row.completion_tokens
+        self.feedback_count += row.feedback_count
+        self.turns += row.turns
+        self.latency_ms_sum += row.latency_ms_sum
+        self.cost_usd += row.cost_usd
+        self.feedback_sum += row.feedback_sum
+        self.regenerations += row.regenerations
+        if row.statuses:
+            statuses = self.statuses
+            for code, count in row.statuses.items():
+                statuses[code] = statuses.get(code, 0) + int(count)
         if histograms:
             self.latency.merge(row.latency_hist)
-            self.ttft.merge(row.ttft_hist)
+            if ttft:
+                self.ttft.merge(row.ttft_hist)
 
     def values(self) -> dict[str, Any]:
         return {

@@ -7,11 +7,13 @@ always-valid bounds need (`canary_stats`).
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from corral.errors import NotFoundError
 from corral.monitor.rollup import LIVE, utc
@@ -165,13 +167,21 @@ def arm_stats(
     }
 
 
-def latest_decisions(store: Store, deployment: str, limit: int = 20) -> list[dict[str, Any]]:
-    """The canary's latest decisions on a deployment, newest first (the dashboard's deployment page)."""
-    with store.session() as session:
-        rows = session.scalars(
-            select(AuditRow)
-            .where(AuditRow.subject == audit_subject(deployment), AuditRow.action.in_(DECISION_ACTIONS))
-            .order_by(AuditRow.id.desc())
-            .limit(limit)
-        ).all()
+def latest_decisions(
+    store: Store, deployment: str, limit: int = 20, session: Session | None = None
+) -> list[dict[str, Any]]:
+    """The canary's latest decisions on a deployment, newest first (the dashboard's deployment page,
+    which passes the `session` its other reads use)."""
+    audit = AuditRow.__table__.c  # Core columns: plain rows, no ORM objects to build
+    with nullcontext(session) if session is not None else store.session() as s:
+        rows = (
+            s.connection()
+            .execute(
+                select(audit.at, audit.actor, audit.action, audit.after)
+                .where(audit.subject == audit_subject(deployment), audit.action.in_(DECISION_ACTIONS))
+                .order_by(audit.id.desc())
+                .limit(limit)
+            )
+            .all()
+        )
         return [{"at": r.at, "actor": r.actor, "action": r.action, **(r.after or {})} for r in rows]
