@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, delete, func, insert, select
+import orjson
+from sqlalchemy import Table, Text, cast, delete, func, insert, select
 
 from corral.gateway.costs import prompt_text
 from corral.monitor.search import SearchIndex
@@ -131,8 +132,14 @@ def _key(row: Any) -> Key:
     return (row.deployment, row.route or "", row.model_version or "")
 
 
-def _ask(request: dict[str, Any] | None) -> str:
-    """What the user asked last: regenerations are the same question again."""
+def _ask(request: dict[str, Any] | str | None) -> str:
+    """What the user asked last: regenerations are the same question again (`request`: JSON text too)."""
+    if isinstance(request, str):
+        try:
+            request = orjson.loads(request)
+        except orjson.JSONDecodeError:
+            request = None
+        request = request if isinstance(request, dict) else None
     messages = (request or {}).get("messages")
     if isinstance(messages, list):
         for message in reversed(messages):
@@ -243,7 +250,7 @@ class RollupJob:
             ).all()
             asked = session.execute(
                 select(TraceRow.at, TraceRow.user, TraceRow.deployment, TraceRow.route, TraceRow.model_version,
-                       TraceRow.request)
+                       cast(TraceRow.request, Text).label("request"))  # parsed by orjson in _ask
                 .where(TraceRow.at >= start - self.regeneration_window, TraceRow.at < end, *LIVE,
                        TraceRow.user.is_not(None))
                 .order_by(TraceRow.at)

@@ -12,13 +12,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import DateTime, String, Text, and_, cast, column, exists, or_, select, text
 from sqlalchemy.sql.elements import ColumnElement, TextClause
 
 from corral.errors import InvalidInputError
 from corral.gateway.costs import answer_text, prompt_text
 from corral.store import Store
-from corral.store.models import FeedbackRow, TraceRow
+from corral.store.models import FeedbackRow, TraceRow, TraceSearchRow
+
+
+def _json(raw: str | None) -> Any:
+    if raw is None:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
 
 PAGE = 50
 FEW = 200  # up to this many matches are looked up by key; more, newest first
@@ -30,19 +41,26 @@ class SearchIndex:
         self.store = store
 
     def index_range(self, start: datetime, end: datetime) -> int:
-        """Index the traces in [start, end) not indexed yet; returns how many were read."""
-        with self.store.session() as session:
-            rows = session.execute(
-                select(TraceRow.id, TraceRow.at, TraceRow.request, TraceRow.response)
-                .where(TraceRow.at >= start, TraceRow.at < end)
+        """Index the traces in [start, end) not indexed yet; returns how many were indexed.
+
+        Runs in `corral serve`'s process every monitor round, so it reads only traces the index lacks
+        (a minute being filled is rebuilt every round) and their JSON as text, parsed by orjson: the
+        stdlib decoder SQLAlchemy's JSON type uses, on every trace of the minutes, held the GIL
+        the gateway's event loop needs for seconds a round under load.
+        """
+        indexed = select(TraceSearchRow.trace_id).where(TraceSearchRow.trace_id == TraceRow.id)
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(
+                select(TraceRow.id, TraceRow.at, cast(TraceRow.request, Text), cast(TraceRow.response, Text))
+                .where(TraceRow.at >= start, TraceRow.at < end, ~exists(indexed))
                 .order_by(TraceRow.at)  # rows indexed in time order keep a search's bound close (newest)
             ).all()  # fmt: skip
         if not rows:
             return 0
         values = [
-            {"id": r.id, "at": r.at, "body": f"{prompt_text(r.request or {})}\n{answer_text(r.response)}"}
-            for r in rows
-        ]
+            {"id": trace_id, "at": at, "body": f"{prompt_text(_json(request) or {})}\n{answer_text(_json(response))}"}
+            for trace_id, at, request, response in rows
+        ]  # fmt: skip
         verb = "INSERT OR IGNORE INTO" if self.store.dialect == "sqlite" else "INSERT INTO"
         tail = "" if self.store.dialect == "sqlite" else " ON CONFLICT (trace_id) DO NOTHING"
         with self.store.engine.begin() as conn:
@@ -65,8 +83,7 @@ class SearchIndex:
                 "(SELECT rowid FROM trace_search_fts WHERE trace_search_fts MATCH :fts)"
             ).bindparams(fts=_fts(words))
         return text(
-            "SELECT trace_id FROM trace_search WHERE search_tsv @@ "
-            "plainto_tsquery('simple', :q)"
+            "SELECT trace_id FROM trace_search WHERE search_tsv @@ plainto_tsquery('simple', :q)"
         ).bindparams(q=" ".join(words))
 
     def few(self, query: str) -> list[str] | None:
@@ -84,7 +101,9 @@ class SearchIndex:
             return ids if len(ids) <= FEW else None
         sub = self._all_matches(words)
         with self.store.engine.connect() as conn:
-            ids = list(conn.execute(text(f"{sub.text} LIMIT {FEW + 1}").bindparams(**sub.compile().params)).scalars())
+            ids = list(
+                conn.execute(text(f"{sub.text} LIMIT {FEW + 1}").bindparams(**sub.compile().params)).scalars()
+            )
         return ids if len(ids) <= FEW else None
 
     def matching(self, query: str) -> ColumnElement[bool]:
@@ -206,7 +225,12 @@ def search(index: SearchIndex, f: TraceFilter, limit: int = PAGE) -> tuple[list[
     where = _conditions(f)
 
     def page_of(*more: ColumnElement[bool]) -> list[Any]:
-        query = select(*PAGE_COLUMNS).where(*where, *more).order_by(TraceRow.at.desc(), TraceRow.id.desc()).limit(limit + 1)
+        query = (
+            select(*PAGE_COLUMNS)
+            .where(*where, *more)
+            .order_by(TraceRow.at.desc(), TraceRow.id.desc())
+            .limit(limit + 1)
+        )
         with index.store.session() as session:
             return list(session.execute(query).all())
 
@@ -220,7 +244,9 @@ def search(index: SearchIndex, f: TraceFilter, limit: int = PAGE) -> tuple[list[
         # rare word's round holds every match, and a common word's page needs no second look at the index)
         before = _cursor(f.after)[0] if f.after else None
         for candidates, bound in index.newest(f.q, 2 * (limit + 1), before):
-            found = page_of(TraceRow.id.in_(candidates), *([TraceRow.at > bound] if bound is not None else []))
+            found = page_of(
+                TraceRow.id.in_(candidates), *([TraceRow.at > bound] if bound is not None else [])
+            )
             if len(found) > limit or bound is None:
                 rows = found
                 break
