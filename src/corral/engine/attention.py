@@ -66,6 +66,9 @@ class KVCache:
         device: torch.device,
     ) -> None:
         self.block_size = block_size
+        # bf16/fp16 decode attention on CPU through torch's fused SDPA (True) or two bmm with a fp32
+        # softmax (False); the model runner picks per CPU (see `_decode_attention_half`)
+        self.fused_half_decode = False
         shape = (num_layers, num_blocks * block_size, num_kv_heads, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
@@ -98,9 +101,11 @@ def _decode_attention_half(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
     """Decode attention in bf16/fp16 on CPU: two batched matmuls in the half dtype (fp32
     accumulation inside oneDNN), the softmax in fp32, as SDPA's math path computes it.
 
-    torch's fused CPU SDPA in bf16 spent about 8x its fp32 time on these one-row queries
-    (2.6 ms against 0.3 for 32 rows x 8 heads x 96 context, one thread); K and V made contiguous
-    and put through two bmm took 0.35 ms. q: [b, kv_heads, group, dim]; k, v: [b, kv_heads, ctx, dim].
+    On an AVX-512 BF16 CPU without AMX (AMD EPYC), torch's fused CPU SDPA in bf16 spent about 8x
+    its fp32 time on these one-row queries (2.6 ms against 0.3 for 32 rows x 8 heads x 96 context,
+    one thread); K and V made contiguous and put through two bmm took 0.35 ms. On a Xeon with AMX
+    it is the other way round (fused SDPA 0.34 ms, this 1.1 ms), so there the fused kernel is used
+    (`KVCache.fused_half_decode`). q: [b, kv_heads, group, dim]; k, v: [b, kv_heads, ctx, dim].
     """
     scores = torch.matmul(q, k.contiguous().transpose(-1, -2)).float()
     scores.mul_(scale)
@@ -127,7 +132,7 @@ def paged_attention(
         kk = kk.view(b, g.ctx, kv_heads, head_dim).transpose(1, 2)
         vv = vv.view(b, g.ctx, kv_heads, head_dim).transpose(1, 2)
         qq = q[g.start : g.end].reshape(b, kv_heads, num_heads // kv_heads, head_dim)
-        if q.device.type == "cpu" and q.dtype != torch.float32:
+        if q.device.type == "cpu" and q.dtype != torch.float32 and not cache.fused_half_decode:
             o = _decode_attention_half(qq, kk, vv, g.mask, scale)
         else:
             o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=g.mask, scale=scale)

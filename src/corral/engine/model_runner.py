@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from corral.engine.attention import AttentionMetadata, DecodeGroup, KVCache, PrefillSegment
+from corral.engine.loader import cpu_flags
 from corral.engine.lora import LoraBatch
 from corral.engine.models import CausalLM
 from corral.engine.sequence import Sequence
@@ -70,6 +71,8 @@ class ModelRunner:
             max(block_size, CPU_GATHER_BYTES // row_bytes) if device.type == "cpu" else 1 << 30
         )
         if device.type == "cpu":
+            # torch's fused SDPA is fast in bf16 where oneDNN/ATen have AMX kernels, slow without
+            self.cache.fused_half_decode = dtype == torch.bfloat16 and "amx_bf16" in cpu_flags()
             set_cpu_threads()
             keep_freed_memory()
 
