@@ -17,10 +17,14 @@ one that continues a cached prefix gathers its context and uses a causal mask.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from corral.engine.decode_rows import RowsStep
 
 
 @dataclass
@@ -49,6 +53,7 @@ class AttentionMetadata:
     slot_mapping: Tensor  # [num_tokens]
     num_decode: int = 0  # the first num_decode rows are single-token queries
     decode_groups: list[DecodeGroup] = field(default_factory=list)
+    rows: RowsStep | None = None  # decodes read from their kept rows (corral.engine.decode_rows) instead
     prefills: list[PrefillSegment] = field(default_factory=list)
 
 
@@ -115,6 +120,38 @@ def _decode_attention_half(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
     return torch.matmul(probs, v.contiguous())
 
 
+def _attend_decode(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, cache: KVCache
+) -> Tensor:
+    """q: [b, kv_heads, group, dim]; k, v: [b, kv_heads, ctx, dim] (strided views)."""
+    if q.device.type == "cpu" and q.dtype != torch.float32 and not cache.fused_half_decode:
+        return _decode_attention_half(q, k, v, mask, scale)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
+def _decode_from_rows(
+    q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: int, rows: RowsStep, scale: float
+) -> Tensor:
+    """Decode attention over the kept rows; q: [decodes, heads, dim], k, v: their new [decodes, kv_heads, dim]."""
+    rk, rv = rows.k[layer], rows.v[layer]  # [rows, context, kv_heads, dim]
+    rk[rows.rows, rows.positions] = k
+    rv[rows.rows, rows.positions] = v
+    num_heads, head_dim = q.shape[1], q.shape[2]
+    kv_heads = rk.shape[2]
+    if not rows.dense:  # free rows in between: their queries are zeros, their outputs dropped
+        q = q.new_zeros((rows.num_rows, num_heads, head_dim)).index_copy_(0, rows.rows, q)
+    out = torch.empty_like(q)
+    for g in rows.groups:
+        b = g.end - g.start
+        kk = rk[g.start : g.end, : g.ctx].transpose(1, 2)
+        vv = rv[g.start : g.end, : g.ctx].transpose(1, 2)
+        qq = q[g.start : g.end].reshape(b, kv_heads, num_heads // kv_heads, head_dim)
+        out[g.start : g.end] = _attend_decode(qq, kk, vv, g.mask, scale, cache).reshape(
+            b, num_heads, head_dim
+        )
+    return out if rows.dense else out.index_select(0, rows.rows)
+
+
 def paged_attention(
     q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: int, meta: AttentionMetadata, scale: float
 ) -> Tensor:
@@ -125,6 +162,9 @@ def paged_attention(
     num_heads, head_dim = q.shape[1], q.shape[2]
     kv_heads = k_cache.shape[1]
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    if meta.rows is not None and meta.num_decode:
+        nd = meta.num_decode
+        out[:nd] = _decode_from_rows(q[:nd], k[:nd], v[:nd], cache, layer, meta.rows, scale)
     for g in meta.decode_groups:
         b = g.end - g.start
         kk, vv = cache.gather(layer, g.blocks)
@@ -132,10 +172,7 @@ def paged_attention(
         kk = kk.view(b, g.ctx, kv_heads, head_dim).transpose(1, 2)
         vv = vv.view(b, g.ctx, kv_heads, head_dim).transpose(1, 2)
         qq = q[g.start : g.end].reshape(b, kv_heads, num_heads // kv_heads, head_dim)
-        if q.device.type == "cpu" and q.dtype != torch.float32 and not cache.fused_half_decode:
-            o = _decode_attention_half(qq, kk, vv, g.mask, scale)
-        else:
-            o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=g.mask, scale=scale)
+        o = _attend_decode(qq, kk, vv, g.mask, scale, cache)
         out[g.start : g.end] = o.reshape(b, num_heads, head_dim)
     for seg in meta.prefills:
         rows = slice(seg.q_start, seg.q_start + seg.q_len)
