@@ -38,8 +38,8 @@ def test_rows_are_filled_from_the_paged_cache_once_and_masked_to_each_length() -
     rows.assign([short, long])
     slots = torch.tensor([[8, 9, 10, 11, 0, 0, 0, 0], [4, 5, 6, 7, 12, 13, 14, 15]])
     step = rows.prepare([short, long], slots)
-    assert torch.equal(rows.k[:, 0, :2], kv.k[:, [8, 9]])
-    assert torch.equal(rows.v[:, 1, :6], kv.v[:, [4, 5, 6, 7, 12, 13]])
+    assert torch.equal(rows.k[:, 0, :, :2], kv.k[:, [8, 9]].transpose(1, 2))
+    assert torch.equal(rows.v[:, 1, :, :6], kv.v[:, [4, 5, 6, 7, 12, 13]].transpose(1, 2))
     assert step.dense and step.positions.tolist() == [2, 6]
     [group] = step.groups
     assert group.ctx == 7 and group.mask is not None

@@ -133,18 +133,17 @@ def _decode_from_rows(
     q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: int, rows: RowsStep, scale: float
 ) -> Tensor:
     """Decode attention over the kept rows; q: [decodes, heads, dim], k, v: their new [decodes, kv_heads, dim]."""
-    rk, rv = rows.k[layer], rows.v[layer]  # [rows, context, kv_heads, dim]
-    rk[rows.rows, rows.positions] = k
-    rv[rows.rows, rows.positions] = v
+    rk, rv = rows.k[layer], rows.v[layer]  # [rows, kv_heads, context, dim]
+    rk[rows.rows, :, rows.positions] = k
+    rv[rows.rows, :, rows.positions] = v
     num_heads, head_dim = q.shape[1], q.shape[2]
-    kv_heads = rk.shape[2]
+    kv_heads = rk.shape[1]
     if not rows.dense:  # free rows in between: their queries are zeros, their outputs dropped
         q = q.new_zeros((rows.num_rows, num_heads, head_dim)).index_copy_(0, rows.rows, q)
     out = torch.empty_like(q)
     for g in rows.groups:
         b = g.end - g.start
-        kk = rk[g.start : g.end, : g.ctx].transpose(1, 2)
-        vv = rv[g.start : g.end, : g.ctx].transpose(1, 2)
+        kk, vv = rk[g.start : g.end, :, : g.ctx], rv[g.start : g.end, :, : g.ctx]
         qq = q[g.start : g.end].reshape(b, kv_heads, num_heads // kv_heads, head_dim)
         out[g.start : g.end] = _attend_decode(qq, kk, vv, g.mask, scale, cache).reshape(
             b, num_heads, head_dim
