@@ -12,6 +12,10 @@ never repeated for grouped-query attention). Gathering the whole batch at once w
 context through memory three times (read, write, read) in buffers the allocator hands back to the
 OS every step. A prefill chunk with nothing before it attends to its own fresh K/V (no gather);
 one that continues a cached prefix gathers its context and uses a causal mask.
+
+On CPU, decodes usually skip the gather: each decoding sequence keeps its context in a contiguous
+row between steps (`corral.engine.decode_rows`, `AttentionMetadata.rows`), read in place; the
+gather groups are the fallback past the rows' memory cap and the path on accelerators.
 """
 
 from __future__ import annotations
