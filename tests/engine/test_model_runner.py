@@ -62,24 +62,29 @@ def test_single_request_matches_hf_every_step(arch: str, tiny_model: Callable, h
     assert checker.checked == 12
 
 
-@pytest.mark.parametrize("group_tokens", [None, 24])
+@pytest.mark.parametrize("decode", ["rows", "gather", "gather-groups"])
 @pytest.mark.parametrize("arch", ARCHES)
 def test_mixed_lengths_arriving_at_different_steps_match_hf(
-    arch: str, group_tokens: int | None, tiny_model: Callable, hf_model: Callable
+    arch: str, decode: str, tiny_model: Callable, hf_model: Callable
 ) -> None:
     # a small token budget forces chunked prefills to share steps with decodes
     engine = engine_for(tiny_model(arch), max_num_batched_tokens=16)
-    if group_tokens:  # decodes split into several gather groups, some padded and masked
-        engine.runner.group_tokens = group_tokens
+    rows = engine.runner.decode_rows
+    if decode != "rows":  # decodes gather their context from the paged cache every step
+        engine.runner.decode_rows = None
+    if decode == "gather-groups":  # decodes split into several gather groups, some padded and masked
+        engine.runner.group_tokens = 24
     checker = LogitChecker(engine, hf_model(tiny_model(arch)))
-    arrivals = {0: [prompt(1, 3)], 2: [prompt(2, 37), prompt(3, 11)], 5: [prompt(4, 20)]}
+    arrivals = {0: [prompt(1, 3)], 2: [prompt(2, 37), prompt(3, 11)], 5: [prompt(4, 20)], 14: [prompt(5, 6)]}
     step = 0
     while step <= max(arrivals) or engine.has_unfinished():
         for ids in arrivals.get(step, []):
             engine.add_request(ids, GREEDY)
         engine.step()
         step += 1
-    assert checker.checked == 4 * 12
+    assert checker.checked == 5 * 12
+    if decode == "rows":  # the first request's row was freed and taken by the last one
+        assert rows is not None and list(rows.row_of.values()) == [0]
 
 
 @pytest.mark.parametrize("arch", ARCHES)

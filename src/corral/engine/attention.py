@@ -12,15 +12,23 @@ never repeated for grouped-query attention). Gathering the whole batch at once w
 context through memory three times (read, write, read) in buffers the allocator hands back to the
 OS every step. A prefill chunk with nothing before it attends to its own fresh K/V (no gather);
 one that continues a cached prefix gathers its context and uses a causal mask.
+
+On CPU, decodes usually skip the gather: each decoding sequence keeps its context in a contiguous
+row between steps (`corral.engine.decode_rows`, `AttentionMetadata.rows`), read in place; the
+gather groups are the fallback past the rows' memory cap and the path on accelerators.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from corral.engine.decode_rows import RowsStep
 
 
 @dataclass
@@ -49,6 +57,7 @@ class AttentionMetadata:
     slot_mapping: Tensor  # [num_tokens]
     num_decode: int = 0  # the first num_decode rows are single-token queries
     decode_groups: list[DecodeGroup] = field(default_factory=list)
+    rows: RowsStep | None = None  # decodes read from their kept rows (corral.engine.decode_rows) instead
     prefills: list[PrefillSegment] = field(default_factory=list)
 
 
@@ -66,6 +75,9 @@ class KVCache:
         device: torch.device,
     ) -> None:
         self.block_size = block_size
+        # bf16/fp16 decode attention on CPU through torch's fused SDPA (True) or two bmm with a fp32
+        # softmax (False); the model runner picks per CPU (see `_decode_attention_half`)
+        self.fused_half_decode = False
         shape = (num_layers, num_blocks * block_size, num_kv_heads, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
@@ -98,9 +110,11 @@ def _decode_attention_half(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
     """Decode attention in bf16/fp16 on CPU: two batched matmuls in the half dtype (fp32
     accumulation inside oneDNN), the softmax in fp32, as SDPA's math path computes it.
 
-    torch's fused CPU SDPA in bf16 spent about 8x its fp32 time on these one-row queries
-    (2.6 ms against 0.3 for 32 rows x 8 heads x 96 context, one thread); K and V made contiguous
-    and put through two bmm took 0.35 ms. q: [b, kv_heads, group, dim]; k, v: [b, kv_heads, ctx, dim].
+    On an AVX-512 BF16 CPU without AMX (AMD EPYC), torch's fused CPU SDPA in bf16 spent about 8x
+    its fp32 time on these one-row queries (2.6 ms against 0.3 for 32 rows x 8 heads x 96 context,
+    one thread); K and V made contiguous and put through two bmm took 0.35 ms. On a Xeon with AMX
+    it is the other way round (fused SDPA 0.34 ms, this 1.1 ms), so there the fused kernel is used
+    (`KVCache.fused_half_decode`). q: [b, kv_heads, group, dim]; k, v: [b, kv_heads, ctx, dim].
     """
     scores = torch.matmul(q, k.contiguous().transpose(-1, -2)).float()
     scores.mul_(scale)
@@ -108,6 +122,37 @@ def _decode_attention_half(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
         scores.add_(mask)
     probs = torch.softmax(scores, dim=-1).to(q.dtype)
     return torch.matmul(probs, v.contiguous())
+
+
+def _attend_decode(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, cache: KVCache
+) -> Tensor:
+    """q: [b, kv_heads, group, dim]; k, v: [b, kv_heads, ctx, dim] (strided views)."""
+    if q.device.type == "cpu" and q.dtype != torch.float32 and not cache.fused_half_decode:
+        return _decode_attention_half(q, k, v, mask, scale)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
+def _decode_from_rows(
+    q: Tensor, k: Tensor, v: Tensor, cache: KVCache, layer: int, rows: RowsStep, scale: float
+) -> Tensor:
+    """Decode attention over the kept rows; q: [decodes, heads, dim], k, v: their new [decodes, kv_heads, dim]."""
+    rk, rv = rows.k[layer], rows.v[layer]  # [rows, kv_heads, context, dim]
+    rk[rows.rows, :, rows.positions] = k
+    rv[rows.rows, :, rows.positions] = v
+    num_heads, head_dim = q.shape[1], q.shape[2]
+    kv_heads = rk.shape[1]
+    if not rows.dense:  # free rows in between: their queries are zeros, their outputs dropped
+        q = q.new_zeros((rows.num_rows, num_heads, head_dim)).index_copy_(0, rows.rows, q)
+    out = torch.empty_like(q)
+    for g in rows.groups:
+        b = g.end - g.start
+        kk, vv = rk[g.start : g.end, :, : g.ctx], rv[g.start : g.end, :, : g.ctx]
+        qq = q[g.start : g.end].reshape(b, kv_heads, num_heads // kv_heads, head_dim)
+        out[g.start : g.end] = _attend_decode(qq, kk, vv, g.mask, scale, cache).reshape(
+            b, num_heads, head_dim
+        )
+    return out if rows.dense else out.index_select(0, rows.rows)
 
 
 def paged_attention(
@@ -120,6 +165,9 @@ def paged_attention(
     num_heads, head_dim = q.shape[1], q.shape[2]
     kv_heads = k_cache.shape[1]
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    if meta.rows is not None and meta.num_decode:
+        nd = meta.num_decode
+        out[:nd] = _decode_from_rows(q[:nd], k[:nd], v[:nd], cache, layer, meta.rows, scale)
     for g in meta.decode_groups:
         b = g.end - g.start
         kk, vv = cache.gather(layer, g.blocks)
@@ -127,10 +175,7 @@ def paged_attention(
         kk = kk.view(b, g.ctx, kv_heads, head_dim).transpose(1, 2)
         vv = vv.view(b, g.ctx, kv_heads, head_dim).transpose(1, 2)
         qq = q[g.start : g.end].reshape(b, kv_heads, num_heads // kv_heads, head_dim)
-        if q.device.type == "cpu" and q.dtype != torch.float32:
-            o = _decode_attention_half(qq, kk, vv, g.mask, scale)
-        else:
-            o = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=g.mask, scale=scale)
+        o = _attend_decode(qq, kk, vv, g.mask, scale, cache)
         out[g.start : g.end] = o.reshape(b, num_heads, head_dim)
     for seg in meta.prefills:
         rows = slice(seg.q_start, seg.q_start + seg.q_len)

@@ -104,20 +104,23 @@ def load_tokenizer(path: Path) -> Any:
         raise InvalidInputError(f"cannot load the tokenizer in {path}: {exc}".splitlines()[0]) from None
 
 
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (or the text given); empty where unreadable."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return set()
+    lines = (line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags"))
+    return set(next(lines, []))
+
+
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     """The CPU has bf16 instructions (AVX-512 BF16 or AMX), per /proc/cpuinfo; False where unreadable.
 
     oneDNN's own check also says yes on plain AVX-512, where it emulates bf16 with fp32 FMAs.
     """
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return False
-    flags = next(
-        (line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []
-    )
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags(cpuinfo))
 
 
 def fast_dtypes(device: str) -> tuple[bool, bool]:

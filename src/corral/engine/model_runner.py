@@ -10,6 +10,8 @@ import torch
 from torch import Tensor
 
 from corral.engine.attention import AttentionMetadata, DecodeGroup, KVCache, PrefillSegment
+from corral.engine.decode_rows import DecodeRows
+from corral.engine.loader import cpu_flags
 from corral.engine.lora import LoraBatch
 from corral.engine.models import CausalLM
 from corral.engine.sequence import Sequence
@@ -29,6 +31,11 @@ def set_cpu_threads() -> None:
 # GPT-2 benchmark's batch-32 forward: 0.75 and 6 MiB were about 8% slower, 12 MiB 38% and the
 # whole batch at once 56% slower.
 CPU_GATHER_BYTES = 3 << 20
+
+
+# memory the decode rows may take beside the KV cache: its size, but at least 64 MiB (a small
+# cache's rows round up to whole 64-token contexts) and at most 1 GiB
+DECODE_ROWS_MIN_BYTES, DECODE_ROWS_MAX_BYTES = 64 << 20, 1 << 30
 
 
 def keep_freed_memory() -> None:
@@ -69,7 +76,15 @@ class ModelRunner:
         self.group_tokens = (
             max(block_size, CPU_GATHER_BYTES // row_bytes) if device.type == "cpu" else 1 << 30
         )
+        # decodes keep their context in contiguous rows between steps on CPU, in about the KV
+        # cache's own size again (corral.engine.decode_rows); accelerators gather the whole batch
+        self.decode_rows: DecodeRows | None = None
         if device.type == "cpu":
+            kv_bytes = 2 * self.cache.k.numel() * self.cache.k.element_size()
+            budget = min(max(kv_bytes, DECODE_ROWS_MIN_BYTES), DECODE_ROWS_MAX_BYTES)
+            self.decode_rows = DecodeRows(self.cache, budget)
+            # torch's fused SDPA is fast in bf16 where oneDNN/ATen have AMX kernels, slow without
+            self.cache.fused_half_decode = dtype == torch.bfloat16 and "amx_bf16" in cpu_flags()
             set_cpu_threads()
             keep_freed_memory()
 
@@ -81,10 +96,14 @@ class ModelRunner:
     def prepare(
         self, seqs: list[Sequence]
     ) -> tuple[Tensor, Tensor, AttentionMetadata, list[Sequence], Tensor, LoraBatch | None]:
-        """Flatten the batch: decodes first (longest context first), then prefill chunks, unpadded."""
-        singles = sorted(
-            (s for s in seqs if s.num_scheduled_tokens == 1), key=lambda s: -s.num_computed_tokens
-        )
+        """Flatten the batch: decodes first (in row order, or longest context first when gathered),
+        then prefill chunks, unpadded."""
+        singles = [s for s in seqs if s.num_scheduled_tokens == 1]
+        rows = self.decode_rows.assign(singles) if self.decode_rows is not None else None
+        if rows is None:  # gathered in groups by context length: longest first
+            singles.sort(key=lambda s: -s.num_computed_tokens)
+        else:  # read from their kept rows: in row order
+            singles.sort(key=lambda s: rows[s.seq_id])
         ordered = singles + [s for s in seqs if s.num_scheduled_tokens > 1]
         ids: list[int] = []
         positions: list[int] = []
@@ -104,7 +123,11 @@ class ModelRunner:
         slots = self._slots(tables)
         pos = torch.tensor(positions)
         meta = AttentionMetadata(slot_mapping=slots[torch.tensor(seq_rows), pos], num_decode=len(singles))
-        meta.decode_groups = self._decode_groups([s.num_computed_tokens + 1 for s in singles], tables)
+        if rows is not None and singles:
+            assert self.decode_rows is not None
+            meta.rows = self.decode_rows.prepare(singles, slots[: len(singles)])
+        elif singles:
+            meta.decode_groups = self._decode_groups([s.num_computed_tokens + 1 for s in singles], tables)
         q_start = len(singles)
         for row, s in enumerate(ordered[len(singles) :], start=len(singles)):
             start, n = s.num_computed_tokens, s.num_scheduled_tokens

@@ -27,7 +27,10 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-    """As HF computes it: normalize in fp32, then scale in the model's dtype."""
+    """As HF computes it: normalize in fp32, then scale in the model's dtype (fp32: torch's fused
+    kernel, the same values in one op instead of seven)."""
+    if x.dtype == torch.float32 and weight.dtype == torch.float32:
+        return F.rms_norm(x, weight.shape, weight, eps)
     xf = x.float()
     xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
     return weight * xf.to(x.dtype)
@@ -63,10 +66,10 @@ def inverse_frequencies(config: dict[str, Any], head_dim: int) -> tuple[Tensor, 
     raise InvalidInputError(f"rope type '{kind}' is not supported", hint="supported: default, linear, llama3")
 
 
-def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+def rotate(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
+    """HF's `x * cos + rotate_half(x) * sin` with the sign of rotate_half folded into `signed_sin`
+    (its first half negated): the same values, in four ops instead of seven."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
 
 
 @dataclass
@@ -106,7 +109,9 @@ class Llama:
         freqs = torch.outer(pos, inv_freq)
         emb = torch.cat((freqs, freqs), dim=-1)
         self.cos = emb.cos().to(device=device, dtype=dtype)
-        self.sin = emb.sin().to(device=device, dtype=dtype)
+        sin = emb.sin()
+        half = self.head_dim // 2
+        self.signed_sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1).to(device=device, dtype=dtype)
         self.q_size = self.num_heads * self.head_dim
         self.kv_size = self.num_kv_heads * self.head_dim
 
@@ -155,14 +160,16 @@ class Llama:
         lora: LoraBatch | None = None,
     ) -> Tensor:
         h = F.embedding(input_ids, self.embed)
-        cos, sin = self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
+        cos, sin = self.cos[positions].unsqueeze(1), self.signed_sin[positions].unsqueeze(1)
+        heads = self.num_heads + self.num_kv_heads
         n = input_ids.shape[0]
         for i, layer in enumerate(self.layers):
             x = rms_norm(h, layer.ln1, self.eps)
-            q, k, v = layer.qkv(x, lora).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-            q = rotate(q.view(n, self.num_heads, self.head_dim), cos, sin)
-            k = rotate(k.view(n, self.num_kv_heads, self.head_dim), cos, sin)
-            v = v.view(n, self.num_kv_heads, self.head_dim)
+            qkv = layer.qkv(x, lora)
+            # q and k rotated together: one set of ops for both
+            qk = rotate(qkv[:, : self.q_size + self.kv_size].view(n, heads, self.head_dim), cos, sin)
+            q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)
+            v = qkv[:, self.q_size + self.kv_size :].view(n, self.num_kv_heads, self.head_dim)
             a = paged_attention(q, k, v, cache, i, meta, self.scale)
             h = h + layer.o(a.view(n, self.q_size), lora)
             x = rms_norm(h, layer.ln2, self.eps)
