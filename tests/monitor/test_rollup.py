@@ -208,3 +208,28 @@ def test_evaluation_traffic_and_shadow_copies_are_not_monitored(store):
     assert job.run_once(NOW + timedelta(minutes=1)) == 0  # skipped traces are not missing minutes
     window = sample_window(store, "support", START, NOW)
     assert window["count"] == 1 and len(window["numeric"]["feedback_score"]) == 0
+
+
+def test_the_rollup_process_writes_what_the_job_in_process_writes(store, db_url):  # type: ignore[no-untyped-def]
+    """corral serve runs rounds in a child process (off the gateway's GIL); the rows are the same."""
+    from corral.monitor.offload import RollupProcess
+    from corral.store.models import RollupRow
+
+    insert_traces(store, list(synthetic_traces(300, START, timedelta(hours=2), seed=5, users=10)))
+    child = RollupProcess(db_url, lookback_s=900)
+    try:
+        assert child.run_once(START + timedelta(hours=2)) > 0
+        assert child.run_once(START + timedelta(hours=2)) == 0  # the child kept its job: nothing new
+    finally:
+        child.close()
+
+    def rows() -> list[tuple[Any, ...]]:
+        with store.session() as session:
+            found = session.execute(select(RollupRow.grain, RollupRow.bucket, RollupRow.requests)).all()
+        return sorted(tuple(r) for r in found)
+
+    by_child = rows()
+    with store.engine.begin() as conn:
+        conn.execute(RollupRow.__table__.delete())
+    RollupJob(store, lookback_s=900).refresh(START, START + timedelta(hours=3))
+    assert by_child and rows() == by_child

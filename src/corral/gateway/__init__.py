@@ -72,6 +72,7 @@ def _start_monitor(store: Any, settings: Settings) -> Any:
             return
         from corral.artifacts import ArtifactStore
         from corral.monitor import MonitorService
+        from corral.monitor.offload import RollupProcess
         from corral.registry import Registry
 
         registry: Registry | None = None
@@ -82,7 +83,11 @@ def _start_monitor(store: Any, settings: Settings) -> Any:
                 logging.getLogger("corral.monitor").exception(
                     "cannot open the artifacts for drift references"
                 )
-        MonitorService(store, settings.monitor, registry=registry).run_until(stop)
+        rollups = RollupProcess(store.url, settings.monitor.lookback_s, store.statement_timeout_s)
+        try:
+            MonitorService(store, settings.monitor, registry=registry, rollups=rollups).run_until(stop)
+        finally:
+            rollups.close()
 
     threading.Thread(target=run, name="corral-monitor", daemon=True).start()
     return stop

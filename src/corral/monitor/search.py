@@ -31,6 +31,7 @@ def _json(raw: str | None) -> Any:
         return None
 
 
+INDEX_BATCH = 1000
 PAGE = 50
 FEW = 200  # up to this many matches are looked up by key; more, newest first
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -63,10 +64,10 @@ class SearchIndex:
         ]  # fmt: skip
         verb = "INSERT OR IGNORE INTO" if self.store.dialect == "sqlite" else "INSERT INTO"
         tail = "" if self.store.dialect == "sqlite" else " ON CONFLICT (trace_id) DO NOTHING"
-        with self.store.engine.begin() as conn:
-            conn.execute(
-                text(f"{verb} trace_search (trace_id, at, body) VALUES (:id, :at, :body){tail}"), values
-            )
+        statement = text(f"{verb} trace_search (trace_id, at, body) VALUES (:id, :at, :body){tail}")
+        for i in range(0, len(values), INDEX_BATCH):  # short transactions: the trace writer never waits long
+            with self.store.engine.begin() as conn:
+                conn.execute(statement, values[i : i + INDEX_BATCH])
         return len(rows)
 
     def _words(self, query: str) -> list[str]:

@@ -36,13 +36,14 @@ class MonitorService:
 
     def __init__(
         self, store: Store, settings: MonitorSettings, *, holder: str | None = None,
-        registry: Registry | None = None,
+        registry: Registry | None = None, rollups: Any = None,
     ) -> None:  # fmt: skip
         self.store = store
         self.settings = settings
         self.registry = registry  # reads the dataset versions of monitor.drift_reference_datasets
         self.lease = Lease(store, LEASE_NAME, ttl_s=max(3 * settings.interval_s, 10.0), holder=holder)
-        self.rollups = RollupJob(store, lookback_s=settings.lookback_s)
+        # `rollups`: anything with RollupJob's run_once; corral serve passes a RollupProcess
+        self.rollups = rollups or RollupJob(store, lookback_s=settings.lookback_s)
         self.alerts = AlertEngine(store, settings, lambda: known_deployments(store))
 
     def run_once(self, now: datetime | None = None) -> dict[str, Any] | None:
@@ -73,7 +74,8 @@ class MonitorService:
                 continue
             current = (now - timedelta(hours=s.drift_window_hours), now)
             reference: tuple[datetime, datetime] | str = s.drift_reference_datasets.get(deployment) or (
-                current[0] - timedelta(hours=s.drift_reference_hours), current[0]
+                current[0] - timedelta(hours=s.drift_reference_hours),
+                current[0],
             )
             try:
                 drift_report(self.store, deployment, reference, current, policy=DriftPolicy(alpha=s.drift_alpha),

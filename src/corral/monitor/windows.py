@@ -168,7 +168,10 @@ def drift_report(
         if registry is None:
             raise InvalidInputError("a dataset reference needs the registry (artifacts) to read it from")
         ref = sample_dataset(registry, reference, split, max_numeric=MAX_NUMERIC, max_text=MAX_TEXT)
-        reference_text, extra = [ref["label"]], {"reference_dataset": ref["dataset"], "reference_split": ref["split"]}
+        reference_text, extra = (
+            [ref["label"]],
+            {"reference_dataset": ref["dataset"], "reference_split": ref["split"]},
+        )
     else:
         ref = sample_window(store, deployment, *reference, seed=1)
         reference_text, extra = [utc(t).isoformat() for t in reference], {}
