@@ -9,54 +9,19 @@ import pathlib
 import socket
 import ssl
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import pytest
+from tests.gateway.raw_servers import Handler, Server
+from tests.gateway.raw_servers import read_request as _read_request
 
 from corral.errors import PermissionDeniedError
 from corral.gateway import h1conn
 from corral.gateway.h1client import Disconnected, Pool, ProtocolError, split_url
 from corral.gateway.upstream import Endpoint, KeyEnvPolicy, UpstreamFailure, UpstreamPool
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 JSON = b"Content-Type: application/json\r\n"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-
-
-async def _read_request(reader: asyncio.StreamReader) -> bytes:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
-    return head + await reader.readexactly(length)
-
-
-class Server:
-    """Serves `handler(reader, writer, n)` on each connection; n counts the connections so far."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.connections = 0
-        self.closed = 0
-
-    async def __aenter__(self) -> Server:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-        return self
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            await self.handler(reader, writer, self.connections)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            self.closed += 1
-            writer.close()
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.server.close()
 
 
 def serve_ok() -> Handler:
