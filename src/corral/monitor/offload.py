@@ -18,7 +18,8 @@ from typing import Any
 
 log = logging.getLogger("corral.monitor")
 
-NICENESS = 10
+NICENESS = 19
+INDEX_PAUSE_S = 0.005  # between the search index's write transactions: the trace writer's turn
 _job: Any = None  # in the child: the RollupJob of its store, built by the first round
 
 
@@ -33,6 +34,7 @@ def _round(url: str, statement_timeout_s: float, lookback_s: float, now: datetim
         _job = RollupJob(
             Store(url, auto_upgrade=False, statement_timeout_s=statement_timeout_s), lookback_s=lookback_s
         )
+        _job.search.pause_s = INDEX_PAUSE_S
     return int(_job.run_once(now))
 
 

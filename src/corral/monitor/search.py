@@ -7,6 +7,7 @@ by the rollup job for the minutes it rebuilds (never on the request path).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,15 +32,16 @@ def _json(raw: str | None) -> Any:
         return None
 
 
-INDEX_BATCH = 1000
+INDEX_BATCH = 250
 PAGE = 50
 FEW = 200  # up to this many matches are looked up by key; more, newest first
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
 class SearchIndex:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, pause_s: float = 0.0) -> None:
         self.store = store
+        self.pause_s = pause_s  # between index transactions; corral serve's rollup process sets it
 
     def index_range(self, start: datetime, end: datetime) -> int:
         """Index the traces in [start, end) not indexed yet; returns how many were indexed.
@@ -66,6 +68,8 @@ class SearchIndex:
         tail = "" if self.store.dialect == "sqlite" else " ON CONFLICT (trace_id) DO NOTHING"
         statement = text(f"{verb} trace_search (trace_id, at, body) VALUES (:id, :at, :body){tail}")
         for i in range(0, len(values), INDEX_BATCH):  # short transactions: the trace writer never waits long
+            if i and self.pause_s:
+                time.sleep(self.pause_s)  # and gets the write lock between them
             with self.store.engine.begin() as conn:
                 conn.execute(statement, values[i : i + INDEX_BATCH])
         return len(rows)
