@@ -46,10 +46,9 @@ class SearchIndex:
     def index_range(self, start: datetime, end: datetime) -> int:
         """Index the traces in [start, end) not indexed yet; returns how many were indexed.
 
-        Runs in `corral serve`'s process every monitor round, so it reads only traces the index lacks
-        (a minute being filled is rebuilt every round) and their JSON as text, parsed by orjson: the
-        stdlib decoder SQLAlchemy's JSON type uses, on every trace of the minutes, held the GIL
-        the gateway's event loop needs for seconds a round under load.
+        Runs every monitor round, so it reads only traces the index lacks (a minute being filled is
+        rebuilt every round) and their JSON as text, parsed by orjson: the stdlib decoder SQLAlchemy's
+        JSON type uses, on every trace of those minutes, took seconds a round under load.
         """
         indexed = select(TraceSearchRow.trace_id).where(TraceSearchRow.trace_id == TraceRow.id)
         with self.store.engine.connect() as conn:
