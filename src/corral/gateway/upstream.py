@@ -44,12 +44,13 @@ class Endpoint:
     def __post_init__(self) -> None:
         self.base_urls = [u.rstrip("/") for u in self.base_urls]
         self.in_flight = [0] * len(self.base_urls)
-        # identity: the client does not decompress, and an upstream may compress unasked otherwise
-        self.headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+        self.headers = {"Content-Type": "application/json"}  # also for evaluation's httpx clients
         if self.api_key:
             self.api_key = _header_value(self.api_key)
             self.headers["Authorization"] = f"Bearer {self.api_key}"
-        self.header_lines = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items()).encode("latin-1")
+        # the gateway's own client does not decompress, and an upstream may compress unasked otherwise
+        lines = {**self.headers, "Accept-Encoding": "identity"}
+        self.header_lines = "".join(f"{k}: {v}\r\n" for k, v in lines.items()).encode("latin-1")
 
     def pick(self) -> int:
         """Least in-flight instance, round-robin on ties."""
