@@ -31,10 +31,8 @@ def _round(url: str, statement_timeout_s: float, lookback_s: float, now: datetim
 
         with contextlib.suppress(OSError):  # background work: under contention requests come first
             os.nice(NICENESS)
-        _job = RollupJob(
-            Store(url, auto_upgrade=False, statement_timeout_s=statement_timeout_s), lookback_s=lookback_s
-        )
-        _job.search.pause_s = INDEX_PAUSE_S
+        store = Store(url, auto_upgrade=False, statement_timeout_s=statement_timeout_s)
+        _job = RollupJob(store, lookback_s=lookback_s, index_pause_s=INDEX_PAUSE_S)
     return int(_job.run_once(now))
 
 

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from sqlalchemy import Table, Text, cast, delete, func, insert, select
 
 from corral.gateway.costs import prompt_text
-from corral.monitor.search import SearchIndex
+from corral.monitor.search import SearchIndex, json_object
 from corral.monitor.sketch import LogHistogram
 from corral.store import Store
 from corral.store.models import FeedbackRow, MonitorStateRow, RollupRow, TraceRow
@@ -135,11 +134,7 @@ def _key(row: Any) -> Key:
 def _ask(request: dict[str, Any] | str | None) -> str:
     """What the user asked last: regenerations are the same question again (`request`: JSON text too)."""
     if isinstance(request, str):
-        try:
-            request = orjson.loads(request)
-        except orjson.JSONDecodeError:
-            request = None
-        request = request if isinstance(request, dict) else None
+        request = json_object(request)
     messages = (request or {}).get("messages")
     if isinstance(messages, list):
         for message in reversed(messages):
@@ -181,12 +176,13 @@ class RollupJob:
     """Keeps monitor_rollups in step with traces and feedback; `run_once()` from a background loop."""
 
     def __init__(
-        self, store: Store, *, lookback_s: float = 900.0, regeneration_window_s: float = 120.0
-    ) -> None:
+        self, store: Store, *, lookback_s: float = 900.0, regeneration_window_s: float = 120.0,
+        index_pause_s: float = 0.0,
+    ) -> None:  # fmt: skip
         self.store = store
         self.lookback = timedelta(seconds=lookback_s)
         self.regeneration_window = timedelta(seconds=regeneration_window_s)
-        self.search = SearchIndex(store)
+        self.search = SearchIndex(store, pause_s=index_pause_s)
 
     # -- which minutes need rebuilding ------------------------------------------------------------------
     def _trunc(self, column: Any, grain: str) -> Any:

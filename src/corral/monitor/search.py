@@ -23,13 +23,15 @@ from corral.store import Store
 from corral.store.models import FeedbackRow, TraceRow, TraceSearchRow
 
 
-def _json(raw: str | None) -> Any:
+def json_object(raw: str | None) -> dict[str, Any] | None:
+    """A trace's request or response column read as text (orjson, not the JSON type's stdlib parser)."""
     if raw is None:
         return None
     try:
-        return orjson.loads(raw)
+        parsed = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 INDEX_BATCH = 250
@@ -41,7 +43,7 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 class SearchIndex:
     def __init__(self, store: Store, pause_s: float = 0.0) -> None:
         self.store = store
-        self.pause_s = pause_s  # between index transactions; corral serve's rollup process sets it
+        self.pause_s = pause_s  # between index transactions (corral serve's rollup process: 5 ms)
 
     def index_range(self, start: datetime, end: datetime) -> int:
         """Index the traces in [start, end) not indexed yet; returns how many were indexed.
@@ -60,7 +62,7 @@ class SearchIndex:
         if not rows:
             return 0
         values = [
-            {"id": trace_id, "at": at, "body": f"{prompt_text(_json(request) or {})}\n{answer_text(_json(response))}"}
+            {"id": trace_id, "at": at, "body": f"{prompt_text(json_object(request) or {})}\n{answer_text(json_object(response))}"}
             for trace_id, at, request, response in rows
         ]  # fmt: skip
         verb = "INSERT OR IGNORE INTO" if self.store.dialect == "sqlite" else "INSERT INTO"
