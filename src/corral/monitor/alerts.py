@@ -74,7 +74,7 @@ def transition(
 
 
 def _minute_p95s(store: Store, deployment: str, since: datetime, until: datetime) -> list[float]:
-    with store.session() as session:
+    with store.reading() as session:
         rows = session.execute(
             select(RollupRow.bucket, RollupRow.latency_hist).where(
                 RollupRow.grain == "m", RollupRow.deployment == deployment,
@@ -88,7 +88,7 @@ def _minute_p95s(store: Store, deployment: str, since: datetime, until: datetime
 
 
 def _latest_drift(store: Store, deployment: str) -> dict[str, Any] | None:
-    with store.session() as session:
+    with store.reading() as session:
         row = session.scalars(
             select(DriftReportRow)
             .where(DriftReportRow.deployment == deployment)

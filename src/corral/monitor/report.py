@@ -143,7 +143,7 @@ def reading(store: Store, session: Session | None = None) -> Iterator[Session]:
     if session is not None:
         yield session
     else:
-        with store.session() as new:
+        with store.reading() as new:
             yield new
 
 

@@ -53,7 +53,7 @@ class SearchIndex:
         JSON type uses, on every trace of those minutes, took seconds a round under load.
         """
         indexed = select(TraceSearchRow.trace_id).where(TraceSearchRow.trace_id == TraceRow.id)
-        with self.store.engine.connect() as conn:
+        with self.store.reader.connect() as conn:
             rows = conn.execute(
                 select(TraceRow.id, TraceRow.at, cast(TraceRow.request, Text), cast(TraceRow.response, Text))
                 .where(TraceRow.at >= start, TraceRow.at < end, ~exists(indexed))
@@ -102,11 +102,11 @@ class SearchIndex:
                 "SELECT trace_id FROM trace_search WHERE rowid IN (SELECT rowid FROM trace_search_fts "
                 f"WHERE trace_search_fts MATCH :fts LIMIT {FEW + 1})"
             ).bindparams(fts=_fts(words))
-            with self.store.engine.connect() as conn:
+            with self.store.reader.connect() as conn:
                 ids = list(conn.execute(few).scalars())
             return ids if len(ids) <= FEW else None
         sub = self._all_matches(words)
-        with self.store.engine.connect() as conn:
+        with self.store.reader.connect() as conn:
             ids = list(
                 conn.execute(text(f"{sub.text} LIMIT {FEW + 1}").bindparams(**sub.compile().params)).scalars()
             )
@@ -125,10 +125,10 @@ class SearchIndex:
         early instead of reading every match."""
         words = self._words(query)
         at = column("at", DateTime(timezone=True))
-        # (a connection per round: none is held while the caller reads, SQLite's sessions begin immediate)
+        # (a connection per round: none is held while the caller reads the page)
         if self.store.dialect != "sqlite":
             for size in (k, 8 * k, 64 * k):
-                with self.store.engine.connect() as conn:
+                with self.store.reader.connect() as conn:
                     rows = conn.execute(text(
                         "SELECT trace_id, at FROM trace_search WHERE search_tsv @@ "
                         "plainto_tsquery('simple', :q)" + (" AND at <= :before" if before else "")
@@ -142,7 +142,7 @@ class SearchIndex:
         ids: list[str] = []
         lowest: int | None = None
         for size in (k, 4 * k, 16 * k, 64 * k):
-            with self.store.engine.connect() as conn:
+            with self.store.reader.connect() as conn:
                 rows = conn.execute(text(
                     "SELECT s.rowid AS r, s.trace_id FROM trace_search s WHERE s.rowid IN (SELECT rowid FROM "
                     "trace_search_fts WHERE trace_search_fts MATCH :fts" + (" AND rowid < :low" if lowest else "")
@@ -237,7 +237,7 @@ def search(index: SearchIndex, f: TraceFilter, limit: int = PAGE) -> tuple[list[
             .order_by(TraceRow.at.desc(), TraceRow.id.desc())
             .limit(limit + 1)
         )
-        with index.store.session() as session:
+        with index.store.reading() as session:
             return list(session.execute(query).all())
 
     rows: list[Any] | None = None
@@ -270,6 +270,6 @@ def like_search(store: Store, words: str, limit: int = PAGE) -> list[dict[str, A
         for w in _WORD.findall(words)
     ]
     query = select(*PAGE_COLUMNS).where(TraceRow.shadow_of.is_(None), *conditions)
-    with store.session() as session:
+    with store.reading() as session:
         rows = session.execute(query.order_by(TraceRow.at.desc(), TraceRow.id.desc()).limit(limit + 1)).all()
     return [_entry(r) for r in rows[:limit]]

@@ -25,7 +25,7 @@ LEASE_NAME = "monitor"
 
 
 def known_deployments(store: Store) -> list[str]:
-    with store.session() as session:
+    with store.reading() as session:
         return sorted(
             session.scalars(select(DeploymentRow.name).where(DeploymentRow.spec.is_not(None))).all()
         )

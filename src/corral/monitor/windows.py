@@ -97,7 +97,7 @@ def sample_window(
 ) -> dict[str, Any]:
     """A bounded random sample of a window's traces: numeric features and prompt/answer texts."""
     cols = (TraceRow.id, *(getattr(TraceRow, n) for n in NUMERIC))
-    with store.session() as session:
+    with store.reading() as session:
         rows = session.execute(
             select(*cols)
             .where(TraceRow.deployment == deployment, TraceRow.at >= since, TraceRow.at < until)
@@ -198,7 +198,7 @@ def latest_reports(store: Store, deployment: str | None = None, limit: int = 20)
     query = select(DriftReportRow).order_by(desc(DriftReportRow.id)).limit(limit)
     if deployment is not None:
         query = query.where(DriftReportRow.deployment == deployment)
-    with store.session() as session:
+    with store.reading() as session:
         return [
             {
                 "id": r.id,

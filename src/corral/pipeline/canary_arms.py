@@ -60,12 +60,12 @@ def _traces(
         query = query.where(TraceRow.at < until)
     if first_ok:
         query = query.where(TraceRow.status < 400).limit(first_ok)
-    with store.session() as session:
+    with store.reading() as session:
         return list(session.execute(query).all())
 
 
 def _scores(store: Store, deployment: str, version: str, since: datetime, source: str) -> list[float]:
-    with store.session() as session:
+    with store.reading() as session:
         return list(
             session.scalars(
                 select(FeedbackRow.score)
@@ -129,7 +129,7 @@ def resolve_version(store: Store, target: str) -> str:
     ref = parse_ref(target)
     if ref.version is not None:
         return f"{ref.name}@{ref.version}"
-    with store.session() as session:
+    with store.reading() as session:
         model = session.scalar(select(ModelRow).where(ModelRow.name == ref.name))
         number = aliases.current(session, "model", model.id, ref.alias or "production") if model else None
     if number is None:
@@ -146,7 +146,7 @@ def arm_stats(
     only `target:` routes name a version that traces can be matched on.
     """
     spec = spec or CanarySpec()
-    with store.session() as session:
+    with store.reading() as session:
         row = session.scalar(select(DeploymentRow).where(DeploymentRow.name == deployment))
         routes = (row.spec or {}).get("routes", []) if row is not None else []
         mode = (row.spec or {}).get("mode") if row is not None else None
@@ -173,7 +173,7 @@ def latest_decisions(
     """The canary's latest decisions on a deployment, newest first (the dashboard's deployment page,
     which passes the `session` its other reads use)."""
     audit = AuditRow.__table__.c  # Core columns: plain rows, no ORM objects to build
-    with nullcontext(session) if session is not None else store.session() as s:
+    with nullcontext(session) if session is not None else store.reading() as s:
         rows = (
             s.connection()
             .execute(

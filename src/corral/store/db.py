@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from corral.errors import StoreUnavailableError
 from corral.store.migrate import current_revision, head_revision, upgrade
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "corral_read_only"  # execution option of Store.reader
 
 
 def _sqlite_engine(url: str, echo: bool) -> Engine:
@@ -39,7 +40,9 @@ def _sqlite_engine(url: str, echo: bool) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Store.reading(): a deferred BEGIN, so that a read (a dashboard page, the search index reading a
+        # round's traces) never holds the write lock the trace writer waits for (WAL: readers don't block)
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -91,6 +94,9 @@ class Store:
                 connect_args=_timeouts(url, connect_timeout_s, statement_timeout_s),
             )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # the same pool; its transactions only read (on SQLite they begin deferred: see _on_begin)
+        self.reader = self.engine.execution_options(**{READ_ONLY: True})
+        self._read_sessions = sessionmaker(self.reader, expire_on_commit=False)
         self._auto_upgrade = self.dialect == "sqlite" if auto_upgrade is None else auto_upgrade
         self._checked = False
         self._lock = threading.Lock()
@@ -134,12 +140,20 @@ class Store:
         upgrade(self)
         return True
 
-    @contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self) -> AbstractContextManager[Session]:
         """One transaction: committed when the block ends, rolled back if it raises."""
+        return self._transaction(self._sessions)
+
+    def reading(self) -> AbstractContextManager[Session]:
+        """One transaction that only reads: on SQLite it takes no write lock (a write in it may fail with
+        "database is locked" instead of waiting: write in `session()`)."""
+        return self._transaction(self._read_sessions)
+
+    @contextmanager
+    def _transaction(self, sessions: sessionmaker[Session]) -> Iterator[Session]:
         self.ensure_ready()
         try:
-            with self._sessions.begin() as session:
+            with sessions.begin() as session:
                 yield session
         except OperationalError as exc:
             raise StoreUnavailableError(

@@ -46,7 +46,7 @@ def chart(traces: list[dict[str, Any]], y_title: str = "", kind: str = "scatter"
 
 def overview(store: Store, now: datetime) -> dict[str, Any]:
     start, end = today(now)
-    with store.session() as session:  # three reads, one transaction
+    with store.reading() as session:  # three reads, one transaction
         rows = report(store, start, end, session=session)
         events = history(store, firing_only=True, limit=1000, session=session)
         hourly = requests_per_bucket(store, start, end, grain="h", by=("deployment",), session=session)
@@ -67,7 +67,7 @@ def deployment(store: Store, name: str, now: datetime, hours: float, grain: str)
         raise InvalidInputError("hours must be between 0 and 9600")
     since, until = now - timedelta(hours=hours), now + timedelta(minutes=1)
     # one read of the charted buckets: the lines, the totals, and the versions' table beside them
-    with store.session() as session:  # the charted buckets and the canary's decisions, one transaction
+    with store.reading() as session:  # the charted buckets and the canary's decisions, one transaction
         per_version, total, arms = series_and_total(store, name, since, until, grain=grain, session=session)
         canary = latest_decisions(store, name, limit=10, session=session)
     x = [p["bucket"] for p in total]
@@ -113,7 +113,7 @@ def traces(index: SearchIndex, query: dict[str, str]) -> dict[str, Any]:
 
 
 def trace(store: Store, trace_id: str) -> dict[str, Any]:
-    with store.session() as session:
+    with store.reading() as session:
         row = session.get(TraceRow, trace_id)
         if row is None:
             raise NotFoundError(f"no trace {trace_id}")
@@ -135,7 +135,7 @@ def trace(store: Store, trace_id: str) -> dict[str, Any]:
 def drift(store: Store, report_id: int | None, deployment: str | None) -> dict[str, Any]:
     if report_id is None:
         return {"title": "Drift reports", "reports": latest_reports(store, deployment, 100), "report": None}
-    with store.session() as session:
+    with store.reading() as session:
         row = session.get(DriftReportRow, report_id)
         if row is None:
             raise NotFoundError(f"no drift report {report_id}")
@@ -147,7 +147,7 @@ def alerts(store: Store, settings: MonitorSettings) -> dict[str, Any]:
 
 
 def registry(store: Store) -> dict[str, Any]:
-    with store.session() as session:
+    with store.reading() as session:
         models = {m.id: m.name for m in session.scalars(select(ModelRow)).all()}
         aliases: dict[tuple[int, int], list[str]] = {}
         for a in session.scalars(select(AliasRow).where(AliasRow.kind == "model")).all():
