@@ -310,3 +310,28 @@ def test_the_default_kv_cache_fits_every_sequence_at_full_context_up_to_a_cap() 
     assert kv_cache_blocks(mib, 16, 32768, 64, None) == 1024
     # an explicit size wins
     assert kv_cache_blocks(mib, 16, 256, 64, 0.5) == 512
+
+
+def test_the_worker_steps_its_engine_on_the_thread_that_built_it(tiny_model: Callable) -> None:
+    """Two threads running torch's parallel ops get two OpenMP teams: batch-1 decode was ~35% slower
+    with the model packed on one thread and stepped on another (see corral.engine.async_engine)."""
+    from corral.engine.async_engine import engine_thread
+
+    thread = engine_thread()
+    built = thread.submit(threading.get_ident).result()
+    engine = thread.submit(LLMEngine, tiny_model("llama"), EngineSettings(kv_cache_gb=0.001)).result()
+    stepped: set[int] = set()
+    step = engine.step
+
+    def recording_step() -> Any:
+        stepped.add(threading.get_ident())
+        return step()
+
+    engine.step = recording_step  # type: ignore[method-assign]
+    running = RunningWorker(Worker(engine, ["tiny@1"], executor=thread))
+    try:
+        answer = running.client().completions.create(model="tiny@1", prompt="hello", max_tokens=3)
+        assert answer.choices[0].text is not None
+    finally:
+        running.stop()
+    assert stepped == {built}

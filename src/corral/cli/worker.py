@@ -128,6 +128,7 @@ def worker(
     """Serve one model version as an OpenAI-compatible worker (chat, completions, models, metrics)."""
     import uvicorn
 
+    from corral.engine.async_engine import engine_thread
     from corral.engine.embeddings import EmbeddingModel
     from corral.engine.llm_engine import LLMEngine
     from corral.engine.server import Worker, build_app
@@ -145,9 +146,11 @@ def worker(
     model_dir, adapter, names = resolve_model(model, settings)
     # a worker for a base version also serves the adapters over it, chosen per request by `model`
     finder = adapter_finder(names, settings, parse_loras(lora or [])) if adapter is None else None
-    engine = LLMEngine(model_dir, engine_cfg, adapter=adapter, adapters=finder)
+    # built on the thread that will step it (see corral.engine.async_engine.engine_thread)
+    thread = engine_thread()
+    engine = thread.submit(LLMEngine, model_dir, engine_cfg, adapter=adapter, adapters=finder).result()
     embedder = EmbeddingModel(embeddings_model) if embeddings else None
-    app = build_app(Worker(engine, names, embedder))
+    app = build_app(Worker(engine, names, embedder, executor=thread))
     port = port or engine_cfg.worker_port_start
     common.console.print(
         f"serving [bold]{names[0]}[/bold] on http://{host}:{port}/v1 "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -39,10 +40,11 @@ class Worker:
     names: list[str]
     embeddings: Any = None  # corral.engine.embeddings.EmbeddingModel
     created: int = field(default_factory=p.now)
+    executor: ThreadPoolExecutor | None = None  # the engine_thread that built `engine`, to step it
 
     def __post_init__(self) -> None:
         self.metrics = WorkerMetrics(self.engine, self.names[0])
-        self.front = AsyncEngine(self.engine, on_step=self.metrics.on_step)
+        self.front = AsyncEngine(self.engine, on_step=self.metrics.on_step, executor=self.executor)
         # the engine thread detokenizes with its own tokenizer; this copy serves the event loop
         self.tokenizer = (
             load_tokenizer(self.engine.loaded.path) if self.engine.tokenizer is not None else None
