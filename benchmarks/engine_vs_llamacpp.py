@@ -31,7 +31,7 @@ import httpx
 from engine_vs_hf import SMALL_LLAMA
 
 CONVERT = """
-import importlib.machinery, sys, types
+import importlib, importlib.machinery, sys, types
 conv_dir, model_dir, out, outtype = sys.argv[1:5]
 sys.path[:0] = [conv_dir, conv_dir + "/gguf-py"]
 stubs = ["mistral_common", "mistral_common.tokens", "mistral_common.tokens.tokenizers"] + [
@@ -44,8 +44,11 @@ for name in stubs:  # imported for Mistral's own tokenizers, which a Llama does 
 import convert_hf_to_gguf as c
 for name in stubs:
     del sys.modules[name]
-c.TextModel.get_vocab_base_pre = lambda self, tokenizer: "gpt-2"
-c.LlamaModel.set_vocab = lambda self: self._set_vocab_gpt2()
+# llama.cpp before 2026 kept the model classes in the script, later in its `conversion` package
+text_model = getattr(c, "TextModel", None) or importlib.import_module("conversion.base").TextModel
+llama_model = getattr(c, "LlamaModel", None) or importlib.import_module("conversion.llama").LlamaModel
+text_model.get_vocab_base_pre = lambda self, tokenizer: "gpt-2"
+llama_model.set_vocab = lambda self: self._set_vocab_gpt2()
 sys.argv = ["convert_hf_to_gguf.py", model_dir, "--outfile", out, "--outtype", outtype]
 c.main()
 """
@@ -135,11 +138,14 @@ def main() -> None:
         eos = int(tok.eos_token_id)
         for gguf_type in args.precisions.split(","):
             gguf = tmp / f"model-{gguf_type}.gguf"
-            subprocess.run(
+            done = subprocess.run(
                 [sys.executable, "-c", CONVERT, str(conv), str(model), str(gguf), gguf_type],
-                check=True,
                 capture_output=True,
+                text=True,
             )
+            if done.returncode:
+                tail = "\n".join(done.stderr.strip().splitlines()[-8:])
+                sys.exit(f"llama.cpp's converter failed on the {gguf_type} model:\n{tail}")
             compare(args, tmp, model, gguf, gguf_type, prompts, eos, site)
 
 
