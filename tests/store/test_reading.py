@@ -46,6 +46,7 @@ def test_writes_still_begin_immediate(tmp_path):
     store = Store(f"sqlite:///{tmp_path}/s.db")
     store.ensure_ready()
     seen: list[str] = []
+
     @event.listens_for(store.engine, "before_cursor_execute")
     def _record(conn, cursor, statement, *args):  # noqa: ANN001
         seen.append(statement)
