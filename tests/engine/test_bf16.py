@@ -76,3 +76,23 @@ def test_bf16_greedy_equals_hf_bf16_generate(arch: str, tiny_model: Callable, hf
     for seq in seqs:
         assert seq.num_output_tokens == 20
         assert_same_greedy(hf, seq.token_ids[: seq.num_prompt_tokens], seq.output_token_ids, tol=TOL_BF16)
+
+
+def test_both_half_decode_paths_agree_with_fp32_attention() -> None:
+    """Few short rows take the upcast path, the rest two bf16 matmuls: each within bf16's rounding of
+    fp32 attention on the same values, with and without a mask."""
+    import torch.nn.functional as F
+
+    from corral.engine.attention import _decode_attention_half, _decode_attention_upcast
+
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(3, 2, 2, 16, generator=gen).bfloat16()  # [rows, kv_heads, group, dim]
+    k, v = (torch.randn(3, 2, 40, 16, generator=gen).bfloat16() for _ in range(2))
+    mask = torch.zeros(3, 1, 1, 40)
+    mask[1, ..., 30:] = float("-inf")  # a shorter row in the group
+    for m in (None, mask):
+        want = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=m, scale=0.25)
+        for path in (_decode_attention_upcast, _decode_attention_half):
+            got = path(q, k, v, m.bfloat16() if m is not None else None, 0.25)
+            assert got.dtype == torch.bfloat16
+            assert (got.float() - want).abs().max() < 0.03, path.__name__
