@@ -52,3 +52,33 @@ def test_rows_that_do_not_fit_fall_back_to_the_gather() -> None:
     rows = DecodeRows(cache(), max_bytes=1024)
     assert rows.assign([decoding(5)]) is None  # 8 rows x 64 tokens would not fit
     assert not rows.row_of
+
+
+def test_the_context_grows_once_to_the_longest_the_sequences_may_become() -> None:
+    # bytes per row-token here: 2 (k, v) x 2 layers x 1 head x 2 dims x 4 bytes = 32; 8 rows = 256
+    rows = DecodeRows(cache(), max_bytes=256 * 192)
+    seq = Sequence(list(range(5)), SamplingParams(max_tokens=100), block_size=4)
+    seq.num_computed_tokens = 4
+    rows.assign([seq])
+    assert rows.k.shape[3] == 128  # prompt 5 + 100 new, in whole 64-token steps: no growth per 64 tokens
+    rows.k[:, 0, :, :5] = 7.0
+    seq.num_computed_tokens = 150  # past its plan (a recompute, say): grows again, in 64-token steps
+    rows.assign([seq])
+    assert rows.k.shape[3] == 192
+    assert rows.k[:, 0, :, :5].eq(7.0).all() and rows.k[:, 0, :, 5:].eq(0).all() and rows.k[:, 1:].eq(0).all()
+    capped = DecodeRows(cache(), max_bytes=256 * 64)
+    capped.assign([Sequence(list(range(5)), SamplingParams(max_tokens=1000), block_size=4)])
+    assert capped.k.shape[3] == 64  # the plan is cut to what max_bytes allows
+
+
+def test_context_planned_ahead_is_given_back_before_new_rows_are_refused() -> None:
+    rows = DecodeRows(cache(), max_bytes=256 * 192)  # 8 rows x 192 tokens, or 16 x 96
+    first = Sequence(list(range(5)), SamplingParams(max_tokens=1000), block_size=4)
+    first.num_computed_tokens = 4
+    rows.assign([first])
+    assert rows.k.shape[1:4:2] == (8, 192)  # planned as far as 8 rows allow
+    rows.k[:, 0, :, :5] = 3.0
+    others = [decoding(5) for _ in range(8)]
+    assert rows.assign([first, *others]) is not None  # a 9th row: 16 rows of 64 tokens, not the gather
+    assert rows.k.shape[1:4:2] == (16, 64)
+    assert rows.k[:, 0, :, :5].eq(3.0).all() and rows.k[:, 0, :, 5:].eq(0).all()
