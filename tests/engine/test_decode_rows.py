@@ -25,9 +25,9 @@ def cache() -> KVCache:
 def test_rows_are_kept_dropped_and_reused() -> None:
     rows = DecodeRows(cache(), max_bytes=1 << 20)
     a, b, c = decoding(5), decoding(9), decoding(3)
-    assert rows.assign([a, b]) == {a.seq_id: 0, b.seq_id: 1}
-    assert rows.assign([b, c]) == {b.seq_id: 1, c.seq_id: 0}  # a left: its row goes to c
-    assert rows.assign([b]) == {b.seq_id: 1}
+    assert rows.assign([a, b]) == {b.seq_id: 0, a.seq_id: 1}  # longest first
+    assert rows.assign([b, c]) == {b.seq_id: 0, c.seq_id: 1}  # a left: its row goes to c
+    assert rows.assign([c]) == {c.seq_id: 1}
     assert rows.assign([]) == {}
 
 
@@ -35,16 +35,16 @@ def test_rows_are_filled_from_the_paged_cache_once_and_masked_to_each_length() -
     kv = cache()
     rows = DecodeRows(kv, max_bytes=1 << 20, group_rows=2)
     short, long = decoding(3), decoding(7)
-    rows.assign([short, long])
-    slots = torch.tensor([[8, 9, 10, 11, 0, 0, 0, 0], [4, 5, 6, 7, 12, 13, 14, 15]])
-    step = rows.prepare([short, long], slots)
-    assert torch.equal(rows.k[:, 0, :, :2], kv.k[:, [8, 9]].transpose(1, 2))
-    assert torch.equal(rows.v[:, 1, :, :6], kv.v[:, [4, 5, 6, 7, 12, 13]].transpose(1, 2))
-    assert step.dense and step.positions.tolist() == [2, 6]
+    assert rows.assign([short, long]) == {long.seq_id: 0, short.seq_id: 1}
+    slots = torch.tensor([[4, 5, 6, 7, 12, 13, 14, 15], [8, 9, 10, 11, 0, 0, 0, 0]])
+    step = rows.prepare([long, short], slots)
+    assert torch.equal(rows.k[:, 1, :, :2], kv.k[:, [8, 9]].transpose(1, 2))
+    assert torch.equal(rows.v[:, 0, :, :6], kv.v[:, [4, 5, 6, 7, 12, 13]].transpose(1, 2))
+    assert step.dense and step.positions.tolist() == [6, 2]
     [group] = step.groups
     assert group.ctx == 7 and group.mask is not None
-    assert torch.isinf(group.mask[0, 0, 0, 3:]).all() and not torch.isinf(group.mask[0, 0, 0, :3]).any()
-    assert group.mask[1].eq(0).all()
+    assert torch.isinf(group.mask[1, 0, 0, 3:]).all() and not torch.isinf(group.mask[1, 0, 0, :3]).any()
+    assert group.mask[0].eq(0).all()
     assert rows.filled == {short.seq_id: 3, long.seq_id: 7}
 
 
@@ -82,3 +82,11 @@ def test_context_planned_ahead_is_given_back_before_new_rows_are_refused() -> No
     assert rows.assign([first, *others]) is not None  # a 9th row: 16 rows of 64 tokens, not the gather
     assert rows.k.shape[1:4:2] == (16, 64)
     assert rows.k[:, 0, :, :5].eq(3.0).all() and rows.k[:, 0, :, 5:].eq(0).all()
+
+
+def test_newcomers_take_free_rows_longest_first() -> None:
+    rows = DecodeRows(cache(), max_bytes=1 << 20)
+    short, long, middle = decoding(3), decoding(9), decoding(5)
+    assert rows.assign([short, long, middle]) == {long.seq_id: 0, middle.seq_id: 1, short.seq_id: 2}
+    later = decoding(20)
+    assert rows.assign([long, later]) == {long.seq_id: 0, later.seq_id: 1}  # the lowest free row

@@ -89,9 +89,11 @@ class DecodeRows:
             self.filled.pop(seq_id, None)
         taken = set(self.row_of.values())
         free = (r for r in range(len(seqs) + len(taken)) if r not in taken)
-        for s in seqs:
-            if s.seq_id not in self.row_of:
-                self.row_of[s.seq_id] = next(free)
+        # newcomers longest first into the lowest free rows: neighbours (one attention group) then have
+        # similar contexts, and a group pads less to its longest (every sequence grows one a step)
+        newcomers = [s for s in seqs if s.seq_id not in self.row_of]
+        for s in sorted(newcomers, key=lambda s: -s.num_computed_tokens):
+            self.row_of[s.seq_id] = next(free)
         if not seqs:
             return {}
         rows = max(self.row_of.values()) + 1
