@@ -53,7 +53,7 @@ class SearchIndex:
         JSON type uses, on every trace of those minutes, took seconds a round under load.
         """
         indexed = select(TraceSearchRow.trace_id).where(TraceSearchRow.trace_id == TraceRow.id)
-        with self.store.reader.connect() as conn:
+        with self.store.engine.connect() as conn:  # a writing transaction: see RollupJob._minute_groups
             rows = conn.execute(
                 select(TraceRow.id, TraceRow.at, cast(TraceRow.request, Text), cast(TraceRow.response, Text))
                 .where(TraceRow.at >= start, TraceRow.at < end, ~exists(indexed))

@@ -40,8 +40,8 @@ def _sqlite_engine(url: str, echo: bool) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        # Store.reading(): a deferred BEGIN, so that a read (a dashboard page, the search index reading a
-        # round's traces) never holds the write lock the trace writer waits for (WAL: readers don't block)
+        # Store.reading(): a deferred BEGIN, so that a read (a dashboard page, a report) never holds the
+        # write lock the trace writer waits for (WAL: readers don't block)
         conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
