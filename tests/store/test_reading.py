@@ -56,3 +56,11 @@ def test_writes_still_begin_immediate(tmp_path):
     with store.reading() as session:
         session.connection().exec_driver_sql("SELECT 1")
     assert [s for s in seen if s.startswith("BEGIN")] == ["BEGIN IMMEDIATE", "BEGIN"]
+
+
+def test_a_given_session_is_joined_and_left_open(tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/s.db")
+    with store.session() as outer:
+        with store.reading(outer) as joined:
+            assert joined is outer
+        assert outer.is_active  # not closed by the inner block: the caller's transaction goes on

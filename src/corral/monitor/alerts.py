@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from corral.config import AlertRuleSettings, MonitorSettings
 from corral.config.sections import FALLING_METRICS
-from corral.monitor.report import last, reading, report, today
+from corral.monitor.report import last, report, today
 from corral.monitor.rollup import utc
 from corral.monitor.sketch import LogHistogram
 from corral.store import Store
@@ -237,7 +237,7 @@ def history(
     query = select(*events).order_by(desc(events.id)).limit(limit)
     if firing_only:
         query = query.where(events.state == "firing")
-    with reading(store, session) as session:
+    with store.reading(session) as session:
         return [
             {
                 "id": r.id, "rule": r.rule, "deployment": r.subject, "state": r.state, "value": r.value,

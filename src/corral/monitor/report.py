@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -123,7 +122,7 @@ def _rows(
     if deployment is not None:
         query = query.where(c.deployment == deployment)
     parsed = [c.name for c in columns if c.name in _JSON and (parse_histograms or c.name not in HISTOGRAMS)]
-    with reading(store, session) as s:
+    with store.reading(session) as s:
         rows = s.connection().execute(query).all()
     out = []
     for row in rows:
@@ -133,18 +132,6 @@ def _rows(
             values[name] = loads(text) if text is not None else {}
         out.append(SimpleNamespace(**values))
     return out
-
-
-@contextmanager
-def reading(store: Store, session: Session | None = None) -> Iterator[Session]:
-    """`session` when given, else a new one: a page that reads several things passes one session to all
-    of them (one connection and one transaction instead of one each: on PostgreSQL most of a small
-    read's time is those round trips)."""
-    if session is not None:
-        yield session
-    else:
-        with store.reading() as new:
-            yield new
 
 
 def _check_groups(by: Sequence[str]) -> None:
@@ -201,7 +188,7 @@ def requests_per_bucket(
         .group_by(ROLLUP.c.bucket, *groups)
         .order_by(ROLLUP.c.bucket, *groups)
     )
-    with reading(store, session) as s:
+    with store.reading(session) as s:
         rows = s.execute(query).all()
     return [
         {"bucket": utc(bucket).isoformat(), **dict(zip(by, keys, strict=True)), "requests": int(n)}

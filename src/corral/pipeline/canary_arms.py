@@ -7,7 +7,6 @@ always-valid bounds need (`canary_stats`).
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -173,7 +172,7 @@ def latest_decisions(
     """The canary's latest decisions on a deployment, newest first (the dashboard's deployment page,
     which passes the `session` its other reads use)."""
     audit = AuditRow.__table__.c  # Core columns: plain rows, no ORM objects to build
-    with nullcontext(session) if session is not None else store.reading() as s:
+    with store.reading(session) as s:
         rows = (
             s.connection()
             .execute(
