@@ -21,9 +21,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from corral.engine import row_attention
 from corral.engine.attention import KVCache
 from corral.engine.sequence import Sequence
 
@@ -49,8 +51,11 @@ class RowsStep:
     rows: Tensor  # [num_decode] the row of each decode query (ascending, the batch's decode order)
     positions: Tensor  # [num_decode] the position its new token takes
     num_rows: int  # rows attended (free rows below the highest in use are attended and ignored)
-    groups: list[RowGroup]
+    groups: list[RowGroup]  # empty when `lengths` is set
     dense: bool  # rows == arange(num_rows): queries map to rows without a scatter
+    # [num_rows] each row's context (0: a free row) when attention runs in the row kernel
+    # (corral.engine.row_attention), which reads each row to its own length: no groups, no padding
+    lengths: np.ndarray | None = None
 
 
 def _round_up(n: int, step: int) -> int:
@@ -58,10 +63,12 @@ def _round_up(n: int, step: int) -> int:
 
 
 class DecodeRows:
-    def __init__(self, cache: KVCache, max_bytes: int, group_rows: int = 8) -> None:
+    def __init__(self, cache: KVCache, max_bytes: int, group_rows: int = 8, kernel: bool = True) -> None:
         self.cache = cache
         self.max_bytes = max_bytes
         self.group_rows = group_rows
+        # attend in the row kernel where it serves this dtype (numba installed), else padded groups
+        self.kernel = kernel and row_attention.available(cache.k.dtype, cache.k.device)
         layers, _, kv_heads, head_dim = cache.k.shape
         # head-major: each (row, head) context is one contiguous run that attention streams through.
         # Token-major (as the paged cache), attention read one head's 256 bytes of every 3 KiB
@@ -100,29 +107,40 @@ class DecodeRows:
         ctx = max(s.num_computed_tokens for s in seqs) + 1
         have_rows, have_ctx = self.k.shape[1], self.k.shape[3]
         if rows > have_rows or ctx > have_ctx:
-            new_rows, need_ctx = max(have_rows, _round_up(rows, ROW_STEP)), _round_up(ctx, CONTEXT_STEP)
-            if self._bytes(new_rows, need_ctx) > self.max_bytes:
+            need_rows, need_ctx = _round_up(rows, ROW_STEP), _round_up(ctx, CONTEXT_STEP)
+            if self._bytes(need_rows, need_ctx) > self.max_bytes:
                 self.drop_all()
                 return None
-            # room for the longest these sequences may become, as far as it fits beside the new rows
-            # (context planned ahead is given back before rows are refused)
+            # room for the longest these sequences may become, as far as it fits beside the rows in
+            # use (context planned ahead is given back before rows are refused)
             planned = _round_up(max(s.num_prompt_tokens + s.params.max_tokens for s in seqs), CONTEXT_STEP)
-            fits = self.max_bytes // self._bytes(new_rows, CONTEXT_STEP) * CONTEXT_STEP
-            self._grow(new_rows, min(max(have_ctx, need_ctx, planned), fits))
+            fits = self.max_bytes // self._bytes(need_rows, CONTEXT_STEP) * CONTEXT_STEP
+            new_ctx = min(max(have_ctx, need_ctx, planned), fits)
+            # and rows ahead: a batch filling up grew its rows a few times, each growth copying every
+            # row (0.45 s of the README benchmark's first batch for 16 -> 32 GPT-2 rows). The row
+            # kernel never reads a row past its length, so every row that fits is taken at once (memory
+            # not yet written costs nothing); the padded groups read zeros, so rows there double
+            rows_fit = self.max_bytes // self._bytes(ROW_STEP, new_ctx) * ROW_STEP
+            ahead = rows_fit if self.kernel else 2 * have_rows
+            self._grow(max(need_rows, min(ahead, rows_fit)), new_ctx)
         return self.row_of
 
     def _grow(self, rows: int, ctx: int) -> None:
         """New buffers (more rows; a longer context, or a shorter one that still holds every filled
-        token) with the old rows copied in and everything else zeroed (padding is read under a -inf
-        mask, so it must hold no NaN), each byte written once."""
+        token) with the filled part of the old rows copied in, each byte written once. For the
+        padded SDPA groups everything else is zeroed (padding is read under a -inf mask, so it must
+        hold no NaN); the row kernel reads no padding, and a buffer left unwritten costs no memory
+        until a row fills it."""
         layers, old_rows, kv_heads, old_ctx, head_dim = self.k.shape
-        kept = min(old_ctx, ctx)
+        kept = min(old_ctx, ctx, max(self.filled.values(), default=0))
+        kept_rows = min(old_rows, rows)  # fewer rows: those past the rows in use
         shape = (layers, rows, kv_heads, ctx, head_dim)
         for name in ("k", "v"):
             old, new = getattr(self, name), self.k.new_empty(shape)
-            new[:, :old_rows, :, :kept] = old[:, :, :, :kept]
-            new[:, :old_rows, :, kept:].zero_()
-            new[:, old_rows:].zero_()
+            new[:, :kept_rows, :, :kept] = old[:, :kept_rows, :, :kept]
+            if not self.kernel:
+                new[:, :kept_rows, :, kept:].zero_()
+                new[:, kept_rows:].zero_()
             setattr(self, name, new)
 
     def prepare(self, seqs: list[Sequence], slots: Tensor) -> RowsStep:
@@ -142,6 +160,18 @@ class DecodeRows:
                 self.v[:, row, :, have:pos] = self.cache.v.index_select(1, where).transpose(1, 2)
             self.filled[s.seq_id] = pos + 1  # this step writes position `pos`
         num_rows = rows[-1] + 1
+        step = RowsStep(
+            self.k, self.v, torch.tensor(rows), torch.tensor(positions), num_rows, [], num_rows == len(rows)
+        )
+        if self.kernel:
+            step.lengths = np.zeros(num_rows, dtype=np.int64)
+            step.lengths[rows] = np.asarray(positions) + 1
+        else:
+            step.groups = self._groups(rows, positions, num_rows)
+        return step
+
+    def _groups(self, rows: list[int], positions: list[int], num_rows: int) -> list[RowGroup]:
+        """Rows in runs of `group_rows`, each padded (under a mask) to its longest context."""
         lengths = [1] * num_rows  # a free row attends to one (ignored) token, never to nothing
         for row, pos in zip(rows, positions, strict=True):
             lengths[row] = pos + 1
@@ -156,12 +186,4 @@ class DecodeRows:
                 mask = torch.zeros(end - start, ctx, dtype=self.k.dtype).masked_fill_(pad, float("-inf"))
                 mask = mask.view(end - start, 1, 1, ctx)
             groups.append(RowGroup(start, end, ctx, mask))
-        return RowsStep(
-            self.k,
-            self.v,
-            torch.tensor(rows),
-            torch.tensor(positions),
-            num_rows,
-            groups,
-            dense=num_rows == len(rows),
-        )
+        return groups

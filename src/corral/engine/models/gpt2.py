@@ -98,7 +98,7 @@ class GPT2:
             a = paged_attention(q, k, v, cache, i, meta, self.scales[i])
             h = h + layer.o(a.view(n, self.hidden), lora)
             x = F.layer_norm(h, size, *layer.ln2, self.eps)
-            h = h + layer.proj(F.gelu(layer.fc(x, lora), approximate="tanh"), lora)
+            h = h + layer.proj(layer.fc.gelu(x, lora), lora)
         return F.layer_norm(h, size, *self.ln_f, self.eps)
 
     def logits(self, hidden: Tensor) -> Tensor:

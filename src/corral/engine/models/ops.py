@@ -75,12 +75,24 @@ class Linear:
         y = self._base(x)
         return y if lora is None else lora.apply(self, x, y)
 
+    def gelu(self, x: Tensor, lora: LoraBatch | None = None) -> Tensor:
+        """`gelu(self(x))`, tanh approximation (GPT-2's), fused into oneDNN's matmul where the
+        weight is packed and no adapter adds to the output first. torch's own tanh GELU is slow on
+        CPU: 0.32 ms for GPT-2's [32, 3072] activations, the fused matmul + GELU 0.19 ms more than
+        the matmul alone (1.08 against 1.75 ms for the two ops, 2 threads, AMD EPYC)."""
+        if self.packed is not None and lora is None:
+            return self._packed(x, "gelu", "tanh")
+        return F.gelu(self(x, lora), approximate="tanh")
+
     def _base(self, x: Tensor) -> Tensor:
         if self.packed is not None:
-            rows = x.shape[0]
-            pad = padded_rows(rows) - rows
-            x = F.pad(x, (0, 0, 0, pad)) if pad else x.contiguous()
-            y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-            return y[:rows] if pad else y
+            return self._packed(x, "none", "")
         assert self.weight is not None
         return F.linear(x, self.weight, self.bias)
+
+    def _packed(self, x: Tensor, post_op: str, algorithm: str) -> Tensor:
+        rows = x.shape[0]
+        pad = padded_rows(rows) - rows
+        x = F.pad(x, (0, 0, 0, pad)) if pad else x.contiguous()
+        y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, post_op, [], algorithm)
+        return y[:rows] if pad else y

@@ -1,0 +1,55 @@
+"""The numba row kernel for decode attention against torch's SDPA on the same values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from corral.engine import row_attention
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.bfloat16, 0.03)])
+@pytest.mark.parametrize("group", [1, 4])  # multi-head, and grouped-query (4 query heads per kv head)
+def test_kernel_matches_sdpa_row_by_row_at_each_rows_length(
+    dtype: torch.dtype, tol: float, group: int
+) -> None:
+    assert row_attention.available(dtype, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    buf_k, buf_v = (torch.randn(2, 5, 3, 48, 16, generator=gen).to(dtype) for _ in range(2))
+    k, v = buf_k[1, :, :, :40], buf_v[1, :, :, :40]  # strided views, as the kept rows are
+    q = torch.randn(5, 3, group, 16, generator=gen).to(dtype)
+    lengths = np.array([40, 1, 17, 0, 33])  # row 3 is free: its output is not computed
+    out = row_attention.attend(q, k, v, lengths, 0.25)
+    assert out.dtype == dtype and out.shape == q.shape
+    for row, n in enumerate(lengths):
+        if n:
+            want = F.scaled_dot_product_attention(
+                q[row].float(), k[row, :, :n].float(), v[row, :, :n].float(), scale=0.25
+            )
+            assert (out[row].float() - want).abs().max() < tol, row
+
+
+def test_other_dtypes_and_devices_are_not_served() -> None:
+    assert not row_attention.available(torch.float16, torch.device("cpu"))
+    assert not row_attention.available(torch.float32, torch.device("meta"))
+
+
+def test_engine_greedy_output_is_the_same_with_and_without_the_kernel(tiny_model, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from corral.config import EngineSettings
+    from corral.engine.llm_engine import LLMEngine
+    from corral.engine.sequence import SamplingParams
+
+    path = tiny_model("llama")
+    outputs = []
+    for kernel in (True, False):
+        engine = LLMEngine(path, EngineSettings(block_size=4, dtype="float32"), num_blocks=64)
+        assert engine.runner.decode_rows is not None
+        engine.runner.decode_rows.kernel = kernel
+        params = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
+        seqs = [engine.add_request(list(range(3, 3 + n)), params) for n in (5, 11, 2)]
+        while engine.has_unfinished():
+            engine.step()
+        outputs.append([s.output_token_ids for s in seqs])
+    assert outputs[0] == outputs[1]
