@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from corral.engine import row_attention
+from corral.engine import kernels
 
 if TYPE_CHECKING:
     from corral.engine.decode_rows import RowsStep
@@ -165,7 +165,7 @@ def _decode_from_rows(
         q = q.new_zeros((rows.num_rows, num_heads, head_dim)).index_copy_(0, rows.rows, q)
     if rows.lengths is not None:
         qq = q.reshape(rows.num_rows, kv_heads, num_heads // kv_heads, head_dim)
-        out = row_attention.attend(qq, rk, rv, rows.lengths, scale).reshape(q.shape)
+        out = kernels.attend(qq, rk, rv, rows.lengths, scale).reshape(q.shape)
         return out if rows.dense else out.index_select(0, rows.rows)
     out = torch.empty_like(q)
     for g in rows.groups:

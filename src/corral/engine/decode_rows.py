@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from corral.engine import row_attention
+from corral.engine import kernels
 from corral.engine.attention import KVCache
 from corral.engine.sequence import Sequence
 
@@ -54,7 +54,7 @@ class RowsStep:
     groups: list[RowGroup]  # empty when `lengths` is set
     dense: bool  # rows == arange(num_rows): queries map to rows without a scatter
     # [num_rows] each row's context (0: a free row) when attention runs in the row kernel
-    # (corral.engine.row_attention), which reads each row to its own length: no groups, no padding
+    # (corral.engine.kernels), which reads each row to its own length: no groups, no padding
     lengths: np.ndarray | None = None
 
 
@@ -68,7 +68,7 @@ class DecodeRows:
         self.max_bytes = max_bytes
         self.group_rows = group_rows
         # attend in the row kernel where it serves this dtype (numba installed), else padded groups
-        self.kernel = kernel and row_attention.available(cache.k.dtype, cache.k.device)
+        self.kernel = kernel and kernels.available(cache.k.dtype, cache.k.device)
         layers, _, kv_heads, head_dim = cache.k.shape
         # head-major: each (row, head) context is one contiguous run that attention streams through.
         # Token-major (as the paged cache), attention read one head's 256 bytes of every 3 KiB
@@ -133,7 +133,7 @@ class DecodeRows:
         until a row fills it."""
         layers, old_rows, kv_heads, old_ctx, head_dim = self.k.shape
         kept = min(old_ctx, ctx, max(self.filled.values(), default=0))
-        kept_rows = min(old_rows, rows)  # fewer rows: those past the rows in use
+        kept_rows = min(old_rows, rows, max(self.row_of.values(), default=-1) + 1)  # the rows in use
         shape = (layers, rows, kv_heads, ctx, head_dim)
         for name in ("k", "v"):
             old, new = getattr(self, name), self.k.new_empty(shape)

@@ -20,14 +20,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from corral.engine import kernels
 
 if TYPE_CHECKING:
     from corral.engine.lora import LoraBatch
 
 PACK_BATCH_HINT = 32  # the batch oneDNN picks its blocking for; every batch size still works
+# batches of up to this many rows go through `corral.engine.kernels.gemv` on the plain weight,
+# kept beside the packed one where the kernel serves the dtype (the weights' memory twice)
+GEMV_ROWS = 2
 
 
 def padded_rows(rows: int) -> int:
@@ -59,12 +65,18 @@ class Linear:
         self.device, self.dtype = weight.device, weight.dtype
         self.weight: Tensor | None = weight
         self.packed: Tensor | None = None
+        self.small: Tensor | None = None  # the plain weight for `kernels.gemv`, beside the packed one
         if _can_pack(weight):
             try:
                 self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, PACK_BATCH_HINT)
                 self.weight = None
             except RuntimeError:  # an op this build lacks after all: stay on F.linear
                 self.packed = None
+        if self.packed is not None and kernels.available(weight.dtype, weight.device):
+            self.small = weight.contiguous()
+            self.small_bias = (
+                np.zeros(self.out_features, np.float32) if bias is None else bias.float().numpy().copy()
+            )
 
     def to_device(self, tensor: Tensor) -> Tensor:
         """A tensor on this layer's device in its dtype (for LoRA pairs applied beside it)."""
@@ -92,6 +104,9 @@ class Linear:
 
     def _packed(self, x: Tensor, post_op: str, algorithm: str) -> Tensor:
         rows = x.shape[0]
+        if self.small is not None and rows <= GEMV_ROWS:
+            y = kernels.gemv(x, self.small, self.small_bias)
+            return F.gelu(y, approximate=algorithm) if post_op == "gelu" else y
         pad = padded_rows(rows) - rows
         x = F.pad(x, (0, 0, 0, pad)) if pad else x.contiguous()
         y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, post_op, [], algorithm)

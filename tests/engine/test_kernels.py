@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from corral.engine import row_attention
+from corral.engine import kernels
 
 
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.bfloat16, 0.03)])
@@ -15,13 +15,13 @@ from corral.engine import row_attention
 def test_kernel_matches_sdpa_row_by_row_at_each_rows_length(
     dtype: torch.dtype, tol: float, group: int
 ) -> None:
-    assert row_attention.available(dtype, torch.device("cpu"))
+    assert kernels.available(dtype, torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
     buf_k, buf_v = (torch.randn(2, 5, 3, 48, 16, generator=gen).to(dtype) for _ in range(2))
     k, v = buf_k[1, :, :, :40], buf_v[1, :, :, :40]  # strided views, as the kept rows are
     q = torch.randn(5, 3, group, 16, generator=gen).to(dtype)
     lengths = np.array([40, 1, 17, 0, 33])  # row 3 is free: its output is not computed
-    out = row_attention.attend(q, k, v, lengths, 0.25)
+    out = kernels.attend(q, k, v, lengths, 0.25)
     assert out.dtype == dtype and out.shape == q.shape
     for row, n in enumerate(lengths):
         if n:
@@ -32,8 +32,8 @@ def test_kernel_matches_sdpa_row_by_row_at_each_rows_length(
 
 
 def test_other_dtypes_and_devices_are_not_served() -> None:
-    assert not row_attention.available(torch.float16, torch.device("cpu"))
-    assert not row_attention.available(torch.float32, torch.device("meta"))
+    assert not kernels.available(torch.float16, torch.device("cpu"))
+    assert not kernels.available(torch.float32, torch.device("meta"))
 
 
 def test_engine_greedy_output_is_the_same_with_and_without_the_kernel(tiny_model, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -53,3 +53,23 @@ def test_engine_greedy_output_is_the_same_with_and_without_the_kernel(tiny_model
             engine.step()
         outputs.append([s.output_token_ids for s in seqs])
     assert outputs[0] == outputs[1]
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.bfloat16, 0.05)])
+def test_gemv_matches_f_linear_and_serves_linear_layers_few_rows(dtype: torch.dtype, tol: float) -> None:
+    from corral.engine.models.ops import GEMV_ROWS, Linear
+
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(48, 40, generator=gen).to(dtype)
+    bias = torch.randn(48, generator=gen).to(dtype)
+    layer = Linear(weight, bias)
+    for rows in (1, GEMV_ROWS, GEMV_ROWS + 3):  # the kernel, then oneDNN's packed matmul
+        x = torch.randn(rows, 40, generator=gen).to(dtype)
+        want = F.linear(x.float(), weight.float(), bias.float())
+        got = layer(x)
+        assert got.dtype == dtype and got.shape == (rows, 48)
+        assert (got.float() - want).abs().max() < tol * want.abs().max(), rows
+        gelu = layer.gelu(x)
+        assert (gelu.float() - F.gelu(want, approximate="tanh")).abs().max() < tol * want.abs().max(), rows
+    if layer.packed is not None:  # this CPU packs the dtype: the plain weight stays for the kernel
+        assert layer.small is not None

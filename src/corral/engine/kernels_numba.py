@@ -1,4 +1,4 @@
-"""numba kernels for `corral.engine.row_attention` (imported only where numba is installed).
+"""numba kernels for `corral.engine.kernels` (imported only where numba is installed).
 
 Module-level, so numba's on-disk cache (`cache=True`) finds them again in the next process: the
 first compile takes about 5 s on 2 cores, a cached load well under one.
@@ -92,3 +92,17 @@ def attend(q: Any, k: Any, v: Any, lengths: Any, scale: Any, out: Any) -> None:
             inv = np.float32(1.0) / totals[g]
             for d in range(dim):
                 out[b, h, g, d] = acc[g, d] * inv
+
+
+@nb.njit(parallel=True, fastmath=True, nogil=True, cache=True)
+def gemv(x: Any, w: Any, bias: Any, out: Any) -> None:
+    """out[r] = w @ x[r] + bias for the few rows of x: x [rows, in] fp32, w [out, in] fp32 or bf16
+    words, bias [out] fp32, out [rows, out] fp32. Each weight row is read from memory once."""
+    rows, size = x.shape
+    for o in nb.prange(w.shape[0]):
+        wo = w[o]
+        for r in range(rows):
+            acc = np.float32(0.0)
+            for i in range(size):
+                acc += load(wo[i]) * x[r, i]
+            out[r, o] = acc + bias[o]
