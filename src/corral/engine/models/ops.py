@@ -6,8 +6,16 @@ weight reordered once at load ("packed" for its kernels) was 1.5-2.6x faster for
 of 1-64 tokens on GPT-2's shapes (about 3x on the LM head at 32 rows) and 1.2x faster than MKL
 at 2048 rows. bf16 weights are packed too where oneDNN has bf16 kernels: at 32 rows on the
 decode-heavy Llama's shapes that was 1.2-1.3x faster than bf16 `F.linear` (one thread), with
-the same results. A packed weight is an opaque tensor usable only by oneDNN, so the plain one is
-dropped; other devices and dtypes, or a torch built without oneDNN, use `F.linear`.
+the same results. A packed weight is an opaque tensor usable only by oneDNN; other devices and
+dtypes, or a torch built without oneDNN, use `F.linear`.
+
+Batches of one or two rows (batch-1 decode) go instead to `corral.engine.kernels.gemv`, which reads
+the plain weight once at about 23-31 GB/s where oneDNN's packed kernels read it at 17-20 (the
+decode-heavy Llama's 25 linear layers, 2 threads, AMD EPYC: fp32 3.7 against 4.9 ms at one row,
+3.7 against 5.0 at two, 0.94x at four; bf16 1.36x and 1.15x, 1.03x at four). So where that kernel
+serves the dtype the plain weight is kept beside the packed one: the weights take twice their
+memory. In-process batch-1 decode went from 110 to 190 tok/s on that Llama (fp32, with the row
+attention kernel), 183 to 233 in bf16, GPT-2 fp32 from 29-36 to 43-48.
 
 oneDNN compiles and caches a kernel per input shape (up to 1024 per cache), so a worker that saw
 every batch size from 1 to 4096 tokens would slowly grow by a hundred MB or more. Inputs are
