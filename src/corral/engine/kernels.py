@@ -94,9 +94,9 @@ def attend(q: Tensor, k: Tensor, v: Tensor, lengths: np.ndarray, scale: float) -
 
 def gemv(x: Tensor, weight: Tensor, bias: np.ndarray) -> Tensor:
     """`x @ weight.T + bias` for a few rows: x [rows, in]; weight [out, in], contiguous, fp32 or bf16;
-    bias [out] fp32 (zeros for none). Returns [rows, out] in the weight's dtype."""
+    bias [out] fp32 (zeros for none). Returns [rows, out] in the weight's dtype, computed in fp32."""
     assert _numba is not None
-    xf = x.float().contiguous()
-    out = torch.empty((x.shape[0], weight.shape[0]))
-    _numba.gemv(xf.numpy(), _words(weight), bias, out.numpy())
-    return out if weight.dtype == torch.float32 else out.to(weight.dtype)
+    x = x.to(weight.dtype).contiguous()
+    out = torch.empty((x.shape[0], weight.shape[0]), dtype=weight.dtype)
+    _numba.gemv(_words(x), _words(weight), bias, _words(out))
+    return out

@@ -26,6 +26,36 @@ def _widen(typingctx: Any, word: Any) -> Any:
     return nb.float32(nb.uint16), codegen
 
 
+@intrinsic
+def _narrow(typingctx: Any, value: Any) -> Any:
+    """An fp32 -> the bf16 nearest to it (ties to even), as its 16 bits: what torch's cast does."""
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        i32 = ir.IntType(32)
+        bits = builder.bitcast(args[0], i32)
+        odd = builder.and_(builder.lshr(bits, ir.Constant(i32, 16)), ir.Constant(i32, 1))
+        rounded = builder.add(bits, builder.add(odd, ir.Constant(i32, 0x7FFF)))
+        return builder.trunc(builder.lshr(rounded, ir.Constant(i32, 16)), ir.IntType(16))
+
+    return nb.uint16(nb.float32), codegen
+
+
+def like(out: Any, value: Any) -> Any:
+    """An fp32 value as an element of `out`: itself, or narrowed to bf16 words."""
+    raise NotImplementedError  # only called from compiled code
+
+
+@overload(like, inline="always")
+def _like(out: Any, value: Any) -> Any:
+    def narrowed(out: Any, value: Any) -> Any:
+        return _narrow(value)  # type: ignore[call-arg]  # an intrinsic: its typing context is numba's
+
+    def as_is(out: Any, value: Any) -> Any:
+        return value
+
+    return {types.uint16: narrowed, types.float32: as_is}.get(out.dtype)
+
+
 def load(x: Any) -> Any:
     """An element of K or V as fp32 (fp32 as it is; bf16 stored as uint16 words, widened)."""
     raise NotImplementedError  # only called from compiled code
@@ -96,13 +126,13 @@ def attend(q: Any, k: Any, v: Any, lengths: Any, scale: Any, out: Any) -> None:
 
 @nb.njit(parallel=True, fastmath=True, nogil=True, cache=True)
 def gemv(x: Any, w: Any, bias: Any, out: Any) -> None:
-    """out[r] = w @ x[r] + bias for the few rows of x: x [rows, in] fp32, w [out, in] fp32 or bf16
-    words, bias [out] fp32, out [rows, out] fp32. Each weight row is read from memory once."""
+    """out[r] = w @ x[r] + bias for the few rows of x: x [rows, in], w [out, in] and out [rows, out]
+    fp32 or bf16 words, bias [out] fp32. Each weight row is read from memory once."""
     rows, size = x.shape
     for o in nb.prange(w.shape[0]):
         wo = w[o]
         for r in range(rows):
             acc = np.float32(0.0)
             for i in range(size):
-                acc += load(wo[i]) * x[r, i]
-            out[r, o] = acc + bias[o]
+                acc += load(wo[i]) * load(x[r, i])
+            out[r, o] = like(out, acc + bias[o])
