@@ -8,7 +8,9 @@ paged cache once when it starts decoding; each step then writes its new token's 
 beside the paged cache, and attention reads the rows as strided views. The paged cache stays the
 source of truth (prefill, prefix caching, preemption): a row is dropped as soon as its sequence
 is not decoding in a step and refilled from the cache if it decodes again. Freed rows are reused
-by the next new sequence; rows are attended in groups of `group_rows`, each padded to its longest.
+by the next new sequence. Attention reads the rows in `corral.engine.kernels.attend` (fp32 and bf16
+where numba is installed), each row to its own length; otherwise in groups of `group_rows`, each
+padded to its longest under a mask.
 
 The price is memory: the rows grow to the batch's high-water mark (rows x longest context), at
 most `max_bytes`; a step that would need more falls back to the gather (`DecodeGroup`). The context
