@@ -20,9 +20,15 @@ def test_kernel_matches_sdpa_row_by_row_at_each_rows_length(
     buf_k, buf_v = (torch.randn(2, 5, 3, 48, 16, generator=gen).to(dtype) for _ in range(2))
     k, v = buf_k[1, :, :, :40], buf_v[1, :, :, :40]  # strided views, as the kept rows are
     q = torch.randn(5, 3, group, 16, generator=gen).to(dtype)
-    lengths = np.array([40, 1, 17, 0, 33])  # row 3 is free: its output is not computed
-    out = kernels.attend(q, k, v, lengths, 0.25)
+    lengths = np.array([40, 1, 17, 0, 33])  # row 3 is free: neither written nor read
+    new_k, new_v = (torch.randn(5, 3, 16, generator=gen).to(dtype) for _ in range(2))
+    row3 = k[3].clone()
+    out = kernels.attend(q, k, v, new_k, new_v, lengths, 0.25)
     assert out.dtype == dtype and out.shape == q.shape
+    for row, n in enumerate(lengths):  # this step's K/V went to each row's last position first
+        if n:
+            assert torch.equal(k[row, :, n - 1], new_k[row]) and torch.equal(v[row, :, n - 1], new_v[row])
+    assert torch.equal(k[3], row3)
     for row, n in enumerate(lengths):
         if n:
             want = F.scaled_dot_product_attention(

@@ -157,15 +157,19 @@ def _decode_from_rows(
 ) -> Tensor:
     """Decode attention over the kept rows; q: [decodes, heads, dim], k, v: their new [decodes, kv_heads, dim]."""
     rk, rv = rows.k[layer], rows.v[layer]  # [rows, kv_heads, context, dim]
-    rk[rows.rows, :, rows.positions] = k
-    rv[rows.rows, :, rows.positions] = v
     num_heads, head_dim = q.shape[1], q.shape[2]
     kv_heads = rk.shape[1]
+    kernel = rows.lengths is not None  # the kernel stores the new K/V itself (at each row's length - 1)
+    if not kernel:
+        rk[rows.rows, :, rows.positions] = k
+        rv[rows.rows, :, rows.positions] = v
     if not rows.dense:  # free rows in between: their queries are zeros, their outputs dropped
         q = q.new_zeros((rows.num_rows, num_heads, head_dim)).index_copy_(0, rows.rows, q)
+        if kernel:
+            k, v = (x.new_zeros((rows.num_rows, *x.shape[1:])).index_copy_(0, rows.rows, x) for x in (k, v))
     if rows.lengths is not None:
         qq = q.reshape(rows.num_rows, kv_heads, num_heads // kv_heads, head_dim)
-        out = kernels.attend(qq, rk, rv, rows.lengths, scale).reshape(q.shape)
+        out = kernels.attend(qq, rk, rv, k, v, rows.lengths, scale).reshape(q.shape)
         return out if rows.dense else out.index_select(0, rows.rows)
     out = torch.empty_like(q)
     for g in rows.groups:

@@ -70,8 +70,9 @@ def _warm_up(kernels: Any) -> None:
     q, out = np.zeros((1, 1, 1, 4), dtype=np.float32), np.empty((1, 1, 1, 4), dtype=np.float32)
     for dtype in (torch.float32, torch.bfloat16):
         rows = torch.zeros((1, 1, 1, 2, 4), dtype=dtype)
+        new = _words(torch.zeros((1, 1, 4), dtype=dtype))
         for k in (_words(rows[0]), _words(rows[0, :, :, :1])):
-            kernels.attend(q, k, k, np.ones(1, dtype=np.int64), np.float32(1.0), out)
+            kernels.attend(q, k, k, new, new, np.ones(1, dtype=np.int64), np.float32(1.0), out)
         kernels.gemv(
             q[0, 0], _words(rows[0, 0, 0]), np.zeros(2, dtype=np.float32), np.empty((1, 2), dtype=np.float32)
         )
@@ -81,14 +82,28 @@ def _words(x: Tensor) -> np.ndarray:
     return x.view(torch.uint16).numpy() if x.dtype == torch.bfloat16 else x.numpy()
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, lengths: np.ndarray, scale: float) -> Tensor:
+def attend(
+    q: Tensor, k: Tensor, v: Tensor, new_k: Tensor, new_v: Tensor, lengths: np.ndarray, scale: float
+) -> Tensor:
     """q: [rows, kv_heads, group, dim]; k, v: [rows, kv_heads, context, dim] (strided views of the
-    rows); lengths: [rows] int64, each row's context (0: a free row, its output left unset).
-    Returns [rows, kv_heads, group, dim] in q's dtype."""
+    rows); new_k, new_v: [rows, kv_heads, dim], this step's K/V, stored at position length - 1 of
+    each row before it is read (one pass instead of an index_put per layer); lengths: [rows] int64,
+    each row's context with the new token (0: a free row, neither written nor read, its output
+    left unset). Returns [rows, kv_heads, group, dim] in q's dtype."""
     assert _numba is not None
     qf = q.float().contiguous()
     out = torch.empty_like(qf)
-    _numba.attend(qf.numpy(), _words(k), _words(v), lengths, np.float32(scale), out.numpy())
+    new_k, new_v = new_k.to(k.dtype).contiguous(), new_v.to(k.dtype).contiguous()
+    _numba.attend(
+        qf.numpy(),
+        _words(k),
+        _words(v),
+        _words(new_k),
+        _words(new_v),
+        lengths,
+        np.float32(scale),
+        out.numpy(),
+    )
     return out if q.dtype == torch.float32 else out.to(q.dtype)
 
 

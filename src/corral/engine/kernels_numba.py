@@ -91,9 +91,11 @@ def _exp_in_place(s: Any, n: int) -> Any:
 
 
 @nb.njit(parallel=True, fastmath=True, nogil=True, cache=True)
-def attend(q: Any, k: Any, v: Any, lengths: Any, scale: Any, out: Any) -> None:
+def attend(q: Any, k: Any, v: Any, new_k: Any, new_v: Any, lengths: Any, scale: Any, out: Any) -> None:
     """q, out: [rows, kv_heads, group, dim] fp32; k, v: [rows, kv_heads, context, dim] fp32 or
-    bf16 words; lengths: [rows]. Each (row, kv head) reads its context's K, then its V, once."""
+    bf16 words; new_k, new_v: [rows, kv_heads, dim], this step's K/V in k's dtype, written at each
+    row's last position (length - 1) first; lengths: [rows]. Each (row, kv head) reads its
+    context's K, then its V, once."""
     rows, heads, groups, dim = q.shape
     # head-major order: prange splits it in even halves, and rows (sorted longest first) would
     # otherwise put all the long contexts on the first thread
@@ -104,6 +106,8 @@ def attend(q: Any, k: Any, v: Any, lengths: Any, scale: Any, out: Any) -> None:
         if n == 0:
             continue
         kb, vb, qb = k[b, h], v[b, h], q[b, h]
+        kb[n - 1, :] = new_k[b, h]
+        vb[n - 1, :] = new_v[b, h]
         s = np.empty((groups, n), dtype=np.float32)
         for c in range(n):
             for g in range(groups):
