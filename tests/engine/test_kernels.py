@@ -79,3 +79,21 @@ def test_gemv_matches_f_linear_and_serves_linear_layers_few_rows(dtype: torch.dt
         assert (gelu.float() - F.gelu(want, approximate="tanh")).abs().max() < tol * want.abs().max(), rows
     if layer.packed is not None:  # this CPU packs the dtype: the plain weight stays for the kernel
         assert layer.small is not None
+
+
+def test_the_warm_up_compiles_what_the_engine_calls() -> None:
+    """A call the warm-up did not foresee would compile in the middle of a request's step."""
+    from corral.engine import kernels_numba
+    from corral.engine.models.ops import Linear
+
+    assert kernels.available(torch.float32, torch.device("cpu"))
+    seen = {name: len(getattr(kernels_numba, name).signatures) for name in ("attend", "gemv")}
+    for dtype in (torch.float32, torch.bfloat16):
+        layer = Linear(torch.randn(8, 4).to(dtype))
+        layer(torch.randn(1, 4).to(dtype))
+        rows = torch.zeros(2, 3, 2, 6, 4, dtype=dtype)
+        for k in (rows[0], rows[0, :, :, :5]):
+            kernels.attend(
+                torch.randn(3, 2, 1, 4).to(dtype), k, k, k[:, :, 0], k[:, :, 0], np.array([2, 1, 0]), 0.5
+            )
+    assert {name: len(getattr(kernels_numba, name).signatures) for name in seen} == seen

@@ -1,7 +1,7 @@
 """numba kernels for `corral.engine.kernels` (imported only where numba is installed).
 
 Module-level, so numba's on-disk cache (`cache=True`) finds them again in the next process: the
-first compile takes about 5 s on 2 cores, a cached load well under one.
+first compile takes about 6 s on 2 cores, a cached load well under one.
 """
 
 from __future__ import annotations
