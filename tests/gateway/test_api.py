@@ -227,6 +227,20 @@ def test_a_client_that_disconnects_cancels_the_upstream_call(served, fake, h):
     assert trace["status"] == 499 and "cancelled" in trace["error"]
 
 
+def test_a_client_that_closes_on_done_has_its_answer_traced_whole(served, fake, h):
+    """Clients close the connection on [DONE]; an upstream whose body ends a moment later (as a
+    worker's did) must not turn a delivered answer into a 499 with no tokens."""
+    fake.configure(done_tail_s=0.5, tokens=3)
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True}
+    headers = {"Authorization": f"Bearer {h.ADMIN_KEY}"}
+    with httpx.stream("POST", served.url + "/chat/completions", json=body, headers=headers) as r:
+        for line in r.iter_lines():
+            if line == "data: [DONE]":
+                break  # and close, as the openai SDK does
+    [trace] = h.traces(served)  # once the upstream's body has ended and the call submitted its trace
+    assert trace["status"] == 200 and not trace["error"] and trace["completion_tokens"] > 0
+
+
 def test_corral_costs_prints_the_totals_of_served_requests(served, h, capsys):
     import json
 

@@ -16,7 +16,7 @@ from corral.gateway.accounting import trace_record
 from corral.gateway.h1client import Response
 from corral.gateway.http import TRACE_HEADER, Receive, Send, new_trace_id, send_bytes
 from corral.gateway.routing import Attempt, attempt_plan, choose_route
-from corral.gateway.sse import EventSplitter, StreamSummary, event_data, is_usage_only
+from corral.gateway.sse import DONE, EventSplitter, StreamSummary, event_data, is_usage_only
 from corral.gateway.stages import Answer, Call, Retry, Stage, overrides
 from corral.gateway.upstream import Endpoint, UpstreamFailure, UpstreamPool
 
@@ -302,6 +302,11 @@ class Proxy:
                     out = stage.chunk(call, out)
                 if out:
                     await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+                    if summary.done and any(event_data(e) == DONE for e in out):
+                        # the client has the whole answer: a disconnect from here (clients close on
+                        # [DONE]) ends the exchange normally, not a cancelled call, while the upstream's
+                        # body still ends (the connection goes back to the pool)
+                        call.finished = True
                 if call.stop_stream:  # a stage ended it (e.g. a blocking guard check): the upstream is closed
                     break
         except STREAM_ERRORS as exc:

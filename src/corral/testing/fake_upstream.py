@@ -31,6 +31,7 @@ class FakeSettings:
     name: str = "fake"
     latency_s: float = 0.0  # before the answer (or the first chunk)
     token_delay_s: float = 0.0  # between stream chunks
+    done_tail_s: float = 0.0  # after a stream's [DONE], before its body ends (the client may close first)
     tokens: int = 4  # words in an answer
     usage: bool = True  # false: never report usage, as some servers do
     fault: str = (
@@ -312,6 +313,8 @@ class FakeUpstream:
             }
             await response.write(b"data: " + orjson.dumps(final) + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
+        if self.settings.done_tail_s:
+            await asyncio.sleep(self.settings.done_tail_s)
         await response.write_eof()
         return response
 
