@@ -167,7 +167,8 @@ def _decode_from_rows(
         q = q.new_zeros((rows.num_rows, num_heads, head_dim)).index_copy_(0, rows.rows, q)
         if kernel:
             k, v = (x.new_zeros((rows.num_rows, *x.shape[1:])).index_copy_(0, rows.rows, x) for x in (k, v))
-    if rows.lengths is not None:
+    if kernel:
+        assert rows.lengths is not None
         qq = q.reshape(rows.num_rows, kv_heads, num_heads // kv_heads, head_dim)
         out = kernels.attend(qq, rk, rv, k, v, rows.lengths, scale).reshape(q.shape)
         return out if rows.dense else out.index_select(0, rows.rows)
